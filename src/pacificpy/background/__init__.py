@@ -1,0 +1,74 @@
+"""PacificPy's background tasks: ``@background``, backends, ``current_task()``.
+
+The fixed import paths live in the submodules (``decorators``, ``local``, ``backend``,
+``monitor``); this package re-exports the everyday names.
+"""
+
+from __future__ import annotations
+
+from pacificpy.background.backend import BackgroundBackend
+from pacificpy.background.dead_letter import DeadLetter
+from pacificpy.background.decorators import (
+    BackgroundTask,
+    background,
+    configure_background_tasks,
+    get_backend,
+    reset_background_tasks,
+)
+from pacificpy.background.local import LocalExecutor, get_local_executor
+from pacificpy.background.task import TaskContext, TaskHandle, current_task
+from pacificpy.errors import (
+    BackendError,
+    BackendNotAvailable,
+    BackendUnavailable,
+    BackgroundError,
+    ConfigurationError,
+    EnqueueError,
+    MessageRejected,
+    PacificPyError,
+    QueueFull,
+    Retry,
+    TaskArgumentError,
+    TaskFailed,
+    TaskNotFound,
+    TaskSerializationError,
+    TaskTimeout,
+)
+from pacificpy.types import TaskStatus
+
+__all__ = [
+    "BackendError",
+    "BackendNotAvailable",
+    "BackendUnavailable",
+    "BackgroundBackend",
+    "BackgroundError",
+    "BackgroundTask",
+    "ConfigurationError",
+    "DeadLetter",
+    "EnqueueError",
+    "LocalExecutor",
+    "MessageRejected",
+    "PacificPyError",
+    "QueueFull",
+    "Retry",
+    "TaskArgumentError",
+    "TaskContext",
+    "TaskFailed",
+    "TaskHandle",
+    "TaskNotFound",
+    "TaskSerializationError",
+    "TaskStatus",
+    "TaskTimeout",
+    "background",
+    "configure_background_tasks",
+    "current_task",
+    "get_backend",
+    "get_local_executor",
+    "get_queue_length",
+    "reset_background_tasks",
+]
+
+
+def get_queue_length(queue: str = "default") -> int:
+    """How many tasks wait in ``queue`` on the configured backend (blocking call)."""
+    return get_backend().queue_length_sync(queue)

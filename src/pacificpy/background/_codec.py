@@ -1,0 +1,187 @@
+"""Envelope <-> bytes: JSON (orjson) by default, pickle on request, HMAC signing optional.
+
+Wire format: an unsigned message is a JSON object. A signed one is
+``b"pp1." + hex(HMAC-SHA256(key, body)) + b"." + body``. With a pickled task the
+arguments travel as base64 in ``"p"`` and the JSON ``"a"``/``"k"`` fields are empty.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import pickle
+from typing import Any
+
+import orjson
+
+from pacificpy.background.task import TaskEnvelope
+from pacificpy.errors import MessageRejected, TaskSerializationError
+
+__all__ = ["SERIALIZERS", "decode", "encode"]
+
+SERIALIZERS = frozenset({"json", "pickle"})
+_SIGNED = b"pp1."
+_SIG_LEN = 64  # hex digits of SHA-256
+
+
+def encode(
+    env: TaskEnvelope,
+    *,
+    signing_key: bytes | None = None,
+    max_payload_bytes: int | None = None,
+) -> bytes:
+    """Encode ``env`` for the wire.
+
+    Raises:
+        TaskSerializationError: an argument cannot be carried, naming it; or the message
+            is larger than ``max_payload_bytes``.
+    """
+    body: dict[str, Any] = {
+        "v": 1,
+        "id": env.task_id,
+        "t": env.task_name,
+        "q": env.queue,
+        "n": env.attempt,
+        "ts": env.enqueued_at,
+    }
+    if env.parent_id is not None:
+        body["pid"] = env.parent_id
+    if env.idempotency_key is not None:
+        body["ik"] = env.idempotency_key
+    if env.trace:
+        body["tr"] = env.trace
+    if env.serializer == "pickle":
+        body["s"] = "pickle"
+        try:
+            blob = pickle.dumps((env.args, env.kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise _which_argument(env, lambda v: pickle.dumps(v), exc) from None
+        body["p"] = base64.b64encode(blob).decode("ascii")
+        body["a"] = []
+        body["k"] = {}
+    else:
+        body["a"] = env.args
+        body["k"] = env.kwargs
+    try:
+        data = orjson.dumps(body)
+    except TypeError as exc:
+        raise _which_argument(env, orjson.dumps, exc) from None
+    if signing_key is not None:
+        sig = hmac.new(signing_key, data, hashlib.sha256).hexdigest().encode("ascii")
+        data = _SIGNED + sig + b"." + data
+    if max_payload_bytes is not None and len(data) > max_payload_bytes:
+        raise TaskSerializationError(
+            f"task {env.task_name}: message is {len(data)} bytes, over max_payload_bytes="
+            f"{max_payload_bytes}; pass a reference (an id, a path) instead of the data",
+            task_name=env.task_name,
+        )
+    return data
+
+
+def decode(
+    data: bytes | str,
+    *,
+    signing_key: bytes | None = None,
+    allow_pickle: bool = False,
+) -> TaskEnvelope:
+    """Decode and verify a message.
+
+    Raises:
+        MessageRejected: garbage, the wrong shape, a missing or bad signature while
+            ``signing_key`` is set, or pickle while ``allow_pickle`` is off.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogateescape")
+    if data.startswith(_SIGNED):
+        sig = data[len(_SIGNED) : len(_SIGNED) + _SIG_LEN]
+        body = data[len(_SIGNED) + _SIG_LEN + 1 :]
+        if signing_key is not None:
+            good = hmac.new(signing_key, body, hashlib.sha256).hexdigest().encode("ascii")
+            if not hmac.compare_digest(sig, good):
+                raise MessageRejected("message signature does not match: altered or forged")
+    else:
+        if signing_key is not None:
+            raise MessageRejected("message is not signed but this worker requires signing")
+        body = data
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MessageRejected(f"message is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict) or raw.get("v") != 1:
+        raise MessageRejected("message has the wrong shape: not a PacificPy v1 task message")
+    try:
+        task_id = raw["id"]
+        name = raw["t"]
+        args = raw.get("a", [])
+        kwargs = raw.get("k", {})
+        if not (isinstance(task_id, str) and isinstance(name, str)):
+            raise TypeError("id and task name must be strings")
+        if not (isinstance(args, list) and isinstance(kwargs, dict)):
+            raise TypeError("arguments must be a list and a mapping")
+        serializer = raw.get("s", "json")
+        if serializer == "pickle":
+            if not allow_pickle:
+                raise MessageRejected(
+                    f"task {name} {task_id}: pickled message refused; build the backend "
+                    "with allow_pickle=True to accept pickle"
+                )
+            args, kwargs = pickle.loads(base64.b64decode(raw["p"]))  # noqa: S301 - opt-in
+        elif serializer != "json":
+            raise TypeError(f"unknown serializer {serializer!r}")
+        attempt = int(raw.get("n", 1))
+        return TaskEnvelope(
+            task_id=task_id,
+            task_name=name,
+            args=tuple(args),
+            kwargs=kwargs,
+            queue=str(raw.get("q", "default")),
+            attempt=attempt if attempt >= 1 else 1,
+            enqueued_at=float(raw.get("ts", 0.0)),
+            parent_id=raw.get("pid"),
+            serializer=serializer,
+            idempotency_key=raw.get("ik"),
+            trace=raw.get("tr"),
+        )
+    except MessageRejected:
+        raise
+    except Exception as exc:
+        raise MessageRejected(f"message has the wrong shape: {exc}") from None
+
+
+def peek(data: bytes | str) -> tuple[str | None, str | None]:
+    """Best-effort ``(task_id, task_name)`` of a message that may not decode."""
+    try:
+        if isinstance(data, str):
+            data = data.encode("utf-8", "surrogateescape")
+        if data.startswith(_SIGNED):
+            data = data[len(_SIGNED) + _SIG_LEN + 1 :]
+        raw = orjson.loads(data)
+        if isinstance(raw, dict):
+            tid, name = raw.get("id"), raw.get("t")
+            return (tid if isinstance(tid, str) else None, name if isinstance(name, str) else None)
+    except Exception:
+        pass
+    return None, None
+
+
+def _which_argument(env: TaskEnvelope, dump: Any, exc: Exception) -> TaskSerializationError:
+    """Find the first argument ``dump`` cannot carry, for a message that names it."""
+    candidates: list[tuple[str, Any]] = [(f"args[{i}]", v) for i, v in enumerate(env.args)]
+    candidates += [(k, v) for k, v in env.kwargs.items()]
+    for label, value in candidates:
+        try:
+            dump(value)
+        except Exception as inner:
+            what = f"argument {label} ({type(value).__name__})"
+            return TaskSerializationError(
+                f"task {env.task_name}: {what} cannot be serialized with "
+                f"{env.serializer!r}: {inner}. Pass plain data (str, int, float, bool, None, "
+                "list, dict) or use serializer='pickle'",
+                task_name=env.task_name,
+                argument=label,
+            )
+    return TaskSerializationError(
+        f"task {env.task_name}: arguments cannot be serialized with {env.serializer!r}: {exc}",
+        task_name=env.task_name,
+    )

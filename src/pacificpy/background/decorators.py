@@ -1,0 +1,375 @@
+"""``@background`` and ``configure_background_tasks``.
+
+A decorated function keeps working as a plain function; ``.delay()`` and
+``.apply_async()`` check the arguments at the call site, encode them and hand the
+message to whichever backend is configured at that moment.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Generic, Protocol, TypeVar, overload
+
+from typing_extensions import ParamSpec
+
+from pacificpy.background import _codec, registry
+from pacificpy.background.backend import BackgroundBackend
+from pacificpy.background.monitor import get_task_monitor
+from pacificpy.background.retry import RetryPolicy
+from pacificpy.background.task import (
+    Message,
+    TaskEnvelope,
+    TaskHandle,
+    TaskSpec,
+    _current,
+    new_task_id,
+)
+from pacificpy.errors import ConfigurationError, TaskSerializationError
+
+__all__ = [
+    "BackgroundTask",
+    "background",
+    "configure_background_tasks",
+    "get_backend",
+    "reset_background_tasks",
+]
+
+logger = logging.getLogger("pacificpy.background")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+#: Called at ``.delay()`` to add trace headers to the envelope (tracing plugs in here).
+trace_injectors: list[Callable[[], dict[str, str] | None]] = []
+
+
+class BackgroundTask(Generic[P, T]):
+    """A function declared with ``@background``.
+
+    Calling it runs the function inline; ``.delay()`` / ``.apply_async()`` enqueue it.
+    """
+
+    def __init__(self, fn: Callable[P, Any], spec: TaskSpec) -> None:
+        self.fn = fn
+        self.spec = spec
+        functools.update_wrapper(self, fn)
+
+    @property
+    def name(self) -> str:
+        """The task's registered name (``module.qualname`` unless given)."""
+        return self.spec.name
+
+    def __repr__(self) -> str:
+        return f"<background task {self.spec.name}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[T]:
+        """Enqueue a run with these arguments now; return its handle.
+
+        Raises:
+            TaskArgumentError: the arguments do not bind to the function.
+            TaskSerializationError: an argument cannot be serialized (named in the message).
+            QueueFull: the local executor's queue is full.
+            EnqueueError: no running loop here and the backend refused the task.
+        """
+        return self._send(args, kwargs)
+
+    def apply_async(
+        self,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: dt.datetime | None = None,
+        task_id: str | None = None,
+        idempotency_key: str | None = None,
+        queue: str | None = None,
+    ) -> TaskHandle[T]:
+        """Like :meth:`delay`, with options.
+
+        Args:
+            args: positional arguments.
+            kwargs: keyword arguments.
+            countdown: start no sooner than this many seconds from now.
+            eta: start no sooner than this time (naive datetimes are UTC).
+            task_id: use this id instead of a random one.
+            idempotency_key: while a task enqueued with this key (for this task) is queued,
+                running or completed within the backend's TTL, enqueue nothing and return a
+                handle to it.
+            queue: the queue to use instead of the task's own.
+        """
+        if countdown is not None and eta is not None:
+            raise ConfigurationError("pass countdown or eta, not both")
+        delay = countdown
+        if eta is not None:
+            if eta.tzinfo is None:
+                eta = eta.replace(tzinfo=dt.timezone.utc)
+            delay = (eta - dt.datetime.now(dt.timezone.utc)).total_seconds()
+        return self._send(
+            tuple(args),
+            dict(kwargs or {}),
+            delay=delay,
+            task_id=task_id,
+            idempotency_key=idempotency_key,
+            queue=queue,
+            options=("countdown" if countdown is not None else None,
+                     "eta" if eta is not None else None,
+                     "idempotency_key" if idempotency_key is not None else None),
+        )  # fmt: skip
+
+    def _send(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        delay: float | None = None,
+        task_id: str | None = None,
+        idempotency_key: str | None = None,
+        queue: str | None = None,
+        options: tuple[str | None, ...] = (),
+    ) -> TaskHandle[T]:
+        spec = self.spec
+        spec.check_args(args, kwargs)
+        backend = get_backend()
+        if options:
+            _check_options(backend, [o for o in options if o])
+        if spec.serializer == "pickle" and not backend.allow_pickle:
+            raise TaskSerializationError(
+                f"task {spec.name} uses serializer='pickle' but the configured "
+                f"{backend.kind} backend refuses pickled messages; build it with "
+                "allow_pickle=True (only if every producer is trusted)",
+                task_name=spec.name,
+            )
+        if task_id is None:
+            task_id = _idempotent_id(spec.name, idempotency_key) if idempotency_key else new_task_id()
+        parent = _current.get()
+        trace = None
+        if trace_injectors:
+            trace = {}
+            for inject in trace_injectors:
+                trace.update(inject() or {})
+        env = TaskEnvelope(
+            task_id,
+            spec.name,
+            args,
+            kwargs,
+            queue or spec.queue,
+            1,
+            time.time(),
+            parent.id if parent is not None else None,
+            spec.serializer,
+            idempotency_key,
+            trace or None,
+        )
+        data = _codec.encode(
+            env, signing_key=backend.signing_key, max_payload_bytes=backend.max_payload_bytes
+        )
+        monitor = get_task_monitor()
+        try:
+            monitor.task_queued(env)
+        except Exception:
+            logger.exception("task monitor failed on task_queued")
+        try:
+            return backend.submit(Message(env, data), delay)
+        except Exception as exc:
+            try:
+                monitor.task_failed(env, f"{type(exc).__name__}: {exc}", None, None)
+            except Exception:
+                logger.exception("task monitor failed on task_failed")
+            raise
+
+
+def _idempotent_id(name: str, key: str) -> str:
+    # The id is derived from the key, so a duplicate call returns a handle to the first
+    # task at once, with no round trip, and every backend agrees on it.
+    return "ik-" + hashlib.sha256(f"{name}\x00{key}".encode()).hexdigest()[:32]
+
+
+def _check_options(backend: BackgroundBackend, used: list[str]) -> None:
+    missing = [o for o in used if o not in backend.supported_options]
+    if missing:
+        raise ConfigurationError(
+            f"the {backend.kind} backend does not support {', '.join(missing)}"
+        )
+
+
+class _TaskDecorator(Protocol):
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, T]]) -> BackgroundTask[P, T]: ...
+    @overload
+    def __call__(self, fn: Callable[P, T]) -> BackgroundTask[P, T]: ...
+
+
+@overload
+def background(fn: Callable[P, Coroutine[Any, Any, T]]) -> BackgroundTask[P, T]: ...
+@overload
+def background(fn: Callable[P, T]) -> BackgroundTask[P, T]: ...
+@overload
+def background(
+    fn: None = None,
+    *,
+    name: str | None = None,
+    queue: str = "default",
+    retries: int = 0,
+    retry_backoff: float = 1.0,
+    retry_backoff_max: float = 600.0,
+    retry_jitter: bool = True,
+    retry_on: tuple[type[BaseException], ...] | type[BaseException] = (Exception,),
+    timeout: float | None = None,
+    serializer: str = "json",
+) -> _TaskDecorator: ...
+def background(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    queue: str = "default",
+    retries: int = 0,
+    retry_backoff: float = 1.0,
+    retry_backoff_max: float = 600.0,
+    retry_jitter: bool = True,
+    retry_on: tuple[type[BaseException], ...] | type[BaseException] = (Exception,),
+    timeout: float | None = None,
+    serializer: str = "json",
+) -> Any:
+    """Declare a background task, bare (``@background``) or with options.
+
+    Args:
+        name: registered name; ``module.qualname`` by default.
+        queue: queue the task goes to unless ``apply_async(queue=...)`` says otherwise.
+        retries: extra attempts after a failure matching ``retry_on``.
+        retry_backoff: first retry delay in seconds, doubled per attempt.
+        retry_backoff_max: upper bound of the retry delay.
+        retry_jitter: draw each delay uniformly from ``[0, delay]`` ("full jitter").
+        retry_on: exception types that earn a retry (``Retry`` always does).
+        timeout: seconds an attempt may run; a timeout is a failed attempt.
+        serializer: ``"json"`` (default) or ``"pickle"`` (opt-in, see the docs).
+
+    Raises:
+        ConfigurationError: a different function already has this name, or an option is
+            invalid.
+    """
+    if serializer not in _codec.SERIALIZERS:
+        raise ConfigurationError(
+            f"serializer must be one of {sorted(_codec.SERIALIZERS)}, not {serializer!r}"
+        )
+    if timeout is not None and timeout <= 0:
+        raise ConfigurationError("timeout must be a positive number of seconds")
+    if isinstance(retry_on, type):
+        retry_on = (retry_on,)
+    try:
+        policy = RetryPolicy(retries, retry_backoff, retry_backoff_max, retry_jitter, retry_on)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+    def decorate(func: Callable[..., Any]) -> BackgroundTask[Any, Any]:
+        if isinstance(func, BackgroundTask):
+            raise ConfigurationError(f"{func.name} is already a background task")
+        if not callable(func):
+            raise ConfigurationError(f"@background needs a function, not {func!r}")
+        task_name = name or f"{func.__module__}.{func.__qualname__}"
+        spec = TaskSpec(
+            func,
+            name=task_name,
+            queue=queue,
+            retry=policy,
+            timeout=timeout,
+            serializer=serializer,
+        )
+        registry.register(spec)
+        return BackgroundTask(func, spec)
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate
+
+
+# -- the configured backend ---------------------------------------------------------------
+_backend: BackgroundBackend | None = None
+_default: BackgroundBackend | None = None
+_lock = threading.Lock()
+
+
+def configure_background_tasks(
+    backend: BackgroundBackend,
+    *,
+    signing_key: str | bytes | None = None,
+    max_payload_bytes: int | None = 1_048_576,
+    idempotency_ttl: float = 86_400.0,
+) -> None:
+    """Make ``backend`` the default for every ``@background`` task.
+
+    Tasks look the backend up when ``.delay()`` is called, so calling this again swaps
+    backends for later calls without re-decorating anything.
+
+    Args:
+        backend: a local executor, ``CeleryBackgroundBackend`` or ``ARQBackgroundBackend``.
+        signing_key: sign every message with HMAC-SHA256; workers configured with the same
+            key reject unsigned or altered messages into the dead-letter queue.
+        max_payload_bytes: largest encoded message accepted at the call site.
+        idempotency_ttl: seconds an ``idempotency_key`` keeps pointing at its first task.
+
+    Raises:
+        ConfigurationError: ``backend`` does not implement ``BackgroundBackend``.
+    """
+    global _backend
+    if not isinstance(backend, BackgroundBackend):
+        raise ConfigurationError(
+            f"configure_background_tasks needs a BackgroundBackend (local executor, Celery or "
+            f"ARQ backend), not {type(backend).__name__}"
+        )
+    if isinstance(signing_key, str):
+        signing_key = signing_key.encode("utf-8")
+    if signing_key is not None and len(signing_key) < 16:
+        raise ConfigurationError("signing_key must be at least 16 bytes long")
+    backend.signing_key = signing_key
+    backend.max_payload_bytes = max_payload_bytes
+    backend.idempotency_ttl = idempotency_ttl
+    with _lock:
+        _backend = backend
+    attach = getattr(backend, "attach", None)
+    if attach is not None:
+        attach()
+
+
+def get_backend() -> BackgroundBackend:
+    """The configured backend; without any configuration, a local executor made on first use."""
+    global _default
+    backend = _backend
+    if backend is not None:
+        return backend
+    with _lock:
+        if _backend is not None:
+            return _backend
+        if _default is None:
+            from pacificpy.background.local import get_local_executor
+
+            _default = get_local_executor()
+        return _default
+
+
+def reset_background_tasks() -> None:
+    """Forget the configured backend and shut down the default executor made here (tests)."""
+    global _backend, _default
+    with _lock:
+        default, _default = _default, None
+        _backend = None
+    if default is not None:
+        shutdown_sync = getattr(default, "shutdown_sync", None)
+        if shutdown_sync is not None:
+            shutdown_sync(timeout=5.0)
+
+
+def _swap_backend(backend: BackgroundBackend | None) -> BackgroundBackend | None:
+    """Install ``backend`` as configured (``None``: unconfigured) and return the previous one."""
+    global _backend
+    with _lock:
+        previous, _backend = _backend, backend
+    return previous

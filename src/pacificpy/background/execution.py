@@ -1,0 +1,359 @@
+"""The one place that runs a task: decode, verify, look up, bind, run, then decide.
+
+Every backend's worker side hands the message bytes to :func:`execute` (event-loop
+workers) or :func:`execute_sync` (thread workers) and gets back a :class:`Decision`:
+completed, retry after a delay, failed for good, or dead (could not run at all). Monitor
+events, retry policy, logging and dead-letter records all happen here; the backend only
+carries the decision out with its transport (store the outcome, re-enqueue, keep the
+dead letter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import dataclasses
+import functools
+import logging
+import time
+import traceback as tb_module
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from pacificpy.background import _codec, registry
+from pacificpy.background.dead_letter import DeadLetter
+from pacificpy.background.monitor import get_task_monitor
+from pacificpy.background.task import (
+    Message,
+    Outcome,
+    TaskContext,
+    TaskEnvelope,
+    TaskSpec,
+    _current,
+    new_task_id,
+)
+from pacificpy.errors import (
+    MessageRejected,
+    TaskArgumentError,
+    TaskNotFound,
+    TaskTimeout,
+)
+from pacificpy.types import TaskStatus
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+    from pacificpy.background.backend import BackgroundBackend
+
+__all__ = [
+    "Decision",
+    "abandon",
+    "conclude",
+    "execute",
+    "call_sync",
+    "execute_sync",
+    "prepare",
+    "reject",
+    "run_wrappers",
+]
+
+logger = logging.getLogger("pacificpy.background")
+
+#: Context-manager factories entered around every task run (tracing plugs in here).
+run_wrappers: list[Callable[[TaskEnvelope], contextlib.AbstractContextManager[Any]]] = []
+
+
+@dataclasses.dataclass
+class Decision:
+    """What should happen after one delivery of one message.
+
+    ``kind`` is ``completed``, ``retry`` (re-enqueue ``next_envelope`` after ``delay``
+    seconds), ``failed`` (final failure: store ``outcome``, keep ``dead_letter``) or
+    ``dead`` (could not be run: keep ``dead_letter``, store ``outcome`` if the id is known).
+    """
+
+    kind: str
+    envelope: TaskEnvelope | None
+    outcome: Outcome | None = None
+    delay: float = 0.0
+    next_envelope: TaskEnvelope | None = None
+    dead_letter: DeadLetter | None = None
+
+    @property
+    def task_id(self) -> str | None:
+        if self.envelope is not None:
+            return self.envelope.task_id
+        return self.dead_letter.task_id if self.dead_letter else None
+
+
+def _data_text(data: bytes | str) -> str:
+    return data if isinstance(data, str) else data.decode("utf-8", "replace")
+
+
+def reject(
+    data: bytes | str,
+    exc: BaseException,
+    *,
+    reason: str,
+    envelope: TaskEnvelope | None = None,
+    attempts: int = 0,
+) -> Decision:
+    """The decision for a message that cannot be run: a dead letter, logged and monitored."""
+    if envelope is not None:
+        task_id, name = envelope.task_id, envelope.task_name
+    else:
+        task_id, name = _codec.peek(data)
+    error = f"{type(exc).__name__}: {exc}"
+    logger.error("dead letter (%s) for task %s %s: %s", reason, name, task_id, error)
+    letter = DeadLetter(
+        id=new_task_id(),
+        task_id=task_id,
+        task_name=name,
+        reason=reason,
+        error=str(exc),
+        error_type=type(exc).__name__,
+        args=list(envelope.args) if envelope and envelope.serializer == "json" else [],
+        kwargs=dict(envelope.kwargs) if envelope and envelope.serializer == "json" else {},
+        attempts=attempts or (envelope.attempt if envelope else 0),
+        queue=envelope.queue if envelope else "default",
+        enqueued_at=envelope.enqueued_at if envelope else None,
+        data=_data_text(data),
+        requeueable=envelope is not None,
+    )
+    outcome = Outcome(
+        status=TaskStatus.DEAD,
+        error=str(exc),
+        error_type=type(exc).__name__,
+        attempts=letter.attempts,
+        finished_at=time.time(),
+    )
+    if task_id is not None:
+        _monitor_safely("task_dead", task_id, name, error)
+    return Decision("dead", envelope, outcome=outcome, dead_letter=letter)
+
+
+def prepare(data: bytes | str, backend: BackgroundBackend) -> tuple[TaskEnvelope, TaskSpec] | Decision:
+    """Decode, verify, look up and bind a message; a :class:`Decision` (dead) if it can't run."""
+    try:
+        env = _codec.decode(
+            data, signing_key=backend.signing_key, allow_pickle=backend.allow_pickle
+        )
+    except MessageRejected as exc:
+        return reject(data, exc, reason="rejected")
+    try:
+        spec = registry.get(env.task_name)
+    except TaskNotFound as exc:
+        return reject(data, exc, reason="unknown_task", envelope=env)
+    try:
+        spec.check_args(env.args, env.kwargs)
+    except TaskArgumentError as exc:
+        return reject(data, exc, reason="rejected", envelope=env)
+    return env, spec
+
+
+@contextlib.contextmanager
+def _running(env: TaskEnvelope) -> Iterator[None]:
+    token = _current.set(
+        TaskContext(
+            id=env.task_id,
+            name=env.task_name,
+            attempt=env.attempt,
+            queue=env.queue,
+            enqueued_at=env.enqueued_at,
+            parent_id=env.parent_id,
+        )
+    )
+    _monitor_safely("task_running", env)
+    try:
+        if run_wrappers:
+            with contextlib.ExitStack() as stack:
+                for wrap in run_wrappers:
+                    stack.enter_context(wrap(env))
+                yield
+        else:
+            yield
+    finally:
+        _current.reset(token)
+
+
+def conclude(
+    env: TaskEnvelope,
+    spec: TaskSpec,
+    started: float,
+    *,
+    value: Any = None,
+    exc: BaseException | None = None,
+    data: bytes | str = b"",
+) -> Decision:
+    """Turn one attempt's result or exception into a decision, applying the retry policy.
+
+    ``data`` (the message as received) is kept in the dead letter so it can be requeued.
+    """
+    duration = time.perf_counter() - started
+    if exc is None:
+        _monitor_safely("task_completed", env, value, duration)
+        outcome = Outcome(
+            TaskStatus.COMPLETED, value=value, attempts=env.attempt, finished_at=time.time()
+        )
+        return Decision("completed", env, outcome=outcome)
+    error = f"{type(exc).__name__}: {exc}"
+    trace = "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
+    policy = spec.retry
+    if policy.should_retry(exc, env.attempt):
+        delay = policy.delay(env.attempt, exc)
+        logger.warning(
+            "task %s %s failed on attempt %d/%d, retrying in %.2fs: %s",
+            env.task_name, env.task_id, env.attempt, policy.max_attempts, delay, error,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )  # fmt: skip
+        _monitor_safely("task_retrying", env, error, delay)
+        return Decision("retry", env, delay=delay, next_envelope=env.next_attempt())
+    logger.error(
+        "task %s %s failed on attempt %d/%d: %s",
+        env.task_name, env.task_id, env.attempt, policy.max_attempts, error,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )  # fmt: skip
+    _monitor_safely("task_failed", env, error, trace, duration)
+    timed_out = isinstance(exc, TaskTimeout)
+    outcome = Outcome(
+        TaskStatus.FAILED,
+        error=str(exc),
+        error_type="TaskTimeout" if timed_out else type(exc).__name__,
+        traceback=trace,
+        attempts=env.attempt,
+        finished_at=time.time(),
+    )
+    json_args = env.serializer == "json"
+    letter = DeadLetter(
+        id=new_task_id(),
+        task_id=env.task_id,
+        task_name=env.task_name,
+        reason="timeout" if timed_out else "failed",
+        error=str(exc),
+        error_type=outcome.error_type,
+        traceback=trace,
+        args=list(env.args) if json_args else [],
+        kwargs=dict(env.kwargs) if json_args else {},
+        attempts=env.attempt,
+        queue=env.queue,
+        enqueued_at=env.enqueued_at,
+        data=_data_text(data),
+        requeueable=True,
+    )
+    return Decision("failed", env, outcome=outcome, dead_letter=letter)
+
+
+def timeout_error(spec: TaskSpec) -> TaskTimeout:
+    """The exception recorded for an attempt that ran past ``spec.timeout``."""
+    return TaskTimeout(f"task {spec.name} ran past its timeout of {spec.timeout}s")
+
+
+async def execute(
+    data: bytes | str,
+    backend: BackgroundBackend,
+    *,
+    thread_executor: Executor | None = None,
+    prepared: tuple[TaskEnvelope, TaskSpec] | None = None,
+) -> Decision:
+    """Run one message on the current event loop; sync functions go to ``thread_executor``.
+
+    Async tasks are cancelled at their timeout. A sync task past its timeout is reported
+    as timed out while its thread runs on (Python cannot stop a thread).
+    """
+    prep = prepared if prepared is not None else prepare(data, backend)
+    if isinstance(prep, Decision):
+        return prep
+    env, spec = prep
+    started = time.perf_counter()
+    try:
+        with _running(env):
+            if spec.is_async:
+                coro = spec.fn(*env.args, **env.kwargs)
+                value = await (asyncio.wait_for(coro, spec.timeout) if spec.timeout else coro)
+            else:
+                loop = asyncio.get_running_loop()
+                call = functools.partial(
+                    contextvars.copy_context().run, spec.fn, *env.args, **env.kwargs
+                )
+                fut = loop.run_in_executor(thread_executor, call)
+                value = await (
+                    asyncio.wait_for(asyncio.shield(fut), spec.timeout) if spec.timeout else fut
+                )
+    except asyncio.TimeoutError:
+        return conclude(env, spec, started, exc=timeout_error(spec), data=data)
+    except Exception as exc:
+        return conclude(env, spec, started, exc=exc, data=data)
+    return conclude(env, spec, started, value=value)
+
+
+def call_sync(env: TaskEnvelope, spec: TaskSpec) -> tuple[Any, BaseException | None]:
+    """Call the task in this thread with its context set; ``(value, None)`` or ``(None, exc)``.
+
+    An async function runs on a fresh event loop with its timeout applied; a sync one
+    is called directly and its timeout is the caller's to enforce.
+    """
+    try:
+        with _running(env):
+            if spec.is_async:
+                coro = spec.fn(*env.args, **env.kwargs)
+                return (
+                    asyncio.run(asyncio.wait_for(coro, spec.timeout) if spec.timeout else coro),
+                    None,
+                )
+            return spec.fn(*env.args, **env.kwargs), None
+    except asyncio.TimeoutError:
+        return None, timeout_error(spec)
+    except Exception as exc:
+        return None, exc
+
+
+def execute_sync(
+    data: bytes | str,
+    backend: BackgroundBackend,
+    *,
+    timeout_errors: tuple[type[BaseException], ...] = (),
+    prepared: tuple[TaskEnvelope, TaskSpec] | None = None,
+) -> Decision:
+    """Run one message in the calling thread (thread and process workers).
+
+    A sync function's timeout is the caller's to enforce: Celery's time limits raise one
+    of ``timeout_errors``, which is recorded as ``TaskTimeout``.
+    """
+    prep = prepared if prepared is not None else prepare(data, backend)
+    if isinstance(prep, Decision):
+        return prep
+    env, spec = prep
+    started = time.perf_counter()
+    value, exc = call_sync(env, spec)
+    if exc is not None and timeout_errors and isinstance(exc, timeout_errors):
+        exc = timeout_error(spec)
+    if exc is not None:
+        return conclude(env, spec, started, exc=exc, data=data)
+    return conclude(env, spec, started, value=value)
+
+
+def abandon(task_id: str, name: str) -> None:
+    """Log and record a task left unfinished at shutdown."""
+    logger.error("task %s %s abandoned at shutdown: still queued or running", name, task_id)
+    _monitor_safely("task_abandoned", task_id, name)
+
+
+def _monitor_safely(event: str, *args: Any) -> None:
+    try:
+        getattr(get_task_monitor(), event)(*args)
+    except Exception:
+        logger.exception("task monitor failed on %s; the task's outcome is unaffected", event)
+
+
+def requeue_message(letter: DeadLetter, backend: BackgroundBackend) -> Message:
+    """The message that requeues ``letter``: a fresh first attempt of a verified task, or
+    the original bytes unchanged for one that never verified (it cannot be laundered)."""
+    data = letter.data.encode("utf-8", "surrogateescape")
+    if letter.requeueable and data:
+        env = _codec.decode(data, signing_key=backend.signing_key, allow_pickle=True).fresh()
+        raw = _codec.encode(env, signing_key=backend.signing_key)
+        return Message(env, raw)
+    task_id = letter.task_id or new_task_id()
+    env = TaskEnvelope(task_id=task_id, task_name=letter.task_name or "?", queue=letter.queue)
+    return Message(env, data)

@@ -1,0 +1,580 @@
+"""The in-process backend: sync tasks on a thread pool, async tasks on an event loop.
+
+When an app serves, async tasks run on its loop (started at startup); in a plain script
+they run on a loop thread the executor owns. Countdowns and retry waits are kept by a
+scheduler thread, so a task waiting to retry holds no worker. At shutdown the executor
+stops taking tasks, waits up to ``shutdown_timeout`` for queued and running ones, and
+logs and marks ``abandoned`` whatever is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures as cf
+import heapq
+import itertools
+import logging
+import os
+import queue as queue_module
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from pacificpy.background import _codec, execution, registry
+from pacificpy.background.backend import BackgroundBackend
+from pacificpy.background.dead_letter import DeadLetter, MemoryDeadLetterStore
+from pacificpy.background.execution import Decision
+from pacificpy.background.task import (
+    Message,
+    Outcome,
+    TaskEnvelope,
+    TaskHandle,
+    TaskSpec,
+    new_task_id,
+)
+from pacificpy.errors import EnqueueError, QueueFull
+from pacificpy.types import TaskStatus
+
+__all__ = ["LocalExecutor", "get_local_executor"]
+
+logger = logging.getLogger("pacificpy.background")
+
+_STOP = object()
+MAX_RESULTS = 10_000
+
+
+class _Scheduler:
+    """A thread that calls callbacks at given monotonic times."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._cond = threading.Condition()
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def at(self, when: float, callback: Callable[[], None]) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (when, next(self._seq), callback))
+            if self._thread is None:
+                self._stopped = False
+                self._thread = threading.Thread(
+                    target=self._run, name="pacificpy-scheduler", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and (
+                    not self._heap or self._heap[0][0] > time.monotonic()
+                ):
+                    wait = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._cond.wait(wait)
+                if self._stopped:
+                    return
+                _, _, callback = heapq.heappop(self._heap)
+            try:
+                callback()
+            except Exception:
+                logger.exception("scheduled callback failed")
+
+    def stop(self) -> list[Callable[[], None]]:
+        """Stop the thread and return the callbacks that never ran."""
+        with self._cond:
+            self._stopped = True
+            left = [cb for _, _, cb in self._heap]
+            self._heap.clear()
+            self._cond.notify_all()
+            thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+        return left
+
+
+class _Pending:
+    """A delayed message, known to the executor so shutdown can account for it."""
+
+    __slots__ = ("cancelled", "message")
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+        self.cancelled = False
+
+
+class LocalExecutor(BackgroundBackend):
+    """In-process backend. Use :func:`get_local_executor` to make one."""
+
+    kind = "local"
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        *,
+        max_queue_size: int = 10_000,
+        shutdown_timeout: float = 30.0,
+        allow_pickle: bool = False,
+    ) -> None:
+        super().__init__(allow_pickle=allow_pickle, shutdown_timeout=shutdown_timeout)
+        if max_workers is None:
+            max_workers = min(32, (os.cpu_count() or 1) + 4)
+        if max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        if max_queue_size < 1:
+            raise ValueError("max_queue_size must be at least 1")
+        self.max_workers = max_workers
+        self.max_queue_size = max_queue_size
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._work: queue_module.SimpleQueue[Any] = queue_module.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._waiting: dict[str, int] = {}
+        self._waiting_total = 0
+        self._queued: dict[str, Message] = {}
+        self._running: dict[str, str] = {}
+        self._delayed: set[_Pending] = set()
+        self._results: OrderedDict[str, Outcome] = OrderedDict()
+        self._waiters: dict[str, list[cf.Future[Outcome]]] = {}
+        self._idempotency: dict[tuple[str, str], tuple[str, float]] = {}
+        self._dead = MemoryDeadLetterStore()
+        self._scheduler = _Scheduler()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._own_loop: asyncio.AbstractEventLoop | None = None
+        self._own_loop_thread: threading.Thread | None = None
+        self._semaphores: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+        self._async_tasks: set[asyncio.Task[Any]] = set()
+        self._accepting = True
+        self._started = False
+        self._atexit_registered = False
+
+    def __repr__(self) -> str:
+        return f"<LocalExecutor max_workers={self.max_workers} started={self._started}>"
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def _ensure_started(self) -> None:
+        if self._started:
+            return
+        with self._lock:
+            if self._started:
+                return
+            for i in range(self.max_workers):
+                self._spawn_thread(i)
+            self._started = True
+            if not self._atexit_registered:
+                atexit.register(self._drain_at_exit)
+                self._atexit_registered = True
+
+    def _spawn_thread(self, i: int) -> None:
+        t = threading.Thread(target=self._worker, name=f"pacificpy-worker-{i}", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    async def startup(self) -> None:
+        """Run async tasks on the calling (serving) loop from now on, and start the pool."""
+        self._loop = asyncio.get_running_loop()
+        self._accepting = True
+        self._ensure_started()
+
+    async def shutdown(self) -> None:
+        """Stop taking tasks; wait up to ``shutdown_timeout`` for the rest; abandon leftovers."""
+        self._accepting = False
+        await asyncio.to_thread(self._wait_idle, self.shutdown_timeout)
+        self._finish_shutdown()
+        self._loop = None
+
+    def shutdown_sync(self, timeout: float | None = None) -> None:
+        """Blocking shutdown, for scripts and tests with no running loop."""
+        self._accepting = False
+        self._wait_idle(self.shutdown_timeout if timeout is None else timeout)
+        self._finish_shutdown()
+
+    def _drain_at_exit(self) -> None:
+        if self._started:
+            self.shutdown_sync()
+
+    def _wait_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._waiting_total or self._running:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(min(left, 0.5))
+        return True
+
+    def _finish_shutdown(self) -> None:
+        self._scheduler.stop()
+        with self._lock:
+            leftovers = [(m.task_id, m.task_name) for m in self._queued.values()]
+            leftovers += [(p.message.task_id, p.message.task_name) for p in self._delayed]
+            leftovers += list(self._running.items())
+            for p in self._delayed:
+                p.cancelled = True
+            self._delayed.clear()
+            self._queued.clear()
+            self._waiting.clear()
+            self._waiting_total = 0
+            self._running.clear()
+            threads, self._threads = self._threads, []
+            self._started = False
+        for task_id, name in leftovers:
+            execution.abandon(task_id, name)
+            self._set_outcome(
+                task_id,
+                Outcome(
+                    TaskStatus.ABANDONED,
+                    error="abandoned at shutdown",
+                    error_type="Abandoned",
+                    finished_at=time.time(),
+                ),
+            )
+        for _ in threads:
+            self._work.put(_STOP)
+        for task in list(self._async_tasks):
+            task.get_loop().call_soon_threadsafe(task.cancel)
+        self._async_tasks.clear()
+        own, self._own_loop = self._own_loop, None
+        if own is not None:
+            own.call_soon_threadsafe(own.stop)
+        self._own_loop_thread = None
+        self._semaphores.clear()
+        self._stop_portal()
+
+    # -- producing -----------------------------------------------------------------------
+    def submit(self, message: Message, delay: float | None) -> TaskHandle[Any]:
+        """Queue ``message`` now (this backend never needs the caller to await)."""
+        self._put(message, delay, enforce_limit=True)
+        return TaskHandle(message.task_id, message.task_name, self)
+
+    async def enqueue(self, message: Message, *, delay: float | None = None) -> None:
+        self._put(message, delay, enforce_limit=True)
+
+    def enqueue_sync(self, message: Message, *, delay: float | None = None) -> None:
+        self._put(message, delay, enforce_limit=True)
+
+    def _put(self, message: Message, delay: float | None, *, enforce_limit: bool) -> None:
+        if enforce_limit and not self._accepting:
+            raise EnqueueError(
+                f"the local executor is shutting down; {message.task_name} was not queued",
+                task_id=message.task_id,
+                task_name=message.task_name,
+            )
+        self._ensure_started()
+        env = message.envelope
+        q = env.queue
+        with self._lock:
+            if enforce_limit and self._waiting_total >= self.max_queue_size:
+                raise QueueFull(
+                    f"the local executor already holds {self._waiting_total} waiting tasks "
+                    f"(max_queue_size={self.max_queue_size}); {message.task_name} was not "
+                    "queued. Raise max_queue_size or add workers",
+                    task_id=message.task_id,
+                    task_name=message.task_name,
+                )
+            if env.idempotency_key is not None and env.attempt == 1:
+                key = (env.task_name, env.idempotency_key)
+                held = self._idempotency.get(key)
+                now = time.monotonic()
+                if held is not None and held[1] > now:
+                    return
+                self._idempotency[key] = (env.task_id, now + self.idempotency_ttl)
+                self._results.pop(env.task_id, None)
+            self._waiting[q] = self._waiting.get(q, 0) + 1
+            self._waiting_total += 1
+            if delay is not None and delay > 0:
+                pending = _Pending(message)
+                self._delayed.add(pending)
+            else:
+                pending = None
+                self._queued[message.task_id] = message
+        if pending is not None:
+            self._scheduler.at(time.monotonic() + delay, lambda: self._release(pending))  # type: ignore[operator]
+        else:
+            self._dispatch(message)
+
+    def _release(self, pending: _Pending) -> None:
+        with self._lock:
+            if pending.cancelled:
+                return
+            self._delayed.discard(pending)
+            self._queued[pending.message.task_id] = pending.message
+        self._dispatch(pending.message)
+
+    def _dispatch(self, message: Message) -> None:
+        try:
+            is_async = registry.get(message.task_name).is_async
+        except Exception:
+            is_async = False  # unknown here: a worker thread turns it into a dead letter
+        if not is_async:
+            self._work.put(message)
+            return
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._ensure_own_loop()
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._spawn_async(message)
+        else:
+            loop.call_soon_threadsafe(self._spawn_async, message)
+
+    def _ensure_own_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._own_loop is None:
+                loop = asyncio.new_event_loop()
+                t = threading.Thread(target=loop.run_forever, name="pacificpy-async", daemon=True)
+                t.start()
+                self._own_loop, self._own_loop_thread = loop, t
+            return self._own_loop
+
+    # -- running -------------------------------------------------------------------------
+    def _take(self, message: Message) -> bool:
+        """Move a message from waiting to running; False if shutdown already claimed it."""
+        with self._lock:
+            if self._queued.pop(message.task_id, None) is None:
+                return False
+            q = message.queue
+            self._waiting[q] = self._waiting.get(q, 1) - 1
+            self._waiting_total -= 1
+            self._running[message.task_id] = message.task_name
+            return True
+
+    def _done(self, task_id: str) -> None:
+        with self._lock:
+            self._running.pop(task_id, None)
+            if not self._waiting_total and not self._running:
+                self._idle.notify_all()
+
+    def _worker(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is _STOP:
+                return
+            message: Message = item
+            if not self._take(message):
+                continue
+            try:
+                retire = self._run_sync(message)
+            except Exception:
+                logger.exception("local worker failed around task %s", message.task_id)
+                retire = False
+            finally:
+                self._done(message.task_id)
+            if retire:
+                return
+
+    def _run_sync(self, message: Message) -> bool:
+        """Run one sync message; True when this thread overran a timeout and must retire."""
+        prep = execution.prepare(message.data, self)
+        if isinstance(prep, Decision):
+            self._settle(prep, message)
+            return False
+        env, spec = prep
+        if not spec.timeout:
+            started = time.perf_counter()
+            value, exc = execution.call_sync(env, spec)
+            self._settle(
+                execution.conclude(env, spec, started, value=value, exc=exc, data=message.data),
+                message,
+            )
+            return False
+        return self._run_sync_with_timeout(message, env, spec)
+
+    def _run_sync_with_timeout(self, message: Message, env: TaskEnvelope, spec: TaskSpec) -> bool:
+        claim = threading.Lock()
+        timed_out = False
+        started = time.perf_counter()
+
+        def on_timeout() -> None:
+            nonlocal timed_out
+            if not claim.acquire(blocking=False):
+                return
+            timed_out = True
+            logger.warning(
+                "task %s %s passed its timeout of %ss; its worker thread cannot be stopped "
+                "and stays busy until the function returns (a replacement thread is started)",
+                env.task_name, env.task_id, spec.timeout,
+            )  # fmt: skip
+            self._done(env.task_id)
+            with self._lock:
+                self._spawn_thread(len(self._threads))
+            self._settle(
+                execution.conclude(
+                    env, spec, started, exc=execution.timeout_error(spec), data=message.data
+                ),
+                message,
+            )
+
+        assert spec.timeout is not None
+        self._scheduler.at(time.monotonic() + spec.timeout, on_timeout)
+        value, exc = execution.call_sync(env, spec)
+        if not claim.acquire(blocking=False):
+            logger.warning(
+                "timed-out task %s %s finally returned; its result is discarded",
+                env.task_name, env.task_id,
+            )  # fmt: skip
+            with self._lock:
+                me = threading.current_thread()
+                if me in self._threads:
+                    self._threads.remove(me)
+            return True
+        self._settle(
+            execution.conclude(env, spec, started, value=value, exc=exc, data=message.data),
+            message,
+        )
+        return False
+
+    def _spawn_async(self, message: Message) -> None:
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._run_async(message))
+        self._async_tasks.add(task)
+        task.add_done_callback(self._async_tasks.discard)
+
+    async def _run_async(self, message: Message) -> None:
+        loop = asyncio.get_running_loop()
+        sem = self._semaphores.get(loop)
+        if sem is None:
+            sem = self._semaphores[loop] = asyncio.Semaphore(self.max_workers)
+        async with sem:
+            if not self._take(message):
+                return
+            try:
+                decision = await execution.execute(message.data, self)
+                self._settle(decision, message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("local executor failed around task %s", message.task_id)
+            finally:
+                self._done(message.task_id)
+
+    # -- outcomes ------------------------------------------------------------------------
+    def _settle(self, decision: Decision, message: Message) -> None:
+        if decision.kind == "retry":
+            assert decision.next_envelope is not None
+            nxt = decision.next_envelope
+            raw = _codec.encode(nxt, signing_key=self.signing_key)
+            self._put(Message(nxt, raw), decision.delay, enforce_limit=False)
+            return
+        letter = decision.dead_letter
+        if letter is not None:
+            if not letter.data:
+                letter.data = message.data.decode("utf-8", "replace")
+            self._dead.add(letter)
+        env = decision.envelope
+        if decision.kind != "completed" and env is not None and env.idempotency_key:
+            with self._lock:
+                self._idempotency.pop((env.task_name, env.idempotency_key), None)
+        task_id = decision.task_id
+        if task_id is not None and decision.outcome is not None:
+            self._set_outcome(task_id, decision.outcome)
+
+    def _set_outcome(self, task_id: str, outcome: Outcome) -> None:
+        with self._lock:
+            self._results[task_id] = outcome
+            if len(self._results) > MAX_RESULTS:
+                self._results.popitem(last=False)
+            waiters = self._waiters.pop(task_id, None)
+        if waiters:
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(outcome)
+
+    def _result_future(self, task_id: str) -> cf.Future[Outcome]:
+        fut: cf.Future[Outcome] = cf.Future()
+        with self._lock:
+            outcome = self._results.get(task_id)
+            if outcome is None:
+                self._waiters.setdefault(task_id, []).append(fut)
+                return fut
+        fut.set_result(outcome)
+        return fut
+
+    async def wait_result(self, task_id: str, timeout: float | None = None) -> Outcome:
+        fut = self._result_future(task_id)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"task {task_id} did not finish within {timeout}s") from None
+
+    def wait_result_sync(self, task_id: str, timeout: float | None = None) -> Outcome:
+        try:
+            return self._result_future(task_id).result(timeout)
+        except cf.TimeoutError:
+            raise TimeoutError(f"task {task_id} did not finish within {timeout}s") from None
+
+    async def get_status(self, task_id: str) -> TaskStatus | None:
+        return self.get_status_sync(task_id)
+
+    def get_status_sync(self, task_id: str) -> TaskStatus | None:
+        with self._lock:
+            outcome = self._results.get(task_id)
+            if outcome is not None:
+                return outcome.status
+            if task_id in self._running:
+                return TaskStatus.RUNNING
+        return super().get_status_sync(task_id)
+
+    # -- queues and dead letters ---------------------------------------------------------
+    async def queue_length(self, queue: str = "default") -> int:
+        return self.queue_length_sync(queue)
+
+    def queue_length_sync(self, queue: str = "default") -> int:
+        """Tasks waiting in ``queue``: ready for a worker, or waiting out a countdown/retry."""
+        return self._waiting.get(queue, 0)
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        return self._dead.list(limit)
+
+    def dead_letters_sync(self, limit: int = 100) -> list[DeadLetter]:
+        return self._dead.list(limit)
+
+    async def requeue_dead_letter(self, letter_id: str) -> str:
+        return self.requeue_dead_letter_sync(letter_id)
+
+    def requeue_dead_letter_sync(self, letter_id: str) -> str:
+        letter = self._dead.pop(letter_id)
+        if letter is None:
+            raise KeyError(f"no dead letter with id {letter_id!r}")
+        message = execution.requeue_message(letter, self)
+        self._put(message, None, enforce_limit=True)
+        return message.task_id
+
+    async def purge_dead_letters(self) -> int:
+        return self._dead.purge()
+
+    def purge_dead_letters_sync(self) -> int:
+        return self._dead.purge()
+
+    def submit_raw(self, data: bytes, *, queue: str = "default") -> None:
+        """Deliver raw bytes as if a transport had: what a worker receives, unchecked.
+
+        For tests of bad messages (garbage, forged, pickled): they become dead letters.
+        """
+        task_id, name = _codec.peek(data)
+        env = TaskEnvelope(task_id=task_id or new_task_id(), task_name=name or "?",
+                           queue=queue)  # fmt: skip
+        self._put(Message(env, data), None, enforce_limit=True)
+
+
+def get_local_executor(
+    max_workers: int | None = None,
+    *,
+    max_queue_size: int = 10_000,
+    shutdown_timeout: float = 30.0,
+    allow_pickle: bool = False,
+) -> LocalExecutor:
+    """A new in-process executor: ``max_workers`` threads for sync tasks, and at most
+    ``max_workers`` async tasks at once; ``QueueFull`` past ``max_queue_size`` waiting."""
+    return LocalExecutor(
+        max_workers,
+        max_queue_size=max_queue_size,
+        shutdown_timeout=shutdown_timeout,
+        allow_pickle=allow_pickle,
+    )

@@ -1,0 +1,301 @@
+"""What was decorated (``TaskSpec``), what travels (``TaskEnvelope``), what the caller holds.
+
+A ``TaskEnvelope`` is the frozen description of one attempt of one task. It is encoded to
+bytes by :mod:`pacificpy.background._codec` and those bytes are all a backend moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import inspect
+import os
+import time
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from pacificpy.errors import (
+    EnqueueError,
+    TaskArgumentError,
+    TaskFailed,
+    TaskTimeout,
+)
+from pacificpy.types import TaskStatus
+
+if TYPE_CHECKING:
+    from pacificpy.background.backend import BackgroundBackend
+    from pacificpy.background.retry import RetryPolicy
+
+__all__ = [
+    "Message",
+    "Outcome",
+    "TaskContext",
+    "TaskEnvelope",
+    "TaskHandle",
+    "TaskSpec",
+    "current_task",
+    "new_task_id",
+]
+
+T = TypeVar("T")
+
+
+def new_task_id() -> str:
+    """A fresh random task id: 32 hex characters, like a uuid4's hex."""
+    return os.urandom(16).hex()
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskEnvelope:
+    """One attempt of one task, as it travels from the caller to a worker."""
+
+    task_id: str
+    task_name: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    queue: str = "default"
+    attempt: int = 1
+    enqueued_at: float = 0.0
+    parent_id: str | None = None
+    serializer: str = "json"
+    idempotency_key: str | None = None
+    trace: dict[str, str] | None = None
+
+    def next_attempt(self) -> TaskEnvelope:
+        """The envelope of the following attempt (same id, attempt + 1)."""
+        return dataclasses.replace(self, attempt=self.attempt + 1)
+
+    def fresh(self) -> TaskEnvelope:
+        """The same call, as a new first attempt enqueued now (used to requeue dead letters)."""
+        return dataclasses.replace(self, attempt=1, enqueued_at=time.time())
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """An envelope together with its encoded bytes: the unit a backend enqueues."""
+
+    envelope: TaskEnvelope
+    data: bytes
+
+    @property
+    def task_id(self) -> str:
+        return self.envelope.task_id
+
+    @property
+    def task_name(self) -> str:
+        return self.envelope.task_name
+
+    @property
+    def queue(self) -> str:
+        return self.envelope.queue
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskContext:
+    """What ``current_task()`` returns inside a running task."""
+
+    id: str
+    name: str
+    attempt: int
+    queue: str
+    enqueued_at: float
+    parent_id: str | None
+
+
+_current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
+    "pacificpy_current_task", default=None
+)
+
+
+def current_task() -> TaskContext | None:
+    """The task running in this thread or coroutine, or ``None`` outside a task."""
+    return _current.get()
+
+
+@dataclasses.dataclass
+class Outcome:
+    """How a task ended: its value, or its error. Stored where ``result()`` can find it."""
+
+    status: TaskStatus
+    value: Any = None
+    error: str | None = None
+    error_type: str | None = None
+    traceback: str | None = None
+    attempts: int = 1
+    finished_at: float = 0.0
+
+    def unwrap(self, task_id: str, task_name: str | None = None) -> Any:
+        """Return the value, or raise ``TaskFailed`` / ``TaskTimeout`` for a failure."""
+        if self.status is TaskStatus.COMPLETED:
+            return self.value
+        cls = TaskTimeout if self.error_type == "TaskTimeout" else TaskFailed
+        raise cls(
+            f"task {task_name or ''} {task_id} {self.status.value}: "
+            f"{self.error_type or 'Error'}: {self.error}",
+            task_id=task_id,
+            task_name=task_name,
+            error_type=self.error_type,
+            traceback=self.traceback,
+            attempts=self.attempts,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly form for stores that live outside this process."""
+        d = dataclasses.asdict(self)
+        d["status"] = self.status.value
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Outcome:
+        """Inverse of :meth:`to_dict`."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in data.items() if k in fields}
+        kw["status"] = TaskStatus.parse(kw["status"])
+        return cls(**kw)
+
+
+class TaskSpec:
+    """Everything ``@background`` recorded about one function."""
+
+    __slots__ = (
+        "_max_pos",
+        "_min_pos",
+        "_simple",
+        "fn",
+        "is_async",
+        "name",
+        "queue",
+        "retry",
+        "serializer",
+        "signature",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str,
+        queue: str,
+        retry: RetryPolicy,
+        timeout: float | None,
+        serializer: str,
+    ) -> None:
+        self.fn = fn
+        self.name = name
+        self.queue = queue
+        self.retry = retry
+        self.timeout = timeout
+        self.serializer = serializer
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.signature = inspect.signature(fn)
+        params = list(self.signature.parameters.values())
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        # Fast path for the common shape (plain positional parameters, no *args/**kwargs):
+        # a positional-only call binds iff its length fits; anything else uses Signature.bind.
+        self._simple = all(p.kind in positional for p in params)
+        self._max_pos = len(params)
+        self._min_pos = sum(1 for p in params if p.default is inspect.Parameter.empty)
+
+    def check_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Raise ``TaskArgumentError`` unless ``args``/``kwargs`` bind to the function."""
+        if not kwargs and self._simple and self._min_pos <= len(args) <= self._max_pos:
+            return
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TaskArgumentError(
+                f"{self.name}{self.signature}: {exc}", task_name=self.name
+            ) from None
+
+
+class TaskHandle(Generic[T]):
+    """What ``.delay()`` returns: the task's id, and ways to wait for its enqueue and result.
+
+    ``await handle`` returns the handle once the backend confirmed the enqueue, raising
+    ``EnqueueError`` if it failed. ``await handle.result()`` waits for the return value.
+    """
+
+    __slots__ = ("_backend", "_error", "_pending", "id", "name")
+
+    def __init__(
+        self,
+        task_id: str,
+        name: str,
+        backend: BackgroundBackend,
+        *,
+        pending: asyncio.Future[Any] | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        self.id = task_id
+        self.name = name
+        self._backend = backend
+        self._pending = pending
+        self._error = error
+
+    def __repr__(self) -> str:
+        return f"<TaskHandle {self.name} id={self.id}>"
+
+    def __await__(self) -> Generator[Any, None, TaskHandle[T]]:
+        return self._confirm().__await__()
+
+    async def _confirm(self) -> TaskHandle[T]:
+        if self._pending is not None:
+            try:
+                await asyncio.shield(self._pending)
+            except EnqueueError:
+                raise
+            except Exception as exc:
+                raise EnqueueError(
+                    f"could not enqueue {self.name} {self.id}: {exc}",
+                    cause=exc,
+                    task_id=self.id,
+                    task_name=self.name,
+                ) from exc
+        if self._error is not None:
+            raise self._error
+        return self
+
+    async def result(self, timeout: float | None = None) -> T:
+        """Wait for the task to finish and return its value.
+
+        Raises:
+            TaskFailed: the task failed (``TaskTimeout`` if it ran past its timeout).
+            TimeoutError: ``timeout`` seconds passed first.
+            EnqueueError: the task was never enqueued.
+        """
+        await self._confirm()
+        outcome = await self._backend.wait_result(self.id, timeout)
+        value: T = outcome.unwrap(self.id, self.name)
+        return value
+
+    def result_sync(self, timeout: float | None = None) -> T:
+        """Blocking form of :meth:`result`, for code with no running event loop."""
+        if self._error is not None:
+            raise self._error
+        outcome = self._backend.wait_result_sync(self.id, timeout)
+        value: T = outcome.unwrap(self.id, self.name)
+        return value
+
+    async def status(self) -> TaskStatus | None:
+        """The task's current state as the backend or monitor knows it."""
+        return await self._backend.get_status(self.id)
+
+    def status_sync(self) -> TaskStatus | None:
+        """Blocking form of :meth:`status`."""
+        return self._backend.get_status_sync(self.id)
+
+
+def run_coroutine_sync(coro: Any) -> Any:
+    """Run ``coro`` to completion from synchronous code in a thread with no running loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    coro.close()
+    raise RuntimeError("a *_sync method was called from a running event loop; await the async form")
+
+
+def _now() -> float:
+    return time.time()
