@@ -149,7 +149,7 @@ class TaskTimeout(TaskFailed):
     """Raised when a task ran past its ``timeout``; ``result()`` of such a task raises it too."""
 
 
-class Retry(PacificPyError):  # noqa: N818 - the public name fixed by the spec
+class Retry(PacificPyError):
     """Raised inside a task to ask for another attempt, after ``countdown`` seconds if given.
 
     A ``Retry`` consumes an attempt and is bounded by the task's ``retries``.

@@ -124,9 +124,7 @@ class BackgroundBackend(abc.ABC):
         if exc is None:
             return
         # Whether or not the caller awaits the handle, a lost enqueue must be visible.
-        logger.error(
-            "enqueue of task %s %s failed: %s", message.task_name, message.task_id, exc
-        )
+        logger.error("enqueue of task %s %s failed: %s", message.task_name, message.task_id, exc)
         try:
             get_task_monitor().task_failed(message.envelope, f"EnqueueError: {exc}", None, None)
         except Exception:

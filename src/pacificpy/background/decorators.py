@@ -149,7 +149,9 @@ class BackgroundTask(Generic[P, T]):
                 task_name=spec.name,
             )
         if task_id is None:
-            task_id = _idempotent_id(spec.name, idempotency_key) if idempotency_key else new_task_id()
+            task_id = (
+                _idempotent_id(spec.name, idempotency_key) if idempotency_key else new_task_id()
+            )
         parent = _current.get()
         trace = None
         if trace_injectors:

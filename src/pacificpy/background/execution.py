@@ -49,9 +49,9 @@ if TYPE_CHECKING:
 __all__ = [
     "Decision",
     "abandon",
+    "call_sync",
     "conclude",
     "execute",
-    "call_sync",
     "execute_sync",
     "prepare",
     "reject",
@@ -133,7 +133,9 @@ def reject(
     return Decision("dead", envelope, outcome=outcome, dead_letter=letter)
 
 
-def prepare(data: bytes | str, backend: BackgroundBackend) -> tuple[TaskEnvelope, TaskSpec] | Decision:
+def prepare(
+    data: bytes | str, backend: BackgroundBackend
+) -> tuple[TaskEnvelope, TaskSpec] | Decision:
     """Decode, verify, look up and bind a message; a :class:`Decision` (dead) if it can't run."""
     try:
         env = _codec.decode(

@@ -70,9 +70,7 @@ class _Scheduler:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._stopped and (
-                    not self._heap or self._heap[0][0] > time.monotonic()
-                ):
+                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
                     wait = self._heap[0][0] - time.monotonic() if self._heap else None
                     self._cond.wait(wait)
                 if self._stopped:
@@ -282,7 +280,8 @@ class LocalExecutor(BackgroundBackend):
                 if held is not None and held[1] > now:
                     return
                 self._idempotency[key] = (env.task_id, now + self.idempotency_ttl)
-                self._results.pop(env.task_id, None)
+            if env.attempt == 1:
+                self._results.pop(env.task_id, None)  # a requeued task starts afresh
             self._waiting[q] = self._waiting.get(q, 0) + 1
             self._waiting_total += 1
             if delay is not None and delay > 0:

@@ -164,7 +164,11 @@ class TaskMonitor:
 
     def task_retrying(self, env: TaskEnvelope, error: str, delay: float) -> None:
         self._update(
-            env.task_id, env.task_name, status=TaskStatus.RETRYING, attempts=env.attempt, error=error
+            env.task_id,
+            env.task_name,
+            status=TaskStatus.RETRYING,
+            attempts=env.attempt,
+            error=error,
         )
 
     def task_dead(self, task_id: str, name: str | None, error: str) -> None:

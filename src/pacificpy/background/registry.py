@@ -17,14 +17,11 @@ def _same_function(a: TaskSpec, b: TaskSpec) -> bool:
     # A module imported twice (as __main__ and by name, or reloaded) declares "the same"
     # function again: same qualified name and same code location. That is not a clash.
     fa, fb = a.fn, b.fn
-    return (
-        fa is fb
-        or (
-            getattr(fa, "__qualname__", None) == getattr(fb, "__qualname__", None)
-            and getattr(fa, "__code__", None) is not None
-            and fa.__code__.co_filename == fb.__code__.co_filename
-            and fa.__code__.co_firstlineno == fb.__code__.co_firstlineno
-        )
+    return fa is fb or (
+        getattr(fa, "__qualname__", None) == getattr(fb, "__qualname__", None)
+        and getattr(fa, "__code__", None) is not None
+        and fa.__code__.co_filename == fb.__code__.co_filename
+        and fa.__code__.co_firstlineno == fb.__code__.co_firstlineno
     )
 
 

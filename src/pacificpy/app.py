@@ -1,0 +1,393 @@
+"""The PacificPy application: a thin layer over Starlette.
+
+Routing, middleware, exception handling and the lifespan are Starlette's. PacificPy adds
+route decorators, return-value coercion (see :mod:`pacificpy.routing`), JSON errors
+everywhere, a request body size limit, startup/shutdown hooks that also start and drain the
+background backend, and :meth:`PacificPy.run`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import inspect
+import logging
+import traceback
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from typing import Any, TypeVar, cast
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import Response
+from starlette.types import ASGIApp, ExceptionHandler, Message, Receive, Scope, Send
+
+from pacificpy.routing import Handler, Route, error_response
+
+__all__ = ["PacificPy"]
+
+logger = logging.getLogger(__name__)
+
+HandlerT = TypeVar("HandlerT", bound=Handler)
+HookT = TypeVar("HookT", bound=Callable[[], Any])
+
+DEFAULT_MAX_BODY_SIZE = 1_048_576
+
+
+class PacificPy(Starlette):
+    """A PacificPy application: an ASGI callable built on Starlette.
+
+    Args:
+        debug: when true, a 500 response carries the exception's traceback as
+            ``"traceback"``. Never turn it on in production.
+        max_body_size: the largest request body accepted, in bytes (default 1 MiB). A
+            larger one gets a JSON 413: at once when ``Content-Length`` says so, or as soon
+            as the streamed (chunked) body passes the limit. ``None`` disables the limit.
+        middleware: Starlette ``Middleware`` entries, outermost first.
+        shutdown_timeout: seconds the shutdown waits for queued and running local tasks.
+
+    Every error answers JSON ``{"error": message, "detail": message, "status": code}``:
+    400 for a malformed JSON body, 404 for an unknown path, 405 (with ``Allow``) for a
+    method the path does not take, 413 for a body over ``max_body_size``, the given status
+    for ``HTTPException(status, detail)``, and 500 ``Internal Server Error`` for any other
+    exception, which is also logged with its traceback.
+    """
+
+    def __init__(
+        self,
+        debug: bool = False,
+        max_body_size: int | None = DEFAULT_MAX_BODY_SIZE,
+        middleware: Sequence[Middleware] | None = None,
+        shutdown_timeout: float = 30.0,
+    ) -> None:
+        if max_body_size is not None and max_body_size < 0:
+            raise ValueError(f"max_body_size must be >= 0 or None, not {max_body_size!r}")
+        super().__init__(debug=debug, middleware=middleware, lifespan=self._lifespan)
+        # Starlette's own limit answers in plain text; PacificPy installs its own (JSON).
+        self.max_body_size = max_body_size
+        self.shutdown_timeout = shutdown_timeout
+        self._startup_hooks: list[Callable[[], Any]] = []
+        self._shutdown_hooks: list[Callable[[], Any]] = []
+        self.exception_handlers.setdefault(HTTPException, _http_exception_handler)
+
+    # -- routes ---------------------------------------------------------------------------
+
+    def add_route(
+        self,
+        path: str,
+        route: Handler,
+        methods: Collection[str] | None = None,
+        name: str | None = None,
+        include_in_schema: bool = True,
+    ) -> None:
+        """Serve ``path`` with the handler ``route`` for ``methods`` (default ``["GET"]``).
+
+        The handler gets a PacificPy request and its return value is coerced into a
+        response (see :mod:`pacificpy.routing`). Routes may be added at any time, also
+        after the application has started serving.
+        """
+        self.router.routes.append(
+            Route(path, route, methods=methods, name=name, include_in_schema=include_in_schema)
+        )
+
+    def route(
+        self,
+        path: str,
+        methods: Collection[str] | None = None,
+        *,
+        name: str | None = None,
+        include_in_schema: bool = True,
+    ) -> Callable[[HandlerT], HandlerT]:
+        """Decorate a handler to serve ``path`` for ``methods`` (default ``["GET"]``).
+
+        ``path`` uses Starlette's syntax, e.g. ``/users/{user_id:int}``; the converted
+        values are in ``request.path_params``. The decorated function is returned
+        unchanged, so it can still be called directly.
+        """
+
+        def decorator(handler: HandlerT) -> HandlerT:
+            self.add_route(
+                path, handler, methods=methods, name=name, include_in_schema=include_in_schema
+            )
+            return handler
+
+        return decorator
+
+    def get(self, path: str, **options: Any) -> Callable[[HandlerT], HandlerT]:
+        """Decorate a handler for ``GET path`` (``HEAD`` is answered too)."""
+        return self.route(path, methods=["GET"], **options)
+
+    def post(self, path: str, **options: Any) -> Callable[[HandlerT], HandlerT]:
+        """Decorate a handler for ``POST path``."""
+        return self.route(path, methods=["POST"], **options)
+
+    def put(self, path: str, **options: Any) -> Callable[[HandlerT], HandlerT]:
+        """Decorate a handler for ``PUT path``."""
+        return self.route(path, methods=["PUT"], **options)
+
+    def patch(self, path: str, **options: Any) -> Callable[[HandlerT], HandlerT]:
+        """Decorate a handler for ``PATCH path``."""
+        return self.route(path, methods=["PATCH"], **options)
+
+    def delete(self, path: str, **options: Any) -> Callable[[HandlerT], HandlerT]:
+        """Decorate a handler for ``DELETE path``."""
+        return self.route(path, methods=["DELETE"], **options)
+
+    def mount(self, path: str, app: ASGIApp, name: str | None = None) -> None:
+        """Serve every path under ``path`` with the ASGI application ``app``."""
+        self.router.mount(path, app=app, name=name)
+
+    # -- lifespan ---------------------------------------------------------------------------
+
+    def on_startup(self, hook: HookT) -> HookT:
+        """Register ``hook`` (sync or async, no arguments) to run at startup, in order.
+
+        The background backend is started before the first hook runs. A hook that raises
+        makes the startup fail.
+        """
+        self._startup_hooks.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: HookT) -> HookT:
+        """Register ``hook`` (sync or async, no arguments) to run at shutdown, in order.
+
+        Every hook runs even if an earlier one raised (the error is logged, and the first
+        one re-raised once the background backend has been drained).
+        """
+        self._shutdown_hooks.append(hook)
+        return hook
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Any) -> AsyncIterator[None]:
+        from pacificpy.background.lifecycle import app_shutdown, app_startup
+
+        await app_startup()
+        try:
+            for hook in self._startup_hooks:
+                await _call_hook(hook)
+        except BaseException:
+            await app_shutdown()
+            raise
+        try:
+            yield
+        finally:
+            first_error: BaseException | None = None
+            for hook in self._shutdown_hooks:
+                try:
+                    await _call_hook(hook)
+                except Exception as exc:
+                    logger.exception("shutdown hook %r failed", hook)
+                    first_error = first_error or exc
+            await app_shutdown()
+            if first_error is not None:
+                raise first_error
+
+    # -- middleware stack -------------------------------------------------------------------
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """Build Starlette's stack with PacificPy's JSON error and body-limit middleware.
+
+        Outermost first: the JSON server-error middleware, the body-size limit, the user's
+        middleware, Starlette's ``ExceptionMiddleware`` (``HTTPException`` and registered
+        handlers), then the router.
+        """
+        error_handler: ExceptionHandler | None = None
+        handlers: dict[Any, ExceptionHandler] = {}
+        for key, value in self.exception_handlers.items():
+            if key in (500, Exception):
+                error_handler = value
+            else:
+                handlers[key] = value
+        middleware = [
+            Middleware(_ServerErrorMiddleware, debug=self.debug, handler=error_handler),
+            Middleware(_BodyLimitMiddleware, max_body_size=self.max_body_size),
+            *self.user_middleware,
+            Middleware(ExceptionMiddleware, handlers=handlers, debug=self.debug),
+        ]
+        app: ASGIApp = self.router
+        for cls, args, kwargs in reversed(middleware):
+            app = cls(app, *args, **kwargs)
+        return app
+
+    # -- serving ----------------------------------------------------------------------------
+
+    def run(self, host: str = "127.0.0.1", port: int = 8000, **uvicorn_options: Any) -> None:
+        """Serve the application with uvicorn until interrupted.
+
+        ``loop`` defaults to ``"uvloop"`` and ``http`` to ``"httptools"`` when they are
+        installed (``asyncio`` and ``h11`` otherwise); every other keyword goes to
+        ``uvicorn.run`` as it is. ``reload`` and ``workers`` need an import string, so use
+        ``pacificpy run module:app --reload`` for those.
+        """
+        import uvicorn
+
+        options = {**server_defaults(), **uvicorn_options}
+        uvicorn.run(self, host=host, port=port, **options)
+
+    # -- background-task integrations ---------------------------------------------------------
+
+    def include_task_dashboard(self, path: str = "/_tasks", token: str | None = None) -> None:
+        """Serve the task dashboard (HTML page and JSON API) under ``path``.
+
+        With ``token`` set, every dashboard route requires it; mutating routes always do.
+        """
+        from pacificpy.background.dashboard import mount_dashboard
+
+        mount_dashboard(self, path=path, token=token)
+
+    def include_metrics(self, path: str = "/metrics", token: str | None = None) -> None:
+        """Serve Prometheus metrics at ``path`` (requiring ``token`` when one is given)."""
+        from pacificpy.background.metrics import mount_metrics
+
+        mount_metrics(self, path=path, token=token)
+
+
+def server_defaults() -> dict[str, str]:
+    """Return uvicorn's ``loop`` and ``http`` choices: uvloop and httptools when installed."""
+    return {
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio",
+        "http": "httptools" if importlib.util.find_spec("httptools") is not None else "h11",
+    }
+
+
+async def _call_hook(hook: Callable[[], Any]) -> None:
+    result = hook()
+    if inspect.isawaitable(result):
+        await result
+
+
+def _http_error_response(exc: HTTPException) -> Response:
+    detail = exc.detail
+    message = detail if isinstance(detail, str) else str(detail)
+    return error_response(exc.status_code, message, headers=exc.headers)
+
+
+async def _http_exception_handler(request: StarletteRequest, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return _http_error_response(exc)
+
+
+class _BodyTooLarge(HTTPException):
+    def __init__(self, max_body_size: int) -> None:
+        super().__init__(
+            413, f"Request body is larger than the limit of {max_body_size} bytes (max_body_size)"
+        )
+
+
+class _BodyLimitMiddleware:
+    """Answer 413 for a request body over ``max_body_size``.
+
+    A ``Content-Length`` over the limit is refused before the application runs. Otherwise
+    the body is counted as the application reads it; the read that passes the limit raises
+    a 413 ``HTTPException``, which the exception handlers turn into the JSON error.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_size: int | None) -> None:
+        self.app = app
+        self.max_body_size = max_body_size
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = self.max_body_size
+        if scope["type"] != "http" or limit is None:
+            await self.app(scope, receive, send)
+            return
+
+        content_length = Headers(scope=scope).get("content-length")
+        if content_length is not None and content_length.isdigit() and int(content_length) > limit:
+            await _body_too_large_response(limit)(scope, receive, send)
+            return
+
+        received = 0
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge(limit)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            # Raised outside any route (by middleware reading the body, say).
+            if response_started:
+                raise
+            await _body_too_large_response(limit)(scope, receive, send)
+
+
+def _body_too_large_response(limit: int) -> Response:
+    exc = _BodyTooLarge(limit)
+    return error_response(exc.status_code, exc.detail)
+
+
+class _ServerErrorMiddleware:
+    """Turn any unhandled exception into a JSON 500, log it, and keep serving.
+
+    Unlike Starlette's ``ServerErrorMiddleware`` the exception is not re-raised to the
+    server once the 500 has been sent: it is logged here, once. If the response had
+    already started, nothing can be sent, so the exception goes on to the server, which
+    closes the connection.
+    """
+
+    def __init__(
+        self, app: ASGIApp, debug: bool = False, handler: ExceptionHandler | None = None
+    ) -> None:
+        self.app = app
+        self.debug = debug
+        # Starlette types handlers loosely (request or websocket); this one gets requests.
+        self.handler = cast("Callable[[StarletteRequest, Exception], Any] | None", handler)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        response_started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except HTTPException as exc:
+            # Raised by middleware, outside the exception handlers' reach.
+            if response_started:
+                raise
+            await _http_error_response(exc)(scope, receive, send)
+        except Exception as exc:
+            logger.exception("unhandled exception in %s %s", scope.get("method"), scope.get("path"))
+            if response_started:
+                raise
+            response = await self._response(StarletteRequest(scope), exc)
+            await response(scope, receive, send)
+
+    async def _response(self, request: StarletteRequest, exc: Exception) -> Response:
+        if self.handler is not None:
+            if inspect.iscoroutinefunction(self.handler):
+                response = await self.handler(request, exc)
+            else:
+                response = await run_in_threadpool(self.handler, request, exc)
+            if isinstance(response, Response):
+                return response
+        extra: Mapping[str, Any] | None = None
+        if self.debug:
+            extra = {
+                "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            }
+        return error_response(500, "Internal Server Error", extra=extra)

@@ -1,0 +1,190 @@
+"""Routes, requests and the coercion of handler return values into responses.
+
+A PacificPy handler is ``async def handler(request)`` (or a plain ``def``, which runs in
+Starlette's thread pool) and may return:
+
+* a Starlette :class:`~starlette.responses.Response`, sent as it is;
+* a ``dict``, ``list`` or any other value orjson can encode (``None`` included), sent as
+  JSON with status 200;
+* a ``str``, sent as ``text/plain``; ``bytes``, sent as ``application/octet-stream``;
+* a ``(body, status)`` or ``(body, status, headers)`` tuple, whose body is coerced as
+  above and sent with that status and those extra headers.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Any, TypeVar
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route as StarletteRoute
+from starlette.types import Receive, Scope, Send
+
+__all__ = [
+    "Handler",
+    "ORJSONResponse",
+    "Request",
+    "Route",
+    "coerce_response",
+    "error_response",
+]
+
+Handler = Callable[..., Any]
+"""A request handler: ``(request) -> value`` or ``async (request) -> value``."""
+
+HandlerT = TypeVar("HandlerT", bound=Handler)
+
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
+class ORJSONResponse(Response):
+    """A JSON response encoded with orjson.
+
+    orjson also encodes dataclasses, ``datetime``, ``UUID`` and ``enum`` values; dict keys
+    that are not strings (ints, for instance) are converted to strings as ``json`` does.
+
+    Raises:
+        TypeError: when rendering a value orjson cannot encode (``orjson.JSONEncodeError``).
+    """
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=_ORJSON_OPTIONS)
+
+
+class Request(StarletteRequest):
+    """The request passed to PacificPy handlers: Starlette's, with an orjson ``json()``.
+
+    ``path_params``, ``query_params``, ``headers``, ``body()`` and ``stream()`` are
+    Starlette's. The body size limit of the application (``max_body_size``) applies to
+    every way of reading the body.
+    """
+
+    async def json(self) -> Any:
+        """Parse the body as JSON (once; later calls return the same value).
+
+        Raises:
+            HTTPException: 400 ``Malformed JSON body: ...`` when the body is empty, is not
+                valid JSON or is not valid UTF-8; 413 when it exceeds ``max_body_size``.
+        """
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise HTTPException(400, f"Malformed JSON body: {exc}") from exc
+        return self._json
+
+
+def error_response(
+    status_code: int,
+    message: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Response:
+    """Build PacificPy's JSON error body ``{"error": ..., "detail": ..., "status": ...}``.
+
+    Args:
+        status_code: the HTTP status.
+        message: a human-readable message, used for both ``error`` and ``detail``.
+        headers: extra response headers (``Allow`` for a 405, for instance).
+        extra: more keys for the body (``traceback`` in debug mode).
+    """
+    if status_code in (204, 304):
+        # These statuses must not carry a body.
+        return Response(status_code=status_code, headers=headers)
+    content: dict[str, Any] = {"error": message, "detail": message, "status": status_code}
+    if extra:
+        content.update(extra)
+    return ORJSONResponse(content, status_code=status_code, headers=headers)
+
+
+def coerce_response(value: Any) -> Response:
+    """Turn a handler's return value into a response (see the module docstring).
+
+    Raises:
+        TypeError: for a status tuple whose headers are not a mapping, or (when the
+            response renders) a body orjson cannot encode.
+    """
+    if isinstance(value, Response):
+        return value
+    if isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[1], int):
+        body, status_code = value[0], value[1]
+        headers = value[2] if len(value) == 3 else None
+        if headers is not None and not isinstance(headers, Mapping):
+            raise TypeError(
+                "the third item of a (body, status, headers) tuple must be a mapping of "
+                f"header names to values, not {type(headers).__name__}"
+            )
+        response = coerce_response(body)
+        response.status_code = status_code
+        if headers:
+            for key, header_value in headers.items():
+                response.headers[key] = header_value
+        return response
+    if isinstance(value, str):
+        return PlainTextResponse(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return Response(bytes(value), media_type="application/octet-stream")
+    return ORJSONResponse(value)
+
+
+def _is_async_callable(obj: Any) -> bool:
+    while isinstance(obj, functools.partial):
+        obj = obj.func
+    return inspect.iscoroutinefunction(obj) or (
+        callable(obj) and inspect.iscoroutinefunction(obj.__call__)
+    )
+
+
+def _request_response(handler: Handler) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """Wrap ``handler`` as an ASGI app that builds a :class:`Request` and coerces the result."""
+    is_async = _is_async_callable(handler)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive, send)
+        if is_async:
+            result = await handler(request)
+        else:
+            result = await run_in_threadpool(handler, request)
+        response = coerce_response(result)
+        await response(scope, receive, send)
+
+    return app
+
+
+class Route(StarletteRoute):
+    """A Starlette route whose endpoint is a PacificPy handler.
+
+    The handler gets a PacificPy :class:`Request` and its return value goes through
+    :func:`coerce_response`. Errors are left to the application's exception handlers,
+    which answer in JSON.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        endpoint: Handler,
+        *,
+        methods: Collection[str] | None = None,
+        name: str | None = None,
+        include_in_schema: bool = True,
+    ) -> None:
+        super().__init__(
+            path,
+            endpoint,
+            methods=["GET"] if methods is None else list(methods),
+            name=name,
+            include_in_schema=include_in_schema,
+        )
+        # Starlette treats a callable object as a raw ASGI app; a PacificPy handler is
+        # always called with a request, whatever its kind.
+        self.app = _request_response(endpoint)

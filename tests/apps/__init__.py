@@ -1,0 +1,3 @@
+"""Small applications that tests serve with a real server."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Tests of the ``pacificpy`` command line."""
+
+from __future__ import annotations

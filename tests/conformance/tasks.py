@@ -1,0 +1,155 @@
+"""Tasks of the conformance suite: importable by worker processes of every backend.
+
+Side effects that must be seen across processes go to the suite's Redis, whose URL is in
+``PACIFICPY_TEST_REDIS`` (set by the harness in the test process and in the workers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import redis
+
+from pacificpy.background import Retry, current_task
+from pacificpy.background.decorators import background
+
+_clients: dict[str, redis.Redis] = {}
+
+
+def store() -> redis.Redis:
+    """A Redis client for the suite's server (one per process)."""
+    url = os.environ["PACIFICPY_TEST_REDIS"]
+    client = _clients.get(url)
+    if client is None:
+        client = _clients[url] = redis.Redis.from_url(url)
+    return client
+
+
+def _context() -> dict[str, Any]:
+    ctx = current_task()
+    assert ctx is not None
+    return {
+        "id": ctx.id,
+        "name": ctx.name,
+        "attempt": ctx.attempt,
+        "queue": ctx.queue,
+        "enqueued_at": ctx.enqueued_at,
+        "parent_id": ctx.parent_id,
+        "started_at": time.time(),
+        "pid": os.getpid(),
+    }
+
+
+@background
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@background
+async def async_add(a: int, b: int) -> int:
+    await asyncio.sleep(0)
+    return a + b
+
+
+@background
+def echo(value: Any) -> Any:
+    return value
+
+
+@background
+def context() -> dict[str, Any]:
+    return _context()
+
+
+@background
+async def async_context() -> dict[str, Any]:
+    return _context()
+
+
+@background
+def count(key: str) -> int:
+    """INCR ``key``: how many times this ran."""
+    return int(store().incr(f"pacificpy-test:{key}"))
+
+
+@background
+def fail_always(message: str) -> None:
+    raise ValueError(message)
+
+
+@background(retries=1, retry_backoff=0.01, retry_jitter=False)
+def fail_twice_total(message: str) -> None:
+    raise ValueError(message)
+
+
+@background(retries=3, retry_backoff=0.01, retry_jitter=False)
+def flaky(fail_times: int) -> dict[str, Any]:
+    ctx = _context()
+    if ctx["attempt"] <= fail_times:
+        raise ConnectionError(f"attempt {ctx['attempt']} fails on purpose")
+    return ctx
+
+
+@background(retries=2, retry_backoff=0.01, retry_on=(ConnectionError,))
+def fail_not_retried() -> None:
+    raise KeyError("not in retry_on")
+
+
+@background(retries=2)
+def ask_retry(times: int) -> int:
+    ctx = current_task()
+    assert ctx is not None
+    if ctx.attempt <= times:
+        raise Retry(countdown=0.01)
+    return ctx.attempt
+
+
+@background(timeout=0.5)
+async def slow_async(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "finished"
+
+
+@background(timeout=0.5)
+def slow_sync(seconds: float) -> str:
+    time.sleep(seconds)
+    return "finished"
+
+
+@background
+def sleep_for(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@background
+def fail_unless_flag(flag: str) -> str:
+    if not store().exists(f"pacificpy-test:{flag}"):
+        raise RuntimeError(f"flag {flag} is not set")
+    return "ok"
+
+
+@background
+def chain_child(x: int) -> dict[str, Any]:
+    return {"x": x, **_context()}
+
+
+@background
+def chain_parent(x: int) -> str:
+    """A sync task that enqueues the next step without await (the guide's chaining)."""
+    handle = chain_child.delay(x + 1)
+    return handle.id
+
+
+@background
+async def async_chain_parent(x: int) -> str:
+    handle = await chain_child.delay(x + 1)
+    return handle.id
+
+
+@background(serializer="pickle")
+def pickled(value: Any) -> Any:
+    return value

@@ -1,0 +1,127 @@
+"""SPEC §3.2-3.3 on every backend: enqueue, results, context, chaining, isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from pacificpy.background import TaskStatus
+from pacificpy.errors import TaskArgumentError, TaskSerializationError
+from tests.conformance import tasks
+from tests.conformance.harness import Harness
+
+WAIT = 30.0
+
+
+async def test_sync_task_result(harness: Harness) -> None:
+    handle = await tasks.add.delay(2, 3)
+    assert await handle.result(timeout=WAIT) == 5
+
+
+async def test_async_task_result(harness: Harness) -> None:
+    handle = await tasks.async_add.delay(4, 5)
+    assert await handle.result(timeout=WAIT) == 9
+
+
+async def test_delay_without_await_still_enqueues(harness: Harness) -> None:
+    handle = tasks.add.delay(1, 1)  # not awaited: the enqueue has started anyway
+    assert await handle.result(timeout=WAIT) == 2
+
+
+def test_delay_from_code_without_loop(harness: Harness) -> None:
+    handle = tasks.add.delay(20, 22)
+    assert handle.result_sync(timeout=WAIT) == 42
+    assert handle.status_sync() is TaskStatus.COMPLETED
+
+
+async def test_json_round_trip(harness: Harness) -> None:
+    value = {"s": "é", "n": [1, 2.5, None, True], "d": {"k": "v"}}
+    handle = await tasks.echo.delay(value)
+    assert await handle.result(timeout=WAIT) == value
+
+
+async def test_kwargs_and_apply_async(harness: Harness) -> None:
+    handle = await tasks.add.apply_async(args=(1,), kwargs={"b": 10})
+    assert await handle.result(timeout=WAIT) == 11
+
+
+@pytest.mark.parametrize("task", [tasks.context, tasks.async_context], ids=["sync", "async"])
+async def test_current_task_inside(harness: Harness, task: Any) -> None:
+    before = time.time()
+    handle = await task.delay()
+    ctx = await handle.result(timeout=WAIT)
+    assert ctx["id"] == handle.id
+    assert ctx["name"] == task.name
+    assert ctx["attempt"] == 1
+    assert ctx["queue"] == "default"
+    assert before - 1 <= ctx["enqueued_at"] <= ctx["started_at"] + 1
+    assert ctx["parent_id"] is None
+
+
+async def test_status_reaches_completed(harness: Harness) -> None:
+    handle = await tasks.add.delay(1, 2)
+    await handle.result(timeout=WAIT)
+    assert await handle.status() is TaskStatus.COMPLETED
+
+
+async def test_chained_sync_task_enqueues_next_without_await(harness: Harness) -> None:
+    parent = await tasks.chain_parent.delay(1)
+    child_id = await parent.result(timeout=WAIT)
+    backend = harness.backend
+    assert backend is not None
+    outcome = await backend.wait_result(child_id, timeout=WAIT)
+    assert outcome.value["x"] == 2
+    assert outcome.value["parent_id"] == parent.id
+
+
+async def test_chained_async_task(harness: Harness) -> None:
+    parent = await tasks.async_chain_parent.delay(5)
+    child_id = await parent.result(timeout=WAIT)
+    assert harness.backend is not None
+    outcome = await harness.backend.wait_result(child_id, timeout=WAIT)
+    assert outcome.value["x"] == 6
+    assert outcome.value["parent_id"] == parent.id
+
+
+async def test_bad_arguments_rejected_at_call_site(harness: Harness) -> None:
+    with pytest.raises(TaskArgumentError):
+        tasks.add.delay(1)
+    with pytest.raises(TaskArgumentError):
+        tasks.add.delay(1, 2, 3)
+    with pytest.raises(TaskArgumentError):
+        tasks.add.apply_async(args=(1,), kwargs={"c": 2})
+
+
+async def test_unserializable_argument_named_at_call_site(harness: Harness) -> None:
+    with pytest.raises(TaskSerializationError) as info:
+        tasks.echo.delay({1, 2})
+    assert info.value.argument == "args[0]"
+    assert "args[0]" in str(info.value)
+    with pytest.raises(TaskSerializationError) as info:
+        tasks.add.apply_async(args=(1,), kwargs={"b": object()})
+    assert info.value.argument == "b"
+
+
+async def test_one_failure_does_not_stop_others(harness: Harness) -> None:
+    bad = [await tasks.fail_always.delay(f"boom {i}") for i in range(3)]
+    good = [await tasks.add.delay(i, i) for i in range(5)]
+    assert [await h.result(timeout=WAIT) for h in good] == [0, 2, 4, 6, 8]
+    for h in bad:
+        with pytest.raises(Exception, match="boom"):
+            await h.result(timeout=WAIT)
+
+
+async def test_result_timeout(harness: Harness) -> None:
+    handle = await tasks.sleep_for.delay(2.0)
+    with pytest.raises(TimeoutError):
+        await handle.result(timeout=0.2)
+    assert await handle.result(timeout=WAIT) == 2.0
+
+
+async def test_many_concurrent_delays(harness: Harness) -> None:
+    handles = await asyncio.gather(*(tasks.add.delay(i, 1) for i in range(50)))
+    results = await asyncio.gather(*(h.result(timeout=WAIT) for h in handles))
+    assert results == [i + 1 for i in range(50)]

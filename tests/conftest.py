@@ -1,0 +1,47 @@
+"""Shared fixtures: process-wide resets after every test, the suite's own redis-server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from pacificpy.background.decorators import reset_background_tasks
+from pacificpy.background.monitor import reset_task_monitor
+from tests.support.redis_server import RedisServer, RedisServerError, redis_server_binary
+
+
+@pytest.fixture(autouse=True)
+def _reset_globals() -> Iterator[None]:
+    """Every test starts with no configured backend and a fresh monitor."""
+    yield
+    reset_background_tasks()
+    reset_task_monitor()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server of the suite's own on a free port (never the machine's 6379).
+
+    Missing redis-server: the test fails when ``CI`` is set, and is skipped otherwise.
+    """
+    if redis_server_binary() is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed; `make test` installs it")
+        pytest.skip("redis-server is not installed")
+    server = RedisServer()
+    try:
+        server.start()
+    except RedisServerError as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """URL of the suite's redis-server, started again if a fault test left it stopped."""
+    if not redis_server.is_running():
+        redis_server.start()
+    return redis_server.url
