@@ -100,6 +100,8 @@ def reject(
     attempts: int = 0,
 ) -> Decision:
     """The decision for a message that cannot be run: a dead letter, logged and monitored."""
+    task_id: str | None
+    name: str | None
     if envelope is not None:
         task_id, name = envelope.task_id, envelope.task_name
     else:

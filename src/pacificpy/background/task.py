@@ -10,6 +10,7 @@ import asyncio
 import contextvars
 import dataclasses
 import inspect
+import itertools
 import os
 import time
 from collections.abc import Callable, Generator
@@ -41,9 +42,27 @@ __all__ = [
 T = TypeVar("T")
 
 
-def new_task_id() -> str:
-    """A fresh random task id: 32 hex characters, like a uuid4's hex."""
-    return os.urandom(16).hex()
+class _IdSource:
+    """Task ids: 80 random bits per process, then a 48-bit counter (32 hex characters).
+
+    Unique across processes like a uuid4's hex, at a fraction of its cost (no system call
+    per id); reseeded in a forked child so parent and child never share a prefix.
+    """
+
+    def __init__(self) -> None:
+        self.reseed()
+        os.register_at_fork(after_in_child=self.reseed)
+
+    def reseed(self) -> None:
+        self.prefix = os.urandom(10).hex()
+        self.counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFF:012x}"
+
+
+#: A fresh task id (32 hex characters).
+new_task_id: Callable[[], str] = _IdSource()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,7 +314,3 @@ def run_coroutine_sync(coro: Any) -> Any:
         return asyncio.run(coro)
     coro.close()
     raise RuntimeError("a *_sync method was called from a running event loop; await the async form")
-
-
-def _now() -> float:
-    return time.time()

@@ -50,7 +50,7 @@ class RedisState:
 
     # -- clients -------------------------------------------------------------------------
     @property
-    def sync(self) -> redis.Redis:
+    def sync(self) -> Any:  # redis-py's sync/async union types defeat mypy
         """The sync client (thread-safe connection pool)."""
         client = self._sync
         if client is None:
@@ -62,7 +62,7 @@ class RedisState:
                 client = self._sync
         return client
 
-    def aio(self) -> aioredis.Redis:
+    def aio(self) -> Any:
         """The async client of the running event loop."""
         import redis.asyncio as aioredis
 
