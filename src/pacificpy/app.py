@@ -48,7 +48,10 @@ class PacificPy(Starlette):
             larger one gets a JSON 413: at once when ``Content-Length`` says so, or as soon
             as the streamed (chunked) body passes the limit. ``None`` disables the limit.
         middleware: Starlette ``Middleware`` entries, outermost first.
-        shutdown_timeout: seconds the shutdown waits for queued and running local tasks.
+        shutdown_timeout: seconds the shutdown waits for queued and running background
+            tasks before marking the rest ``abandoned``. ``None`` (the default) keeps the
+            backend's own ``shutdown_timeout`` (30 s unless the backend was built with
+            another); a number overrides it for this app's shutdown.
 
     Every error answers JSON ``{"error": message, "detail": message, "status": code}``:
     400 for a malformed JSON body, 404 for an unknown path, 405 (with ``Allow``) for a
@@ -62,7 +65,7 @@ class PacificPy(Starlette):
         debug: bool = False,
         max_body_size: int | None = DEFAULT_MAX_BODY_SIZE,
         middleware: Sequence[Middleware] | None = None,
-        shutdown_timeout: float = 30.0,
+        shutdown_timeout: float | None = None,
     ) -> None:
         if max_body_size is not None and max_body_size < 0:
             raise ValueError(f"max_body_size must be >= 0 or None, not {max_body_size!r}")
@@ -170,7 +173,7 @@ class PacificPy(Starlette):
             for hook in self._startup_hooks:
                 await _call_hook(hook)
         except BaseException:
-            await app_shutdown()
+            await self._shutdown_backend(app_shutdown)
             raise
         try:
             yield
@@ -182,9 +185,16 @@ class PacificPy(Starlette):
                 except Exception as exc:
                     logger.exception("shutdown hook %r failed", hook)
                     first_error = first_error or exc
-            await app_shutdown()
+            await self._shutdown_backend(app_shutdown)
             if first_error is not None:
                 raise first_error
+
+    async def _shutdown_backend(self, app_shutdown: Callable[..., Any]) -> None:
+        # None keeps the backend's own shutdown_timeout; a number overrides it.
+        if self.shutdown_timeout is None:
+            await app_shutdown()
+        else:
+            await app_shutdown(timeout=self.shutdown_timeout)
 
     # -- middleware stack -------------------------------------------------------------------
 

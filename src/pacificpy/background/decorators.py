@@ -31,6 +31,7 @@ from pacificpy.background.task import (
     new_task_id,
 )
 from pacificpy.errors import ConfigurationError, TaskSerializationError
+from pacificpy.types import TaskStatus
 
 __all__ = [
     "BackgroundTask",
@@ -176,7 +177,8 @@ class BackgroundTask(Generic[P, T]):
         )
         monitor = get_task_monitor()
         try:
-            monitor.task_queued(env)
+            if idempotency_key is None or not _held(monitor, task_id):
+                monitor.task_queued(env)
         except Exception:
             logger.exception("task monitor failed on task_queued")
         try:
@@ -187,6 +189,17 @@ class BackgroundTask(Generic[P, T]):
             except Exception:
                 logger.exception("task monitor failed on task_failed")
             raise
+
+
+def _held(monitor: Any, task_id: str) -> bool:
+    # A duplicate idempotent call returns the first task's handle; it must not reset that
+    # task's record to "queued". Only a task that ended in failure may be enqueued again.
+    rec = monitor.get(task_id)
+    return rec is not None and rec.status not in (
+        TaskStatus.FAILED,
+        TaskStatus.DEAD,
+        TaskStatus.ABANDONED,
+    )
 
 
 def _idempotent_id(name: str, key: str) -> str:

@@ -286,7 +286,7 @@ async def execute(
                 )
     except asyncio.TimeoutError:
         return conclude(env, spec, started, exc=timeout_error(spec), data=data)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a task calling sys.exit() must not end a worker
         return conclude(env, spec, started, exc=exc, data=data)
     return conclude(env, spec, started, value=value)
 
@@ -308,7 +308,7 @@ def call_sync(env: TaskEnvelope, spec: TaskSpec) -> tuple[Any, BaseException | N
             return spec.fn(*env.args, **env.kwargs), None
     except asyncio.TimeoutError:
         return None, timeout_error(spec)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a task calling sys.exit() must not end a worker
         return None, exc
 
 

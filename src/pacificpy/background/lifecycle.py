@@ -12,6 +12,23 @@ async def app_startup() -> None:
     await get_backend().startup()
 
 
-async def app_shutdown() -> None:
-    """Stop taking tasks and drain the configured backend within its shutdown timeout."""
-    await get_backend().shutdown()
+async def app_shutdown(timeout: float | None = None) -> None:
+    """Stop taking tasks and drain the configured backend.
+
+    Args:
+        timeout: seconds to wait for queued and running tasks; ``None`` uses the backend's
+            own ``shutdown_timeout`` (30 s unless it was built with another). Tasks still
+            unfinished when it runs out are logged and marked ``abandoned``.
+    """
+    backend = get_backend()
+    if timeout is None:
+        await backend.shutdown()
+        return
+    # The contract's shutdown() reads self.shutdown_timeout, so every backend honours an
+    # override this way without a second signature.
+    previous = backend.shutdown_timeout
+    backend.shutdown_timeout = timeout
+    try:
+        await backend.shutdown()
+    finally:
+        backend.shutdown_timeout = previous

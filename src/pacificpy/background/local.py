@@ -33,6 +33,7 @@ from pacificpy.background.task import (
     TaskEnvelope,
     TaskHandle,
     TaskSpec,
+    _current,
     new_task_id,
 )
 from pacificpy.errors import EnqueueError, QueueFull
@@ -146,6 +147,7 @@ class LocalExecutor(BackgroundBackend):
         self._semaphores: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
         self._async_tasks: set[asyncio.Task[Any]] = set()
         self._accepting = True
+        self._draining = False
         self._started = False
         self._atexit_registered = False
 
@@ -180,6 +182,7 @@ class LocalExecutor(BackgroundBackend):
     async def shutdown(self) -> None:
         """Stop taking tasks; wait up to ``shutdown_timeout`` for the rest; abandon leftovers."""
         self._accepting = False
+        self._draining = True
         await asyncio.to_thread(self._wait_idle, self.shutdown_timeout)
         self._finish_shutdown()
         self._loop = None
@@ -187,8 +190,19 @@ class LocalExecutor(BackgroundBackend):
     def shutdown_sync(self, timeout: float | None = None) -> None:
         """Blocking shutdown, for scripts and tests with no running loop."""
         self._accepting = False
+        self._draining = True
         self._wait_idle(self.shutdown_timeout if timeout is None else timeout)
         self._finish_shutdown()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Block until no task is waiting or running (countdowns and retry waits included).
+
+        Handy in tests and scripts; the executor keeps taking tasks meanwhile.
+
+        Returns:
+            True once idle; False if ``timeout`` seconds passed first.
+        """
+        return self._wait_idle(float("inf") if timeout is None else timeout)
 
     def _drain_at_exit(self) -> None:
         if self._started:
@@ -205,6 +219,7 @@ class LocalExecutor(BackgroundBackend):
         return True
 
     def _finish_shutdown(self) -> None:
+        self._draining = False
         self._scheduler.stop()
         with self._lock:
             leftovers = [(m.task_id, m.task_name) for m in self._queued.values()]
@@ -255,7 +270,13 @@ class LocalExecutor(BackgroundBackend):
         self._put(message, delay, enforce_limit=True)
 
     def _put(self, message: Message, delay: float | None, *, enforce_limit: bool) -> None:
-        if enforce_limit and not self._accepting:
+        # While draining, a running task may still enqueue its follow-up (a chain started
+        # before shutdown finishes within the timeout); nobody else may.
+        if (
+            enforce_limit
+            and not self._accepting
+            and not (self._draining and _current.get() is not None)
+        ):
             raise EnqueueError(
                 f"the local executor is shutting down; {message.task_name} was not queued",
                 task_id=message.task_id,

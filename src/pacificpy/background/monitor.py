@@ -1,17 +1,37 @@
 """Task monitoring: every task's state, kept by the task machinery itself.
 
-The executor calls the ``task_*`` event methods of the configured :class:`TaskMonitor`;
-users call :func:`record_task_start` / :func:`update_task_status` for hand-reported tasks
-and query with ``get_task_monitor().get(id)``, ``.list(...)`` and ``.stats()``.
+The executor calls the ``task_*`` event methods of the configured :class:`TaskMonitor`
+(``queued → running → completed | failed | retrying | dead | abandoned``); users call
+:func:`record_task_start` / :func:`update_task_status` for tasks that report by hand and
+query with ``get_task_monitor().get(id)``, ``.list(...)`` and ``.stats()``.
+
+Where the records live is the monitor's *store*:
+
+* :class:`InMemoryMonitorStore` (the default): this process only, the newest
+  ``max_records`` tasks. Events cost well under a microsecond or two each: argument and
+  result previews are rendered only when a record is read.
+* :class:`~pacificpy.background._monitor_redis.RedisMonitorStore`
+  (``configure_task_monitor(redis_url=...)``): shared by web processes and Celery/ARQ
+  workers. Events are buffered and written by a background thread in pipelined batches;
+  retention is bounded by count and by TTL.
+* :class:`NullMonitorStore` (``configure_task_monitor(enabled=False)``): records nothing.
+
+Besides the records, every store keeps cumulative counters (tasks per name and status, a
+duration histogram per task name, the user's ``record_metric`` observations and the queues
+seen) that :mod:`pacificpy.background.metrics` exposes to Prometheus.
 """
 
 from __future__ import annotations
 
+import abc
+import bisect
 import dataclasses
+import itertools
 import logging
+import re
 import threading
 import time
-from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pacificpy.types import TaskStatus
@@ -20,11 +40,18 @@ if TYPE_CHECKING:
     from pacificpy.background.task import TaskEnvelope
 
 __all__ = [
+    "DURATION_BUCKETS",
     "InMemoryMonitorStore",
+    "MetricsSnapshot",
+    "MonitorStore",
+    "NullMonitorStore",
+    "RedisMonitorStore",
     "TaskMonitor",
     "TaskRecord",
     "configure_task_monitor",
     "get_task_monitor",
+    "preview",
+    "preview_call",
     "record_metric",
     "record_task_start",
     "reset_task_monitor",
@@ -33,21 +60,110 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Longest preview of arguments or of a result, in characters.
 PREVIEW_CHARS = 200
+#: Upper bounds (seconds) of the task duration histogram; ``+Inf`` is implied.
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+)  # fmt: skip
+#: ``stats()`` throughput is the number of tasks finished in this many last seconds / it.
+THROUGHPUT_WINDOW = 60.0
+
+_SENSITIVE = re.compile(
+    r"pass(word|wd|phrase)?|secret|token|authori[sz]ation|api[-_]?key|cookie|credential"
+    r"|private[-_]?key|session[-_]?id",
+    re.IGNORECASE,
+)
+_REDACTED = "'***'"
+
+
+def is_sensitive(key: object) -> bool:
+    """True for argument or dict-key names whose values previews must hide."""
+    return isinstance(key, str) and _SENSITIVE.search(key) is not None
+
+
+def _render(value: Any, budget: int, depth: int = 0) -> str:
+    """A repr-like rendering that stops near ``budget`` characters and hides secrets."""
+    kind = type(value)
+    if kind is str:
+        return repr(value[: budget + 1])
+    if kind in (int, float, bool) or value is None:
+        return repr(value)
+    if kind in (bytes, bytearray):
+        return repr(bytes(value[: budget + 1]))
+    if isinstance(value, Mapping):
+        if depth > 4:
+            return "{…}"
+        parts: list[str] = []
+        used = 2
+        for k, v in value.items():
+            if used >= budget:
+                parts.append("…")
+                break
+            key = _render(k, budget - used, depth + 1)
+            text = _REDACTED if is_sensitive(k) else _render(v, budget - used, depth + 1)
+            parts.append(f"{key}: {text}")
+            used += len(key) + len(text) + 4
+        return "{" + ", ".join(parts) + "}"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        if depth > 4:
+            return "[…]"
+        open_, close = ("[", "]") if isinstance(value, list) else ("(", ")")
+        if isinstance(value, (set, frozenset)):
+            open_, close = "{", "}"
+        parts = []
+        used = 2
+        for item in value:
+            if used >= budget:
+                parts.append("…")
+                break
+            text = _render(item, budget - used, depth + 1)
+            parts.append(text)
+            used += len(text) + 2
+        if kind is tuple and len(parts) == 1:
+            return f"({parts[0]},)"
+        return open_ + ", ".join(parts) + close
+    try:
+        return repr(value)
+    except Exception:
+        return f"<unrepresentable {kind.__name__}>"
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
-    """A short ``repr`` of ``value`` for display, cut at ``limit`` characters."""
-    try:
-        text = repr(value)
-    except Exception:
-        text = f"<unrepresentable {type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """A short repr-like text of ``value`` for display, at most ``limit`` characters.
+
+    Large containers and strings are not rendered in full, and the values of dict keys
+    named like ``password``, ``token``, ``secret`` or ``authorization`` show as ``'***'``.
+    """
+    return _cut(_render(value, limit), limit)
+
+
+def preview_call(args: Iterable[Any], kwargs: Mapping[str, Any], limit: int = PREVIEW_CHARS) -> str:
+    """The arguments of a call as ``1, 'x', key='value'``, secrets hidden, cut at ``limit``."""
+    parts: list[str] = []
+    used = 0
+    for arg in args:
+        if used >= limit:
+            break
+        text = _render(arg, limit - used)
+        parts.append(text)
+        used += len(text) + 2
+    for key, value in kwargs.items():
+        if used >= limit:
+            break
+        text = _REDACTED if is_sensitive(key) else _render(value, limit - used)
+        parts.append(f"{key}={text}")
+        used += len(key) + len(text) + 3
+    return _cut(", ".join(parts), limit)
 
 
 @dataclasses.dataclass
 class TaskRecord:
-    """What the monitor knows of one task."""
+    """What the monitor knows of one task (a snapshot; changing it changes nothing)."""
 
     id: str
     name: str
@@ -66,141 +182,527 @@ class TaskRecord:
     updated_at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly form."""
+        """JSON-friendly form (``status`` as its string value)."""
         d = dataclasses.asdict(self)
         d["status"] = self.status.value
         return d
 
 
-class InMemoryMonitorStore:
-    """Records in a dict, oldest evicted past ``max_records`` so memory stays flat."""
+@dataclasses.dataclass
+class MetricsSnapshot:
+    """Cumulative counters of a store, as :mod:`pacificpy.background.metrics` exposes them.
 
-    def __init__(self, max_records: int = 10_000) -> None:
-        self.max_records = max_records
-        self._records: OrderedDict[str, TaskRecord] = OrderedDict()
-        self._lock = threading.Lock()
+    Attributes:
+        totals: ``(task name, status) -> events``: how many times tasks entered a state.
+        durations: ``task name -> (bucket counts, sum, count)``; the bucket counts are per
+            bucket of :data:`DURATION_BUCKETS` plus a last one for ``+Inf`` (not
+            cumulative).
+        user: ``(metric name, ((label, value), ...)) -> (count, sum, last value)``.
+        queues: the queues tasks were enqueued to.
+    """
+
+    totals: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+    durations: dict[str, tuple[list[int], float, int]] = dataclasses.field(default_factory=dict)
+    user: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[int, float, float]] = (
+        dataclasses.field(default_factory=dict)
+    )
+    queues: set[str] = dataclasses.field(default_factory=set)
+
+
+LabelSet = tuple[tuple[str, str], ...]
+#: ``(name, status, duration, finished_at)`` of retained records, for ``stats()``.
+Rows = list[tuple[str, TaskStatus, float | None, float | None]]
+
+
+def _labels(labels: Mapping[str, Any]) -> LabelSet:
+    return tuple(sorted((str(k), str(v)) for k, v in labels.items()))
+
+
+class MonitorStore(abc.ABC):
+    """Where a :class:`TaskMonitor` keeps records and counters.
+
+    A store implements the task events (called by the task machinery on every backend),
+    the hand-reporting calls and the queries. Event methods must be cheap and must never
+    raise for a healthy store: they run on the hot path of every ``.delay()`` and task run.
+    """
+
+    #: False only for :class:`NullMonitorStore`.
+    enabled: bool = True
+
+    # -- events --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def task_queued(self, env: TaskEnvelope) -> None:
+        """``env`` was handed to a backend (or is about to be)."""
+
+    @abc.abstractmethod
+    def task_running(self, env: TaskEnvelope) -> None:
+        """An attempt of ``env`` started."""
+
+    @abc.abstractmethod
+    def task_completed(self, env: TaskEnvelope, value: Any, duration: float) -> None:
+        """The attempt returned ``value`` after ``duration`` seconds."""
+
+    @abc.abstractmethod
+    def task_failed(
+        self, env: TaskEnvelope, error: str, traceback: str | None, duration: float | None
+    ) -> None:
+        """The task failed for good (its last attempt raised, or it was never enqueued)."""
+
+    @abc.abstractmethod
+    def task_retrying(self, env: TaskEnvelope, error: str, delay: float) -> None:
+        """The attempt failed and the task will run again after ``delay`` seconds."""
+
+    @abc.abstractmethod
+    def task_dead(self, task_id: str, name: str | None, error: str) -> None:
+        """The message could not be run at all (unknown task, rejected, poison)."""
+
+    @abc.abstractmethod
+    def task_abandoned(self, task_id: str, name: str) -> None:
+        """The task was still queued or running when its executor shut down."""
+
+    @abc.abstractmethod
+    def record_start(self, task_id: str, name: str) -> None:
+        """Hand-reported start: ``running``, one more attempt."""
+
+    @abc.abstractmethod
+    def update_status(self, task_id: str, status: TaskStatus, result: Any = None) -> None:
+        """Hand-reported status change (``result`` is the error text for failures)."""
+
+    @abc.abstractmethod
+    def record_metric(self, name: str, value: float, labels: LabelSet) -> None:
+        """One observation of a user metric."""
+
+    # -- queries -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def get(self, task_id: str) -> TaskRecord | None:
+        """The record of ``task_id``, or ``None``."""
+
+    @abc.abstractmethod
+    def list(
+        self, status: TaskStatus | None = None, name: str | None = None, limit: int = 100
+    ) -> list[TaskRecord]:
+        """Newest first (by last update), filtered by status and/or task name."""
+
+    @abc.abstractmethod
+    def rows(self) -> Rows:
+        """``(name, status, duration, finished_at)`` of every retained record."""
+
+    @abc.abstractmethod
+    def metrics(self) -> MetricsSnapshot:
+        """The cumulative counters."""
+
+    def flush(self) -> None:  # noqa: B027 - optional hook
+        """Write buffered events now (stores that buffer)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Flush and release resources; the store is not used afterwards."""
+
+
+class NullMonitorStore(MonitorStore):
+    """Records nothing: every event is a no-op and every query answers empty.
+
+    Installed by ``configure_task_monitor(enabled=False)``. Note that without records,
+    ``handle.status()`` of backends that ask the monitor answers ``None``.
+    """
+
+    enabled = False
+
+    def _noop(self, *args: Any) -> None:
+        return None
+
+    task_queued = task_running = task_completed = task_failed = _noop  # type: ignore[assignment]
+    task_retrying = task_dead = task_abandoned = record_start = _noop  # type: ignore[assignment]
+    update_status = record_metric = _noop  # type: ignore[assignment]
 
     def get(self, task_id: str) -> TaskRecord | None:
-        return self._records.get(task_id)
+        return None
 
-    def put(self, record: TaskRecord) -> None:
-        with self._lock:
-            self._records[record.id] = record
-            if len(self._records) > self.max_records:
-                self._records.popitem(last=False)
+    def list(
+        self, status: TaskStatus | None = None, name: str | None = None, limit: int = 100
+    ) -> list[TaskRecord]:
+        return []
 
-    def all(self) -> list[TaskRecord]:
-        with self._lock:
-            return list(self._records.values())
+    def rows(self) -> Rows:
+        return []
+
+    def metrics(self) -> MetricsSnapshot:
+        return MetricsSnapshot()
 
 
-class TaskMonitor:
-    """Tracks tasks through ``queued → running → completed | failed | retrying | dead``."""
+_UNSET: Any = object()
 
-    def __init__(self, store: InMemoryMonitorStore | None = None) -> None:
-        self.store = store if store is not None else InMemoryMonitorStore()
-        self.metrics: dict[tuple[str, tuple[tuple[str, str], ...]], list[float]] = {}
 
-    # -- events emitted by the task machinery -------------------------------------------
-    def _update(self, task_id: str, name: str, **changes: Any) -> TaskRecord:
-        rec = self.store.get(task_id)
-        if rec is None:
-            rec = TaskRecord(id=task_id, name=name, status=TaskStatus.QUEUED)
-        for key, value in changes.items():
-            setattr(rec, key, value)
-        rec.updated_at = time.time()
-        self.store.put(rec)
+class _Rec:
+    """An in-memory record. Class attributes are the defaults, so an event sets only what
+    it changes; previews are rendered from ``env`` / ``value`` when the record is read."""
+
+    id = ""
+    name = "?"
+    env: TaskEnvelope | None = None
+    status = TaskStatus.QUEUED
+    attempts = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    duration: float | None = None
+    value: Any = _UNSET
+    args_preview: str | None = None
+    result_preview: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    updated_at = 0.0
+
+    def snapshot(self) -> TaskRecord:
+        env = self.env
+        args_preview = self.args_preview
+        if args_preview is None and env is not None:
+            args_preview = self.args_preview = preview_call(env.args, env.kwargs)
+        result_preview = self.result_preview
+        value = self.value
+        if value is not _UNSET:
+            result_preview = self.result_preview = preview(value)
+            self.value = _UNSET  # rendered once; drop the reference
+        return TaskRecord(
+            id=self.id,
+            name=self.name,
+            status=self.status,
+            queue=env.queue if env is not None else "default",
+            attempts=self.attempts,
+            enqueued_at=env.enqueued_at if env is not None else None,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            duration=self.duration,
+            args_preview=args_preview,
+            result_preview=result_preview,
+            error=self.error,
+            traceback=self.traceback,
+            parent_id=env.parent_id if env is not None else None,
+            updated_at=self.updated_at,
+        )
+
+
+_new_rec: Callable[[type[_Rec]], _Rec] = object.__new__
+_bucket = bisect.bisect_left
+_now = time.time
+
+
+class InMemoryMonitorStore(MonitorStore):
+    """Records in a dict, the oldest evicted past ``max_records`` so memory stays flat.
+
+    Args:
+        max_records: how many tasks to remember (newest kept; evicted in small batches).
+
+    Arguments and results are kept by reference until the record is first read and
+    rendered as previews then, so ``.delay()`` never pays for a ``repr``. The events take
+    no lock except to bump the cumulative counters.
+    """
+
+    def __init__(self, max_records: int = 10_000) -> None:
+        if max_records < 1:
+            raise ValueError("max_records must be at least 1")
+        self.max_records = max_records
+        # Evict in batches of ~1%: one locked pass per batch instead of one per task.
+        self._high = max_records + max(1, max_records // 100)
+        self._records: dict[str, _Rec] = {}
+        self._lock = threading.Lock()
+        self._totals: dict[tuple[str, str], int] = {}
+        self._durations: dict[str, list[Any]] = {}  # name -> [buckets, sum, count]
+        self._user: dict[tuple[str, LabelSet], list[float]] = {}
+        self._queues: set[str] = set()
+
+    # -- internals -----------------------------------------------------------------------
+    def _new(self, task_id: str, name: str) -> _Rec:
+        rec = _new_rec(_Rec)
+        rec.id = task_id
+        rec.name = name
+        records = self._records
+        records[task_id] = rec
+        if len(records) > self._high:
+            self._evict()
         return rec
 
+    def _evict(self) -> None:
+        records = self._records
+        with self._lock:
+            extra = len(records) - self.max_records
+            if extra <= 0:
+                return
+            # Insertion order is age order; list(islice(...)) runs in C, so no other
+            # thread changes the dict while it is walked.
+            for task_id in list(itertools.islice(records, extra)):
+                records.pop(task_id, None)
+
+    def _count(self, name: str, status: str) -> None:
+        key = (name, status)
+        with self._lock:
+            totals = self._totals
+            totals[key] = totals.get(key, 0) + 1
+
+    def _count_duration(self, name: str, status: str, duration: float) -> None:
+        key = (name, status)
+        index = _bucket(DURATION_BUCKETS, duration)
+        with self._lock:
+            totals = self._totals
+            totals[key] = totals.get(key, 0) + 1
+            hist = self._durations.get(name)
+            if hist is None:
+                hist = self._durations[name] = [[0] * (len(DURATION_BUCKETS) + 1), 0.0, 0]
+            hist[0][index] += 1
+            hist[1] += duration
+            hist[2] += 1
+
+    # -- events --------------------------------------------------------------------------
     def task_queued(self, env: TaskEnvelope) -> None:
-        self._update(
-            env.task_id,
-            env.task_name,
-            status=TaskStatus.QUEUED,
-            queue=env.queue,
-            enqueued_at=env.enqueued_at,
-            parent_id=env.parent_id,
-            args_preview=preview((env.args, env.kwargs)),
-        )
+        rec = _new_rec(_Rec)
+        rec.id = task_id = env.task_id
+        rec.name = name = env.task_name
+        rec.env = env
+        rec.updated_at = env.enqueued_at
+        records = self._records
+        records[task_id] = rec
+        if len(records) > self._high:
+            self._evict()
+        if env.queue not in self._queues:
+            self._queues.add(env.queue)
+        key = (name, "queued")
+        with self._lock:
+            totals = self._totals
+            totals[key] = totals.get(key, 0) + 1
 
     def task_running(self, env: TaskEnvelope) -> None:
-        self._update(
-            env.task_id,
-            env.task_name,
-            status=TaskStatus.RUNNING,
-            attempts=env.attempt,
-            started_at=time.time(),
-            queue=env.queue,
-            enqueued_at=env.enqueued_at,
-            parent_id=env.parent_id,
-        )
+        # Started attempts are not counted: Prometheus gets enqueued and finished counts.
+        rec = self._records.get(env.task_id) or self._new(env.task_id, env.task_name)
+        rec.env = env
+        rec.status = TaskStatus.RUNNING
+        rec.attempts = env.attempt
+        rec.started_at = rec.updated_at = _now()
 
     def task_completed(self, env: TaskEnvelope, value: Any, duration: float) -> None:
-        self._update(
-            env.task_id,
-            env.task_name,
-            status=TaskStatus.COMPLETED,
-            attempts=env.attempt,
-            finished_at=time.time(),
-            duration=duration,
-            result_preview=preview(value),
-            error=None,
-            traceback=None,
-        )
+        rec = self._records.get(env.task_id) or self._new(env.task_id, env.task_name)
+        rec.status = TaskStatus.COMPLETED
+        rec.attempts = env.attempt
+        rec.finished_at = rec.updated_at = _now()
+        rec.duration = duration
+        rec.value = value
+        if rec.error is not None:
+            rec.error = rec.traceback = None
+        key = (env.task_name, "completed")
+        index = _bucket(DURATION_BUCKETS, duration)
+        with self._lock:
+            totals = self._totals
+            totals[key] = totals.get(key, 0) + 1
+            hist = self._durations.get(key[0])
+            if hist is None:
+                hist = self._durations[key[0]] = [[0] * (len(DURATION_BUCKETS) + 1), 0.0, 0]
+            hist[0][index] += 1
+            hist[1] += duration
+            hist[2] += 1
 
     def task_failed(
         self, env: TaskEnvelope, error: str, traceback: str | None, duration: float | None
     ) -> None:
-        self._update(
-            env.task_id,
-            env.task_name,
-            status=TaskStatus.FAILED,
-            attempts=env.attempt,
-            finished_at=time.time(),
-            duration=duration,
-            error=error,
-            traceback=traceback,
-        )
+        rec = self._records.get(env.task_id) or self._new(env.task_id, env.task_name)
+        rec.env = env
+        rec.status = TaskStatus.FAILED
+        rec.attempts = env.attempt
+        rec.finished_at = rec.updated_at = _now()
+        rec.duration = duration
+        rec.error = error
+        rec.traceback = traceback
+        if duration is None:
+            self._count(env.task_name, "failed")
+        else:
+            self._count_duration(env.task_name, "failed", duration)
 
     def task_retrying(self, env: TaskEnvelope, error: str, delay: float) -> None:
-        self._update(
-            env.task_id,
-            env.task_name,
-            status=TaskStatus.RETRYING,
-            attempts=env.attempt,
-            error=error,
-        )
+        rec = self._records.get(env.task_id) or self._new(env.task_id, env.task_name)
+        rec.env = env
+        rec.status = TaskStatus.RETRYING
+        rec.attempts = env.attempt
+        rec.updated_at = _now()
+        rec.error = error
+        self._count(env.task_name, "retrying")
+
+    def _final(self, task_id: str, name: str, status: TaskStatus, error: str | None) -> None:
+        rec = self._records.get(task_id) or self._new(task_id, name)
+        rec.status = status
+        rec.finished_at = rec.updated_at = _now()
+        if error is not None:
+            rec.error = error
+        self._count(rec.name, status.value)
 
     def task_dead(self, task_id: str, name: str | None, error: str) -> None:
-        self._update(
-            task_id, name or "?", status=TaskStatus.DEAD, finished_at=time.time(), error=error
-        )
+        self._final(task_id, name or "?", TaskStatus.DEAD, error)
 
     def task_abandoned(self, task_id: str, name: str) -> None:
-        self._update(task_id, name, status=TaskStatus.ABANDONED, finished_at=time.time())
+        self._final(task_id, name, TaskStatus.ABANDONED, None)
+
+    def record_start(self, task_id: str, name: str) -> None:
+        rec = self._records.get(task_id) or self._new(task_id, name)
+        rec.status = TaskStatus.RUNNING
+        rec.attempts += 1
+        rec.started_at = rec.updated_at = _now()
+        rec.finished_at = rec.duration = None
+
+    def update_status(self, task_id: str, status: TaskStatus, result: Any = None) -> None:
+        rec = self._records.get(task_id) or self._new(task_id, "?")
+        now = _now()
+        rec.status = status
+        rec.updated_at = now
+        if status.is_final:
+            rec.finished_at = now
+            if rec.started_at is not None:
+                rec.duration = now - rec.started_at
+        if status in (TaskStatus.FAILED, TaskStatus.DEAD, TaskStatus.RETRYING):
+            rec.error = None if result is None else str(result)
+        elif result is not None:
+            rec.value = result
+        if status is not TaskStatus.RUNNING:
+            self._count(rec.name, status.value)
+
+    def record_metric(self, name: str, value: float, labels: LabelSet) -> None:
+        key = (name, labels)
+        with self._lock:
+            entry = self._user.get(key)
+            if entry is None:
+                self._user[key] = [1, value, value]
+            else:
+                entry[0] += 1
+                entry[1] += value
+                entry[2] = value
+
+    # -- queries -------------------------------------------------------------------------
+    def get(self, task_id: str) -> TaskRecord | None:
+        rec = self._records.get(task_id)
+        return rec.snapshot() if rec is not None else None
+
+    def _all(self) -> list[_Rec]:
+        return list(self._records.values())
+
+    def list(
+        self, status: TaskStatus | None = None, name: str | None = None, limit: int = 100
+    ) -> list[TaskRecord]:
+        out: list[TaskRecord] = []
+        for rec in sorted(self._all(), key=lambda r: r.updated_at, reverse=True):
+            if (status is None or rec.status is status) and (name is None or rec.name == name):
+                out.append(rec.snapshot())
+                if len(out) >= limit:
+                    break
+        return out
+
+    def rows(self) -> Rows:
+        return [(r.name, r.status, r.duration, r.finished_at) for r in self._all()]
+
+    def metrics(self) -> MetricsSnapshot:
+        with self._lock:
+            return MetricsSnapshot(
+                totals=dict(self._totals),
+                durations={n: (list(h[0]), h[1], h[2]) for n, h in self._durations.items()},
+                user={k: (int(v[0]), v[1], v[2]) for k, v in self._user.items()},
+                queues=set(self._queues),
+            )
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    """Nearest-rank quantile of sorted ``values``."""
+    if not values:
+        return None
+    idx = min(len(values) - 1, max(0, round(q * (len(values) - 1))))
+    return values[idx]
+
+
+def compute_stats(
+    rows: Iterable[tuple[str, TaskStatus, float | None, float | None]],
+    now: float | None = None,
+    window: float = THROUGHPUT_WINDOW,
+) -> dict[str, Any]:
+    """``stats()`` from ``(name, status, duration, finished_at)`` rows."""
+    now = time.time() if now is None else now
+    since = now - window
+    counts: dict[str, int] = {s.value: 0 for s in TaskStatus}
+    per_name: dict[str, dict[str, Any]] = {}
+    recent_total = 0
+    total = 0
+    for name, status, duration, finished_at in rows:
+        total += 1
+        counts[status.value] += 1
+        entry = per_name.get(name)
+        if entry is None:
+            entry = per_name[name] = {"counts": {}, "durations": [], "recent": 0}
+        entry["counts"][status.value] = entry["counts"].get(status.value, 0) + 1
+        if duration is not None:
+            entry["durations"].append(duration)
+        if finished_at is not None and finished_at >= since:
+            entry["recent"] += 1
+            recent_total += 1
+    tasks: dict[str, dict[str, Any]] = {}
+    for name in sorted(per_name):
+        entry = per_name[name]
+        durs = sorted(entry["durations"])
+        tasks[name] = {
+            "count": sum(entry["counts"].values()),
+            "counts": entry["counts"],
+            "p50": _quantile(durs, 0.5),
+            "p95": _quantile(durs, 0.95),
+            "throughput": entry["recent"] / window,
+        }
+    return {
+        "total": total,
+        "counts": counts,
+        "throughput": recent_total / window,
+        "window": window,
+        "tasks": tasks,
+    }
+
+
+class TaskMonitor:
+    """Tracks tasks through ``queued → running → completed | failed | retrying | dead``.
+
+    The event methods (``task_queued``, ``task_running``, ``task_completed``,
+    ``task_failed``, ``task_retrying``, ``task_dead``, ``task_abandoned``) are the store's
+    own, bound here so the hot path pays for one call only.
+
+    Args:
+        store: where records and counters live; a fresh :class:`InMemoryMonitorStore` by
+            default.
+    """
+
+    def __init__(self, store: MonitorStore | None = None) -> None:
+        self.store: MonitorStore = store if store is not None else InMemoryMonitorStore()
+        s = self.store
+        self.task_queued: Callable[[TaskEnvelope], None] = s.task_queued
+        self.task_running: Callable[[TaskEnvelope], None] = s.task_running
+        self.task_completed: Callable[[TaskEnvelope, Any, float], None] = s.task_completed
+        self.task_failed: Callable[[TaskEnvelope, str, str | None, float | None], None] = (
+            s.task_failed
+        )
+        self.task_retrying: Callable[[TaskEnvelope, str, float], None] = s.task_retrying
+        self.task_dead: Callable[[str, str | None, str], None] = s.task_dead
+        self.task_abandoned: Callable[[str, str], None] = s.task_abandoned
+
+    def __repr__(self) -> str:
+        return f"<TaskMonitor store={type(self.store).__name__}>"
+
+    @property
+    def enabled(self) -> bool:
+        """False when monitoring is off (``configure_task_monitor(enabled=False)``)."""
+        return self.store.enabled
 
     # -- hand-reported tasks -------------------------------------------------------------
     def record_start(self, task_id: str, name: str) -> None:
-        now = time.time()
-        rec = self.store.get(task_id)
-        attempts = (rec.attempts if rec else 0) + 1
-        self._update(task_id, name, status=TaskStatus.RUNNING, started_at=now, attempts=attempts)
+        """Mark ``task_id`` as ``running`` (one more attempt)."""
+        self.store.record_start(task_id, name)
 
     def update_status(self, task_id: str, status: TaskStatus | str, result: Any = None) -> None:
-        st = TaskStatus.parse(status)
-        rec = self.store.get(task_id)
-        name = rec.name if rec else "?"
-        changes: dict[str, Any] = {"status": st}
-        if st.is_final:
-            now = time.time()
-            changes["finished_at"] = now
-            if rec is not None and rec.started_at is not None:
-                changes["duration"] = now - rec.started_at
-        if st in (TaskStatus.FAILED, TaskStatus.DEAD, TaskStatus.RETRYING):
-            changes["error"] = None if result is None else str(result)
-        elif result is not None:
-            changes["result_preview"] = preview(result)
-        self._update(task_id, name, **changes)
+        """Set ``task_id``'s status; ``result`` is the value, or the error for failures.
+
+        Raises:
+            ValueError: ``status`` is not a task status.
+        """
+        self.store.update_status(task_id, TaskStatus.parse(status), result)
+
+    def record_metric(self, name: str, value: float, **labels: Any) -> None:
+        """Record one observation of the user metric ``name`` (exposed at ``/metrics``)."""
+        self.store.record_metric(name, float(value), _labels(labels) if labels else ())
 
     # -- queries -------------------------------------------------------------------------
     def get(self, task_id: str) -> TaskRecord | None:
@@ -210,50 +712,32 @@ class TaskMonitor:
     def list(
         self, status: TaskStatus | str | None = None, name: str | None = None, limit: int = 100
     ) -> list[TaskRecord]:
-        """Newest first, filtered by status and/or task name."""
+        """The newest ``limit`` records (by last update), filtered by status and/or name."""
         st = TaskStatus.parse(status) if status is not None else None
-        out = []
-        for rec in sorted(self.store.all(), key=lambda r: r.updated_at, reverse=True):
-            if (st is None or rec.status is st) and (name is None or rec.name == name):
-                out.append(rec)
-                if len(out) >= limit:
-                    break
-        return out
+        return self.store.list(st, name, limit)
 
     def stats(self) -> dict[str, Any]:
-        """Counts per status; p50/p95 duration and throughput per task name."""
-        counts: dict[str, int] = {s.value: 0 for s in TaskStatus}
-        per_name: dict[str, list[float]] = {}
-        finished: dict[str, list[float]] = {}
-        for rec in self.store.all():
-            counts[rec.status.value] += 1
-            if rec.duration is not None:
-                per_name.setdefault(rec.name, []).append(rec.duration)
-            if rec.finished_at is not None:
-                finished.setdefault(rec.name, []).append(rec.finished_at)
-        tasks: dict[str, dict[str, Any]] = {}
-        for name in set(per_name) | set(finished):
-            durs = sorted(per_name.get(name, []))
-            ends = sorted(finished.get(name, []))
-            span = ends[-1] - ends[0] if len(ends) > 1 else 0.0
-            tasks[name] = {
-                "count": len(ends),
-                "p50": _quantile(durs, 0.5),
-                "p95": _quantile(durs, 0.95),
-                "throughput": (len(ends) - 1) / span if span > 0 else None,
-            }
-        return {"counts": counts, "tasks": tasks}
+        """Counts per status; p50/p95 duration and throughput per task name.
 
-    def record_metric(self, name: str, value: float, **labels: Any) -> None:
-        key = (name, tuple(sorted((k, str(v)) for k, v in labels.items())))
-        self.metrics.setdefault(key, []).append(float(value))
+        Returns a dict: ``total`` (records retained), ``counts`` (status -> records),
+        ``throughput`` (tasks finished per second over the last ``window`` = 60 s) and
+        ``tasks``: task name -> ``count``, ``counts`` (per status), ``p50`` and ``p95``
+        (seconds, over retained records with a duration; ``None`` without any) and
+        ``throughput``.
+        """
+        return compute_stats(self.store.rows())
 
+    def metrics(self) -> MetricsSnapshot:
+        """The cumulative counters behind ``/metrics``."""
+        return self.store.metrics()
 
-def _quantile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    idx = min(len(values) - 1, max(0, round(q * (len(values) - 1))))
-    return values[idx]
+    def flush(self) -> None:
+        """Write buffered events now (the Redis store buffers; others write at once)."""
+        self.store.flush()
+
+    def close(self) -> None:
+        """Flush and release the store's resources."""
+        self.store.close()
 
 
 _monitor: TaskMonitor | None = None
@@ -261,32 +745,78 @@ _monitor_lock = threading.Lock()
 
 
 def configure_task_monitor(
-    store: InMemoryMonitorStore | None = None, *, redis_url: str | None = None
+    store: MonitorStore | None = None,
+    *,
+    redis_url: str | None = None,
+    enabled: bool = True,
+    max_records: int = 10_000,
 ) -> TaskMonitor:
-    """Install a fresh monitor (in memory by default) and return it."""
+    """Install a fresh monitor and return it.
+
+    Args:
+        store: the store to use; by default a fresh in-memory store.
+        redis_url: use a :class:`RedisMonitorStore` at this URL instead, shared by every
+            process (web and workers) configured with it.
+        enabled: ``False`` installs a monitor that records nothing (the cheapest setting).
+        max_records: how many tasks the default stores remember.
+
+    The previous monitor is closed (its buffered events are written first). When an
+    OpenTelemetry tracer provider is already set, tracing is switched on too (see
+    :mod:`pacificpy.background.tracing`).
+    """
     global _monitor
-    if redis_url is not None:
-        raise NotImplementedError("the Redis monitor store is not available yet")
-    _monitor = TaskMonitor(store)
-    return _monitor
+    if store is None:
+        if not enabled:
+            store = NullMonitorStore()
+        elif redis_url is not None:
+            from pacificpy.background._monitor_redis import RedisMonitorStore
+
+            store = RedisMonitorStore(redis_url, max_records=max_records)
+        else:
+            store = InMemoryMonitorStore(max_records=max_records)
+    elif redis_url is not None:
+        raise ValueError("pass a store or a redis_url, not both")
+    monitor = TaskMonitor(store)
+    with _monitor_lock:
+        previous, _monitor = _monitor, monitor
+    if previous is not None:
+        _close_quietly(previous)
+    from pacificpy.background import tracing
+
+    tracing.auto_enable()
+    return monitor
+
+
+def _close_quietly(monitor: TaskMonitor) -> None:
+    try:
+        monitor.close()
+    except Exception:
+        logger.exception("closing the previous task monitor failed")
 
 
 def get_task_monitor() -> TaskMonitor:
     """The process's monitor; an in-memory one is created on first use."""
-    global _monitor
     mon = _monitor
-    if mon is None:
-        with _monitor_lock:
-            if _monitor is None:
-                _monitor = TaskMonitor()
-            mon = _monitor
-    return mon
+    if mon is not None:
+        return mon
+    return _default_monitor()
+
+
+def _default_monitor() -> TaskMonitor:
+    global _monitor
+    with _monitor_lock:
+        if _monitor is None:
+            _monitor = TaskMonitor()
+        return _monitor
 
 
 def reset_task_monitor() -> None:
-    """Drop the configured monitor (tests)."""
+    """Close and drop the configured monitor (tests); the next use makes a fresh one."""
     global _monitor
-    _monitor = None
+    with _monitor_lock:
+        previous, _monitor = _monitor, None
+    if previous is not None:
+        _close_quietly(previous)
 
 
 def record_task_start(task_id: str, name: str) -> None:
@@ -300,5 +830,22 @@ def update_task_status(task_id: str, status: TaskStatus | str, result: Any = Non
 
 
 def record_metric(name: str, value: float, **labels: Any) -> None:
-    """Record one observation of a user metric, e.g. ``record_metric("task_duration", 1.2)``."""
+    """Record one observation of a user metric, e.g. ``record_metric("task_duration", 1.2)``.
+
+    Every metric is exposed at ``/metrics`` as a summary (``<name>_count``, ``<name>_sum``)
+    with the given labels; see :mod:`pacificpy.background.metrics`.
+    """
     get_task_monitor().record_metric(name, value, **labels)
+
+
+def __getattr__(name: str) -> Any:
+    # The Redis store lives in its own module and imports redis-py only when used.
+    if name == "RedisMonitorStore":
+        from pacificpy.background._monitor_redis import RedisMonitorStore
+
+        return RedisMonitorStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from pacificpy.background._monitor_redis import RedisMonitorStore

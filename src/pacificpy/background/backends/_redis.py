@@ -256,3 +256,36 @@ class RedisState:
 
     async def adelivery_done(self, task_id: str, attempt: int) -> None:
         await self.aio().delete(self.key("deliveries", task_id, str(attempt)))
+
+    # == Celery backend ====================================================================
+    # Added for CeleryBackgroundBackend: everything a worker writes when a delivery ends,
+    # in one round trip.
+    def settle(
+        self,
+        task_id: str | None,
+        outcome: Outcome | None,
+        *,
+        deliveries: tuple[str, int] | None = None,
+        release: tuple[str, str] | None = None,
+    ) -> None:
+        """Store ``outcome``, forget a delivery count and release an idempotency key, pipelined.
+
+        Args:
+            task_id: the task whose ``outcome`` is stored (nothing stored when either is None).
+            outcome: the final outcome.
+            deliveries: ``(task_id, attempt)`` whose poison-guard count is deleted.
+            release: ``(task_name, idempotency_key)`` to release.
+        """
+        pipe = self.sync.pipeline(transaction=False)
+        if task_id is not None and outcome is not None:
+            pipe.set(
+                self.key("result", task_id),
+                orjson.dumps(outcome.to_dict()),
+                ex=int(self.result_ttl),
+            )
+        if deliveries is not None:
+            pipe.delete(self.key("deliveries", deliveries[0], str(deliveries[1])))
+        if release is not None:
+            pipe.delete(self.key("idem", release[0], release[1]))
+        if len(pipe):
+            pipe.execute()

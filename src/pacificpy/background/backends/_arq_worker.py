@@ -1,0 +1,320 @@
+"""The worker side of the ARQ backend: the one ARQ job function, its (de)serializers, and
+the small pieces a stock ``arq`` worker needs to run PacificPy messages faithfully.
+
+Job format. The value of ``arq:job:<id>`` is the PacificPy message itself (the bytes
+``_codec.encode`` produced). :func:`job_deserializer` turns it into the dict ARQ expects,
+naming the job function :data:`JOB_NAME` with the message as its one argument; jobs in
+ARQ's own dict format (JSON, as :func:`job_serializer` writes them, e.g. enqueued with
+``ArqRedis.enqueue_job``) pass through, and anything else (garbage, pickle while pickle is
+refused) is handed to the job function as a message, which turns it into a dead letter.
+The deserializer never raises, so a malformed job can never trip ARQ's worker.
+
+Attempts, retries and the poison guard. The envelope's attempt is the source of truth. A
+retry overwrites the job's value with the next attempt's message and raises ARQ's
+``Retry(defer=...)``, so the job goes back to the queue and no worker slot is held while it
+waits. ARQ counts every start of a job in ``arq:retry:<id>`` (``job_try``); starts beyond
+the envelope's attempt are deliveries that never finished (the worker died), so
+``job_try - attempt + 1 > max_deliveries`` makes the message poison.
+
+Shutdown. On SIGTERM/SIGINT the worker stops taking jobs and waits ``shutdown_timeout``
+(ARQ's ``job_completion_wait``); jobs still running then are cancelled by ARQ, which keeps
+them queued. The job function gives back the ``job_try`` ARQ spent on them, so a handed-back
+job costs neither an attempt nor a delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import logging
+import pickle
+import queue as queue_module
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
+from arq.worker import Retry as ArqRetry
+
+from pacificpy.background import _codec, execution
+from pacificpy.background.execution import Decision
+from pacificpy.errors import MessageRejected
+
+if TYPE_CHECKING:
+    from pacificpy.background.backends.arq_backend import ARQBackgroundBackend
+
+__all__ = ["JOB_NAME", "WorkerState", "job_deserializer", "job_serializer"]
+
+logger = logging.getLogger("pacificpy.background")
+
+#: Name of the ARQ function that runs every PacificPy task.
+JOB_NAME = "pacificpy"
+#: ARQ's own try limit, set out of reach: PacificPy's retry policy and poison guard decide.
+ARQ_MAX_TRIES = 1_000_000
+#: How long ARQ's in-progress key lives at pickup with ``job_timeout=None`` (seconds).
+ARQ_PICKUP_LEASE = 10.0
+#: Extra life of a job key past its start time, as ARQ does (ms).
+EXPIRES_EXTRA_MS = 86_400_000
+_SIGNED_BODY = 4 + 64 + 1  # len(b"pp1.") + hex digest + b"."
+
+
+# -- (de)serialization ------------------------------------------------------------------
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return bytes(obj).decode("utf-8", "replace")
+    if isinstance(obj, BaseException):
+        return {"error": str(obj), "error_type": type(obj).__name__}
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    return repr(obj)
+
+
+def job_serializer(obj: dict[str, Any]) -> bytes:
+    """ARQ ``job_serializer``: JSON; a result of the PacificPy job drops the message copy."""
+    if "s" in obj and obj.get("f") == JOB_NAME:
+        obj = {**obj, "a": [], "k": {}}
+    return orjson.dumps(obj, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _message_job(raw: bytes, ts: Any) -> dict[str, Any]:
+    et = int(ts * 1000) if isinstance(ts, (int, float)) else int(time.time() * 1000)
+    return {"f": JOB_NAME, "a": (raw,), "k": {}, "t": None, "et": et}
+
+
+def make_job_deserializer(allow_pickle: bool) -> Callable[[bytes], dict[str, Any]]:
+    """ARQ ``job_deserializer`` that never raises (see the module docstring)."""
+
+    def job_deserializer(raw: bytes) -> dict[str, Any]:
+        try:
+            if raw.startswith(b"pp1."):
+                body = orjson.loads(raw[_SIGNED_BODY:])
+                return _message_job(raw, body.get("ts") if isinstance(body, dict) else None)
+            if raw[:1] == b"{":
+                d = orjson.loads(raw)
+                if isinstance(d, dict):
+                    if "f" in d and "v" not in d:
+                        d.setdefault("a", [])
+                        d.setdefault("k", {})
+                        d.setdefault("t", None)
+                        d.setdefault("et", 0)
+                        return d
+                    return _message_job(raw, d.get("ts"))
+            elif allow_pickle and raw[:1] == b"\x80":
+                d = pickle.loads(raw)
+                if isinstance(d, dict) and "f" in d:
+                    return d
+        except Exception:
+            pass
+        return _message_job(raw, None)
+
+    return job_deserializer
+
+
+job_deserializer = make_job_deserializer(False)
+
+
+# -- threads for sync tasks -----------------------------------------------------------------
+class DaemonThreadPool(cf.Executor):
+    """A thread pool whose threads never keep the process alive.
+
+    A sync task cannot be stopped; when a worker shuts down and hands such a task back,
+    its thread must not hold the process open (``ThreadPoolExecutor`` joins at exit).
+    """
+
+    def __init__(self, max_workers: int, name: str = "pacificpy-arq") -> None:
+        self._max = max_workers
+        self._name = name
+        self._work: queue_module.SimpleQueue[Any] = queue_module.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+        self._pending = 0
+        self._closed = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
+        fut: cf.Future[Any] = cf.Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the thread pool is shut down")
+            self._pending += 1
+            spawn = self._pending > self._idle and self._threads < self._max
+            if spawn:
+                self._threads += 1
+        self._work.put((fut, fn, args, kwargs))
+        if spawn:
+            threading.Thread(
+                target=self._run, name=f"{self._name}-{self._threads}", daemon=True
+            ).start()
+        return fut
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            item = self._work.get()
+            with self._lock:
+                self._idle -= 1
+                if item is not None:
+                    self._pending -= 1
+            if item is None:
+                return
+            fut, fn, args, kwargs = item
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+            del fut, fn, args, kwargs, item
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._closed = True
+            n = self._threads
+        for _ in range(n):
+            self._work.put(None)
+
+
+# -- the job function -----------------------------------------------------------------------
+def _jsonable(outcome: dict[str, Any]) -> dict[str, Any]:
+    """The outcome dict, with a value JSON cannot carry replaced by a JSON-able form."""
+    try:
+        orjson.dumps(outcome)
+    except TypeError:
+        outcome = orjson.loads(orjson.dumps(outcome, default=_json_default))
+    return outcome
+
+
+class WorkerState:
+    """What one ARQ worker process keeps for PacificPy: its thread pool, the jobs it runs
+    (to refresh their in-progress lease), and how it carries out decisions."""
+
+    def __init__(self, backend: ARQBackgroundBackend) -> None:
+        self.backend = backend
+        self.lease = backend.in_progress_timeout
+        self.pool: DaemonThreadPool | None = None
+        self.running: set[str] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    def _start(self, redis: Any) -> None:
+        if self.pool is None:
+            n = self.backend.max_jobs
+            self.pool = DaemonThreadPool(max(2 * n, n + 4))
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat(redis))
+
+    async def _beat(self, redis: Any) -> None:
+        """Keep the in-progress keys of running jobs alive; a dead worker's expire."""
+        interval = min(self.lease, ARQ_PICKUP_LEASE) / 3
+        lease_ms = int(self.lease * 1000)
+        while True:
+            await asyncio.sleep(interval)
+            if not self.running:
+                continue
+            try:
+                pipe = redis.pipeline(transaction=False)
+                for job_id in list(self.running):
+                    pipe.pexpire(in_progress_key_prefix + job_id, lease_ms)
+                await pipe.execute()
+            except Exception:
+                logger.exception("could not refresh the in-progress lease of running jobs")
+
+    async def on_startup(self, ctx: dict[str, Any]) -> None:
+        """ARQ ``on_startup``: nothing to open yet (everything starts with the first job)."""
+        logger.info(
+            "PacificPy ARQ worker ready (max_jobs=%d, lease %.1fs, max_deliveries=%d)",
+            self.backend.max_jobs, self.lease, self.backend.max_deliveries,
+        )  # fmt: skip
+
+    async def on_shutdown(self, ctx: dict[str, Any]) -> None:
+        """ARQ ``on_shutdown``: stop the lease refresher and the thread pool."""
+        beat, self._heartbeat = self._heartbeat, None
+        if beat is not None:
+            beat.cancel()
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+        await self.backend.state.aclose()
+
+    async def run(self, ctx: dict[str, Any], data: bytes | str) -> dict[str, Any] | None:
+        """Run one delivery of one message and carry out the decision.
+
+        Returns the outcome as a dict, which ARQ stores as the job's result.
+        """
+        if isinstance(data, str):
+            data = data.encode("utf-8", "surrogateescape")
+        redis = ctx["redis"]
+        job_id: str = ctx["job_id"]
+        self._start(redis)
+        backend = self.backend
+        prep = execution.prepare(data, backend)
+        if isinstance(prep, Decision):
+            return await self._settle(prep, data, redis, job_id)
+        env = prep[0]
+        deliveries = int(ctx.get("job_try") or 1) - env.attempt + 1
+        if deliveries > backend.max_deliveries:
+            exc = MessageRejected(
+                f"poison message: attempt {env.attempt} was delivered {deliveries - 1} times "
+                f"without finishing (its worker died each time); max_deliveries="
+                f"{backend.max_deliveries}"
+            )
+            decision = execution.reject(data, exc, reason="poison", envelope=env)
+            return await self._settle(decision, data, redis, job_id)
+        self.running.add(job_id)
+        try:
+            if self.lease < ARQ_PICKUP_LEASE:
+                await redis.pexpire(in_progress_key_prefix + job_id, int(self.lease * 1000))
+            decision = await execution.execute(
+                data, backend, thread_executor=self.pool, prepared=prep
+            )
+        except asyncio.CancelledError:
+            await self._hand_back(redis, job_id, env.task_name, env.attempt)
+            raise
+        finally:
+            self.running.discard(job_id)
+        return await self._settle(decision, data, redis, job_id)
+
+    async def _hand_back(self, redis: Any, job_id: str, name: str, attempt: int) -> None:
+        # ARQ keeps a cancelled job queued but has counted its start in arq:retry:<id>;
+        # give that back so the hand-back spends neither an attempt nor a delivery.
+        try:
+            await redis.decr(retry_key_prefix + job_id)
+        except Exception:
+            logger.exception("could not give back the delivery count of job %s", job_id)
+        logger.warning(
+            "task %s %s handed back at shutdown; it will run again as attempt %d",
+            name, job_id, attempt,
+        )  # fmt: skip
+
+    async def _settle(
+        self, decision: Decision, data: bytes, redis: Any, job_id: str
+    ) -> dict[str, Any] | None:
+        backend = self.backend
+        if decision.kind == "retry":
+            nxt = decision.next_envelope
+            assert nxt is not None
+            raw = _codec.encode(nxt, signing_key=backend.signing_key)
+            px = int(decision.delay * 1000) + EXPIRES_EXTRA_MS
+            await redis.set(job_key_prefix + job_id, raw, px=px)
+            raise ArqRetry(defer=decision.delay)
+        letter = decision.dead_letter
+        if letter is not None:
+            if not letter.data:
+                letter.data = data.decode("utf-8", "replace")
+            try:
+                await backend.state.adlq_add(letter)
+            except Exception:
+                logger.exception("could not store the dead letter of task %s", letter.task_id)
+        env = decision.envelope
+        if decision.kind != "completed" and env is not None and env.idempotency_key:
+            try:
+                await backend.state.arelease(env.task_name, env.idempotency_key)
+            except Exception:
+                logger.exception("could not release the idempotency key of %s", env.task_id)
+        if decision.outcome is None:
+            return None
+        return _jsonable(decision.outcome.to_dict())

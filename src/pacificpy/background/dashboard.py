@@ -1,0 +1,215 @@
+"""The task dashboard: ``app.include_task_dashboard(path="/_tasks", token=None)``.
+
+An HTML page at ``path`` (hand-written HTML and a little JavaScript, no build step) over a
+JSON API under ``path + "/api/"``:
+
+====== ================================ ================================================
+GET    ``tasks?status=&name=&limit=``   recent task records, newest first
+GET    ``tasks/{id}``                   one record (404 if unknown)
+GET    ``stats``                        ``get_task_monitor().stats()`` + backend name
+GET    ``queues``                       queue lengths of the queues seen
+GET    ``dead-letters?limit=``          dead letters of the configured backend
+POST   ``dead-letters/{id}/requeue``    requeue one (a fresh first attempt, same task id)
+POST   ``dead-letters/purge``           delete them all
+====== ================================ ================================================
+
+With ``token`` set, every route needs ``Authorization: Bearer <token>`` (the page also
+accepts ``?token=``): 401 without it, 403 with a wrong one. Without a token the POST
+routes always answer 403, so nothing changes without one. Argument previews hide the
+values of arguments and keys named like ``password``, ``token``, ``secret`` or
+``authorization``; raw message bytes are never sent.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+from typing import TYPE_CHECKING, Any
+
+from starlette.exceptions import HTTPException
+from starlette.responses import HTMLResponse
+
+from pacificpy.background._http_auth import require_token
+from pacificpy.background.monitor import get_task_monitor, preview_call
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from pacificpy.app import PacificPy
+    from pacificpy.background.dead_letter import DeadLetter
+
+__all__ = ["dead_letter_view", "mount_dashboard", "page_html"]
+
+logger = logging.getLogger(__name__)
+
+MAX_LIMIT = 1000
+
+_SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    ),
+}
+
+
+def page_html() -> str:
+    """The dashboard page (packaged as ``_dashboard_static/index.html``)."""
+    return (
+        importlib.resources.files("pacificpy.background")
+        .joinpath("_dashboard_static/index.html")
+        .read_text(encoding="utf-8")
+    )
+
+
+def dead_letter_view(letter: DeadLetter) -> dict[str, Any]:
+    """What the API shows of a dead letter: no raw message, arguments as a redacted preview."""
+    return {
+        "id": letter.id,
+        "task_id": letter.task_id,
+        "task_name": letter.task_name,
+        "reason": letter.reason,
+        "error": letter.error,
+        "error_type": letter.error_type,
+        "traceback": letter.traceback,
+        "args_preview": preview_call(letter.args, letter.kwargs),
+        "attempts": letter.attempts,
+        "queue": letter.queue,
+        "enqueued_at": letter.enqueued_at,
+        "failed_at": letter.failed_at,
+        "requeueable": letter.requeueable,
+    }
+
+
+def _limit(request: Request, default: int = 100) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HTTPException(400, f"limit must be an integer, not {raw!r}") from None
+    if value < 1:
+        raise HTTPException(400, "limit must be at least 1")
+    return min(value, MAX_LIMIT)
+
+
+def mount_dashboard(app: PacificPy, path: str = "/_tasks", token: str | None = None) -> None:
+    """Add the dashboard page and its JSON API to ``app`` under ``path``.
+
+    Args:
+        app: the application.
+        path: where the page is served; the API is under ``path + "/api/"``.
+        token: when given, required on every route; without it the mutating routes
+            (requeue, purge) answer 403.
+    """
+    base = "/" + path.strip("/") if path.strip("/") else ""
+    api = base + "/api"
+    html = page_html()
+
+    def guard(request: Request, *, allow_query: bool = False) -> None:
+        require_token(request, token, allow_query=allow_query)
+
+    def guard_mutation(request: Request) -> None:
+        if token is None:
+            raise HTTPException(
+                403,
+                "Requeue and purge need a dashboard token: app.include_task_dashboard(token=...)",
+            )
+        guard(request)
+
+    # Plain functions: Starlette runs them in its thread pool, so the Redis monitor store
+    # and the backends' blocking calls never hold up the event loop.
+    def page(request: Request) -> HTMLResponse:
+        guard(request, allow_query=True)
+        return HTMLResponse(html, headers=_SECURITY_HEADERS)
+
+    def tasks(request: Request) -> dict[str, Any]:
+        guard(request)
+        status = request.query_params.get("status") or None
+        name = request.query_params.get("name") or None
+        try:
+            records = get_task_monitor().list(status=status, name=name, limit=_limit(request))
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        return {"tasks": [r.to_dict() for r in records]}
+
+    def task(request: Request) -> dict[str, Any]:
+        guard(request)
+        task_id = request.path_params["task_id"]
+        record = get_task_monitor().get(task_id)
+        if record is None:
+            raise HTTPException(404, f"No task with id {task_id!r} in the monitor")
+        return record.to_dict()
+
+    def stats(request: Request) -> dict[str, Any]:
+        from pacificpy.background.decorators import get_backend
+
+        guard(request)
+        monitor = get_task_monitor()
+        result = monitor.stats()
+        result["backend"] = get_backend().kind
+        result["monitor"] = type(monitor.store).__name__
+        result["monitor_enabled"] = monitor.enabled
+        return result
+
+    def queues(request: Request) -> dict[str, Any]:
+        from pacificpy.background.decorators import get_backend
+
+        guard(request)
+        backend = get_backend()
+        names = sorted(get_task_monitor().metrics().queues | {"default"})
+        out = []
+        for name in names:
+            try:
+                out.append({"name": name, "length": backend.queue_length_sync(name)})
+            except Exception as exc:
+                logger.warning("could not read the length of queue %s: %s", name, exc)
+                out.append({"name": name, "length": None, "error": str(exc)})
+        return {"queues": out}
+
+    def dead_letters(request: Request) -> dict[str, Any]:
+        from pacificpy.background.decorators import get_backend
+
+        guard(request)
+        letters = get_backend().dead_letters_sync(_limit(request))
+        return {"dead_letters": [dead_letter_view(letter) for letter in letters]}
+
+    def requeue(request: Request) -> dict[str, Any]:
+        from pacificpy.background.decorators import get_backend
+
+        guard_mutation(request)
+        letter_id = request.path_params["letter_id"]
+        try:
+            task_id = get_backend().requeue_dead_letter_sync(letter_id)
+        except KeyError:
+            raise HTTPException(404, f"No dead letter with id {letter_id!r}") from None
+        logger.info("dead letter %s requeued from the dashboard as task %s", letter_id, task_id)
+        return {"requeued": letter_id, "task_id": task_id}
+
+    def purge(request: Request) -> dict[str, Any]:
+        from pacificpy.background.decorators import get_backend
+
+        guard_mutation(request)
+        purged = get_backend().purge_dead_letters_sync()
+        logger.info("%d dead letters purged from the dashboard", purged)
+        return {"purged": purged}
+
+    add = app.add_route
+    add(base or "/", page, methods=["GET"], include_in_schema=False)
+    add(api + "/tasks", tasks, methods=["GET"], include_in_schema=False)
+    add(api + "/tasks/{task_id}", task, methods=["GET"], include_in_schema=False)
+    add(api + "/stats", stats, methods=["GET"], include_in_schema=False)
+    add(api + "/queues", queues, methods=["GET"], include_in_schema=False)
+    add(api + "/dead-letters", dead_letters, methods=["GET"], include_in_schema=False)
+    add(api + "/dead-letters/purge", purge, methods=["POST"], include_in_schema=False)
+    add(
+        api + "/dead-letters/{letter_id}/requeue",
+        requeue,
+        methods=["POST"],
+        include_in_schema=False,
+    )

@@ -1,0 +1,170 @@
+"""Prometheus metrics of background tasks: ``app.include_metrics(path="/metrics")``.
+
+Exposed, computed at scrape time from the configured monitor's counters (so with the
+Redis monitor store they cover every process sharing it):
+
+=================================== ========= ==========================================
+``pacificpy_tasks_total``           counter   tasks entering a state, by ``name`` and
+                                              ``status`` (``queued`` counts enqueues;
+                                              then ``completed``, ``failed``,
+                                              ``retrying``, ``dead``, ``abandoned``)
+``pacificpy_task_duration_seconds`` histogram run time of finished attempts, by ``name``
+``pacificpy_queue_length``          gauge     tasks waiting, by ``queue``, read from the
+                                              configured backend for each queue seen
+``<name>`` (user metric)            summary   ``record_metric(name, value, **labels)``:
+                                              ``<name>_count`` and ``<name>_sum``
+=================================== ========= ==========================================
+
+Task arguments and results never appear here. Metrics use a registry of their own (not
+prometheus-client's global one), so several apps, tests or reconfigurations stay apart.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from starlette.responses import Response
+
+from pacificpy.background._http_auth import require_token
+from pacificpy.background.monitor import DURATION_BUCKETS, get_task_monitor
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from pacificpy.app import PacificPy
+
+__all__ = ["TaskMetricsCollector", "make_registry", "mount_metrics"]
+
+logger = logging.getLogger(__name__)
+
+_BAD_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_:]")
+_BAD_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def metric_name(name: str) -> str:
+    """``name`` made a valid Prometheus metric name (invalid characters become ``_``)."""
+    clean = _BAD_NAME_CHARS.sub("_", name) or "_"
+    return "_" + clean if clean[0].isdigit() else clean
+
+
+def _label_name(name: str) -> str:
+    clean = _BAD_LABEL_CHARS.sub("_", name) or "label"
+    if clean[0].isdigit():
+        clean = "_" + clean
+    return "l" + clean if clean.startswith("__") else clean  # "__" names are reserved
+
+
+class TaskMetricsCollector(Collector):
+    """Collects the task metrics from whichever monitor and backend are configured now."""
+
+    def __init__(self, *, queue_lengths: bool = True) -> None:
+        self.queue_lengths = queue_lengths
+
+    def collect(self) -> Iterator[Metric]:
+        snap = get_task_monitor().metrics()
+        tasks = CounterMetricFamily(
+            "pacificpy_tasks",
+            "Background tasks entering a state, by task name and status.",
+            labels=["name", "status"],
+        )
+        for (name, status), count in sorted(snap.totals.items()):
+            tasks.add_metric([name, status], count)
+        yield tasks
+
+        hist = HistogramMetricFamily(
+            "pacificpy_task_duration_seconds",
+            "Run time of finished task attempts, by task name.",
+            labels=["name"],
+        )
+        for name, (buckets, total, count) in sorted(snap.durations.items()):
+            cumulative: list[tuple[str, float]] = []
+            running = 0
+            for bound, n in zip(DURATION_BUCKETS, buckets, strict=False):
+                running += n
+                cumulative.append((repr(float(bound)), running))
+            cumulative.append(("+Inf", count))
+            hist.add_metric([name], cumulative, total)
+        yield hist
+
+        if self.queue_lengths:
+            yield self._queue_lengths(snap.queues)
+
+        users: dict[str, Metric] = {}
+        for (name, labels), (count, total, _last) in sorted(snap.user.items()):
+            metric = metric_name(name)
+            if metric.startswith("pacificpy_"):
+                continue  # never shadow a built-in metric
+            family = users.get(metric)
+            if family is None:
+                family = users[metric] = Metric(
+                    metric, f"User metric {name!r} (record_metric).", "summary"
+                )
+            label_map = {_label_name(k): v for k, v in labels}
+            family.add_sample(metric + "_count", label_map, count)
+            family.add_sample(metric + "_sum", label_map, total)
+        yield from users.values()
+
+    @staticmethod
+    def _queue_lengths(queues: set[str]) -> GaugeMetricFamily:
+        from pacificpy.background.decorators import get_backend
+
+        gauge = GaugeMetricFamily(
+            "pacificpy_queue_length", "Tasks waiting in each queue.", labels=["queue"]
+        )
+        backend = get_backend()
+        for queue in sorted(queues | {"default"}):
+            try:
+                length = backend.queue_length_sync(queue)
+            except Exception as exc:
+                logger.warning("could not read the length of queue %s: %s", queue, exc)
+                continue
+            gauge.add_metric([queue], length)
+        return gauge
+
+
+def make_registry(*, queue_lengths: bool = True) -> CollectorRegistry:
+    """A fresh registry holding a :class:`TaskMetricsCollector` (and nothing else)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(TaskMetricsCollector(queue_lengths=queue_lengths))
+    return registry
+
+
+def mount_metrics(
+    app: PacificPy,
+    path: str = "/metrics",
+    token: str | None = None,
+    registry: CollectorRegistry | None = None,
+) -> CollectorRegistry:
+    """Serve Prometheus metrics at ``GET path``; return the registry served.
+
+    Args:
+        app: the application.
+        path: where to serve them.
+        token: when given, scrapes must send ``Authorization: Bearer <token>`` (401
+            without, 403 with a wrong one).
+        registry: serve this registry instead of a fresh :func:`make_registry` (register
+            your own collectors on the returned one to add metrics).
+    """
+    served = registry if registry is not None else make_registry()
+
+    def metrics_endpoint(request: Request) -> Response:
+        # A plain function: Starlette runs it in the thread pool, so reading queue lengths
+        # or the Redis monitor store never blocks the event loop.
+        require_token(request, token)
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(served), headers={"Content-Type": content_type})
+
+    app.add_route(path, metrics_endpoint, methods=["GET"], include_in_schema=False)
+    return served

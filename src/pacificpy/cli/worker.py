@@ -1,0 +1,80 @@
+"""``pacificpy worker myapp``: run the workers of the backend that ``myapp`` configures.
+
+- ARQ: ``--workers N`` supervised worker processes (per queue with ``--queues``).
+- Celery: the Celery worker for the app's Celery application.
+- Local executor: nothing to run; it works inside the app process (exit code 2).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+from typing import Any
+
+import click
+
+from pacificpy.cli._loading import load_module
+
+__all__ = ["command"]
+
+LOCAL_MESSAGE = (
+    "{module} uses the local executor, which runs tasks inside the application process "
+    "itself: there is no separate worker to start. Serve the app (pacificpy run "
+    "{module}:app), or configure a Celery or ARQ backend with configure_background_tasks(...) "
+    "to run workers with this command."
+)
+
+
+@click.command("worker")
+@click.argument("module", metavar="MODULE")
+@click.option(
+    "--workers",
+    "-w",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes (ARQ: per queue, default 1; Celery: its concurrency).",
+)
+@click.option(
+    "--queues", "-Q", default=None, help="Comma-separated queues to consume (default: default)."
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def command(module: str, workers: int | None, queues: str | None, log_level: str) -> None:
+    """Run background workers for the backend that MODULE configures.
+
+    MODULE is imported from the current directory (``myapp`` or ``myapp:app``; the part
+    after the colon is ignored). ``pacificpy worker myapp --workers 4`` is what
+    ``arq myapp.WorkerSettings --workers 4`` would mean if stock ``arq`` had that option.
+    """
+    from pacificpy.background.decorators import get_backend
+
+    module_name = module.partition(":")[0]
+    load_module(module_name)
+    backend = get_backend()
+    run = getattr(backend, "run_worker", None)
+    if backend.kind == "local" or run is None:
+        click.echo(LOCAL_MESSAGE.format(module=module_name), err=True)
+        sys.exit(2)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+    queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
+    offered: dict[str, Any] = {
+        "module": module_name,
+        "queues": queue_list,
+        "log_level": log_level,
+        "loglevel": log_level.upper(),
+    }
+    if workers is not None:
+        offered["workers"] = workers
+    params = inspect.signature(run).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        offered = {k: v for k, v in offered.items() if k in params}
+    code = run(**offered)
+    sys.exit(int(code or 0))

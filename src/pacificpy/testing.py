@@ -1,0 +1,524 @@
+"""Testing helpers: a lifespan-running ``TestClient``, eager tasks and captured tasks.
+
+``TestClient`` is Starlette's, so ``with TestClient(app) as client:`` runs the app's
+lifespan (the background backend starts, and drains when the block ends).
+
+``eager_tasks()`` makes every ``.delay()`` run its task inline, through the same
+execution path the real backends use (call-site checks, monitor events, retries, dead
+letters), so ``handle.result_sync()`` has the answer at once::
+
+    with eager_tasks():
+        handle = send_email.delay("a@example.com", "Hi", "...")
+        assert handle.result_sync() is None
+
+``capture_tasks()`` records what would have been enqueued instead of running it::
+
+    with capture_tasks() as captured:
+        client.post("/notifications", json={...})
+    captured.assert_enqueued(send_email, "a@example.com", "Hi", "...")
+    captured.run_all()          # now run them, inline
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import contextlib
+import dataclasses
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from starlette.exceptions import StarletteDeprecationWarning
+
+with warnings.catch_warnings():
+    # Starlette 1.x prefers httpx2 and warns when its TestClient falls back to httpx;
+    # the client works the same, so the warning is noise for PacificPy's users.
+    warnings.filterwarnings(
+        "ignore", message="Using `httpx` with", category=StarletteDeprecationWarning
+    )
+    from starlette.testclient import TestClient as _StarletteTestClient
+
+from pacificpy.background import execution
+from pacificpy.background._codec import encode
+from pacificpy.background.backend import BackgroundBackend
+from pacificpy.background.dead_letter import DeadLetter, MemoryDeadLetterStore
+from pacificpy.background.decorators import _swap_backend
+from pacificpy.background.execution import Decision
+from pacificpy.background.task import Message, Outcome, TaskHandle
+from pacificpy.types import TaskStatus
+
+__all__ = [
+    "CapturedTask",
+    "CapturingBackend",
+    "EagerBackend",
+    "TestClient",
+    "capture_tasks",
+    "eager_tasks",
+]
+
+
+class TestClient(_StarletteTestClient):
+    """Starlette's test client for a PacificPy app.
+
+    Used as ``with TestClient(app) as client:`` it runs the app's lifespan: startup hooks
+    and the background backend's startup on entry, shutdown hooks and the backend's drain
+    (within the app's ``shutdown_timeout``) on exit. Without ``with``, no lifespan runs
+    and the local executor starts on first use, as in a plain script.
+    """
+
+    __test__ = False  # not a pytest test class, despite the name
+
+
+class _InlineBackend(BackgroundBackend):
+    """What the eager and capturing backends share: run messages inline, keep outcomes."""
+
+    kind = "inline"
+
+    def __init__(self, *, allow_pickle: bool = False, max_attempts_inline: int = 100) -> None:
+        super().__init__(allow_pickle=allow_pickle)
+        self._lock = threading.Lock()
+        self._results: dict[str, Outcome] = {}
+        self._waiters: dict[str, list[cf.Future[Outcome]]] = {}
+        self._idempotency: dict[tuple[str, str], str] = {}
+        self._dead = MemoryDeadLetterStore()
+        self._max_attempts_inline = max_attempts_inline
+
+    def adopt(self, other: BackgroundBackend | None) -> None:
+        """Take the message settings of the backend this one stands in for."""
+        if other is None:
+            return
+        self.signing_key = other.signing_key
+        self.max_payload_bytes = other.max_payload_bytes
+        self.idempotency_ttl = other.idempotency_ttl
+
+    def _claim(self, message: Message) -> bool:
+        """False when an earlier task holds the message's idempotency key."""
+        env = message.envelope
+        if env.idempotency_key is None or env.attempt != 1:
+            return True
+        key = (env.task_name, env.idempotency_key)
+        with self._lock:
+            if key in self._idempotency:
+                return False
+            self._idempotency[key] = env.task_id
+            self._results.pop(env.task_id, None)
+        return True
+
+    # -- running -------------------------------------------------------------------------
+    def _run_sync(self, message: Message) -> Outcome | None:
+        """Run ``message`` (and its retries, at once) in this thread; return its outcome."""
+        data = message.data
+        for _ in range(self._max_attempts_inline):
+            decision = execution.execute_sync(data, self)
+            nxt = self._settle(decision, message)
+            if nxt is None:
+                return decision.outcome
+            message = nxt
+            data = nxt.data
+        return None
+
+    async def _run_async(self, message: Message) -> Outcome | None:
+        """Run ``message`` (and its retries, at once) on the running loop."""
+        data = message.data
+        for _ in range(self._max_attempts_inline):
+            decision = await execution.execute(data, self)
+            nxt = self._settle(decision, message)
+            if nxt is None:
+                return decision.outcome
+            message = nxt
+            data = nxt.data
+        return None
+
+    def _settle(self, decision: Decision, message: Message) -> Message | None:
+        """Carry out ``decision``; return the retry's message if one is due."""
+        if decision.kind == "retry":
+            assert decision.next_envelope is not None
+            nxt = decision.next_envelope
+            return Message(nxt, encode(nxt, signing_key=self.signing_key))
+        letter = decision.dead_letter
+        if letter is not None:
+            if not letter.data:
+                letter.data = message.data.decode("utf-8", "replace")
+            self._dead.add(letter)
+        env = decision.envelope
+        if decision.kind != "completed" and env is not None and env.idempotency_key:
+            with self._lock:
+                self._idempotency.pop((env.task_name, env.idempotency_key), None)
+        if decision.task_id is not None and decision.outcome is not None:
+            self._set_outcome(decision.task_id, decision.outcome)
+        return None
+
+    def _set_outcome(self, task_id: str, outcome: Outcome) -> None:
+        with self._lock:
+            self._results[task_id] = outcome
+            waiters = self._waiters.pop(task_id, [])
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(outcome)
+
+    def _result_future(self, task_id: str) -> cf.Future[Outcome]:
+        fut: cf.Future[Outcome] = cf.Future()
+        with self._lock:
+            outcome = self._results.get(task_id)
+            if outcome is None:
+                self._waiters.setdefault(task_id, []).append(fut)
+                return fut
+        fut.set_result(outcome)
+        return fut
+
+    # -- the contract ----------------------------------------------------------------------
+    async def wait_result(self, task_id: str, timeout: float | None = None) -> Outcome:
+        try:
+            return await asyncio.wait_for(
+                asyncio.wrap_future(self._result_future(task_id)), timeout
+            )
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"task {task_id} did not finish within {timeout}s") from None
+
+    def wait_result_sync(self, task_id: str, timeout: float | None = None) -> Outcome:
+        try:
+            return self._result_future(task_id).result(timeout)
+        except cf.TimeoutError:
+            raise TimeoutError(f"task {task_id} did not finish within {timeout}s") from None
+
+    async def get_status(self, task_id: str) -> TaskStatus | None:
+        return self.get_status_sync(task_id)
+
+    def get_status_sync(self, task_id: str) -> TaskStatus | None:
+        with self._lock:
+            outcome = self._results.get(task_id)
+        if outcome is not None:
+            return outcome.status
+        return super().get_status_sync(task_id)
+
+    async def queue_length(self, queue: str = "default") -> int:
+        return self.queue_length_sync(queue)
+
+    def queue_length_sync(self, queue: str = "default") -> int:
+        return 0
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        return self._dead.list(limit)
+
+    def dead_letters_sync(self, limit: int = 100) -> list[DeadLetter]:
+        return self._dead.list(limit)
+
+    async def requeue_dead_letter(self, letter_id: str) -> str:
+        return self.requeue_dead_letter_sync(letter_id)
+
+    def requeue_dead_letter_sync(self, letter_id: str) -> str:
+        letter = self._dead.pop(letter_id)
+        if letter is None:
+            raise KeyError(f"no dead letter with id {letter_id!r}")
+        message = execution.requeue_message(letter, self)
+        with self._lock:
+            self._results.pop(message.task_id, None)
+        self.submit(message, None)
+        return message.task_id
+
+    async def purge_dead_letters(self) -> int:
+        return self._dead.purge()
+
+    def purge_dead_letters_sync(self) -> int:
+        return self._dead.purge()
+
+
+class EagerBackend(_InlineBackend):
+    """Runs every task at ``.delay()``, in the caller, through the real execution path.
+
+    - A sync task (or an async one called where no event loop runs) has finished when
+      ``.delay()`` returns.
+    - An async task called inside a running loop starts on that loop at once; ``await
+      handle`` (and ``await handle.result()``) wait for it to finish.
+    - Retries run at once, without their backoff; ``countdown``/``eta`` are ignored.
+    - A final failure is recorded (``result()`` raises ``TaskFailed``, the dead letter is
+      kept) and not raised at ``.delay()``, unless ``propagate=True``.
+    """
+
+    kind = "eager"
+
+    def __init__(self, *, allow_pickle: bool = False, propagate: bool = False) -> None:
+        super().__init__(allow_pickle=allow_pickle)
+        self.propagate = propagate
+
+    def submit(self, message: Message, delay: float | None) -> TaskHandle[Any]:
+        """Run ``message`` now; see the class docstring for async tasks."""
+        if not self._claim(message):
+            return TaskHandle(message.task_id, message.task_name, self)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None and _is_async(message):
+            task = loop.create_task(self._run_async(message))
+            return TaskHandle(message.task_id, message.task_name, self, pending=task)
+        outcome = self._run_sync(message)
+        if self.propagate and outcome is not None:
+            outcome.unwrap(message.task_id, message.task_name)
+        return TaskHandle(message.task_id, message.task_name, self)
+
+    async def enqueue(self, message: Message, *, delay: float | None = None) -> None:
+        self.submit(message, delay)
+
+    def enqueue_sync(self, message: Message, *, delay: float | None = None) -> None:
+        self.submit(message, delay)
+
+
+def _is_async(message: Message) -> bool:
+    from pacificpy.background import registry
+
+    try:
+        return registry.get(message.task_name).is_async
+    except Exception:
+        return False
+
+
+@dataclasses.dataclass(frozen=True)
+class CapturedTask:
+    """One ``.delay()`` / ``.apply_async()`` call seen by :class:`CapturingBackend`.
+
+    Attributes:
+        name: the task's registered name.
+        args: positional arguments, as the task will receive them.
+        kwargs: keyword arguments.
+        options: ``queue``, ``countdown`` (seconds, from ``countdown`` or ``eta``),
+            ``idempotency_key``, ``task_id``.
+        message: the encoded message a real backend would have carried.
+    """
+
+    name: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    options: dict[str, Any]
+    message: Message
+
+    @property
+    def envelope(self) -> Any:
+        """The task's :class:`~pacificpy.background.task.TaskEnvelope`."""
+        return self.message.envelope
+
+    @property
+    def id(self) -> str:
+        """The task id the caller's handle carries."""
+        return self.message.task_id
+
+
+class CapturingBackend(_InlineBackend):
+    """Records every enqueued task in :attr:`enqueued` and runs nothing until asked.
+
+    Arguments are checked and encoded at the call site exactly as with a real backend, so a
+    bad call still raises there. :meth:`run_all` then runs what was captured, in order
+    (including tasks those tasks enqueue), and handles get their results.
+    """
+
+    kind = "capture"
+
+    def __init__(self, *, allow_pickle: bool = False) -> None:
+        super().__init__(allow_pickle=allow_pickle)
+        self.enqueued: list[CapturedTask] = []
+        self._pending: list[CapturedTask] = []
+
+    def submit(self, message: Message, delay: float | None) -> TaskHandle[Any]:
+        """Record ``message`` and return its handle."""
+        if self._claim(message):
+            env = message.envelope
+            captured = CapturedTask(
+                name=env.task_name,
+                args=env.args,
+                kwargs=dict(env.kwargs),
+                options={
+                    "queue": env.queue,
+                    "countdown": delay,
+                    "idempotency_key": env.idempotency_key,
+                    "task_id": env.task_id,
+                },
+                message=message,
+            )
+            with self._lock:
+                self.enqueued.append(captured)
+                self._pending.append(captured)
+        return TaskHandle(message.task_id, message.task_name, self)
+
+    async def enqueue(self, message: Message, *, delay: float | None = None) -> None:
+        self.submit(message, delay)
+
+    def enqueue_sync(self, message: Message, *, delay: float | None = None) -> None:
+        self.submit(message, delay)
+
+    # -- assertions ----------------------------------------------------------------------
+    def tasks(self, task: Any = None) -> list[CapturedTask]:
+        """The captured calls, of ``task`` only when given (a task or its name)."""
+        if task is None:
+            return list(self.enqueued)
+        name = _task_name(task)
+        return [c for c in self.enqueued if c.name == name]
+
+    def assert_enqueued(self, task: Any, *args: Any, **kwargs: Any) -> CapturedTask:
+        """Assert ``task`` was enqueued; with arguments given, with exactly those.
+
+        Arguments are compared as the task receives them (after the JSON round trip a
+        tuple arrives as a list). Returns the first matching call.
+
+        Raises:
+            AssertionError: no such call, listing the calls that were captured.
+        """
+        name = _task_name(task)
+        calls = self.tasks(name)
+        for call in calls:
+            if not args and not kwargs:
+                return call
+            if _same(call.args, args) and call.kwargs == kwargs:
+                return call
+        seen = "\n".join(f"  {c.name}{_fmt(c.args, c.kwargs)}" for c in self.enqueued) or "  none"
+        wanted = _fmt(args, kwargs) if (args or kwargs) else "(any arguments)"
+        raise AssertionError(f"{name}{wanted} was not enqueued; enqueued:\n{seen}")
+
+    def assert_not_enqueued(self, task: Any) -> None:
+        """Assert ``task`` was never enqueued."""
+        calls = self.tasks(task)
+        if calls:
+            raise AssertionError(
+                f"{_task_name(task)} was enqueued {len(calls)} time(s): "
+                + ", ".join(_fmt(c.args, c.kwargs) for c in calls)
+            )
+
+    def clear(self) -> None:
+        """Forget every captured call (pending ones are dropped, not run)."""
+        with self._lock:
+            self.enqueued.clear()
+            self._pending.clear()
+
+    # -- running -------------------------------------------------------------------------
+    def run_all(self, *, max_tasks: int = 10_000) -> list[Outcome]:
+        """Run the captured tasks not run yet, in order, until none is left.
+
+        Tasks enqueued while they run are captured and run too. Retries run at once.
+        Needs a thread with no running event loop (an async test uses :meth:`arun_all`).
+
+        Returns:
+            The final outcome of every task run.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError("run_all() called inside a running event loop; use arun_all()")
+        return self._drain(max_tasks, lambda m: self._run_sync(m))
+
+    async def arun_all(self, *, max_tasks: int = 10_000) -> list[Outcome]:
+        """:meth:`run_all` for async code: async tasks run on the calling loop."""
+        outcomes: list[Outcome] = []
+        for _ in range(max_tasks):
+            item = self._next()
+            if item is None:
+                return outcomes
+            if _is_async(item.message):
+                outcome = await self._run_async(item.message)
+            else:
+                outcome = await asyncio.to_thread(self._run_sync, item.message)
+            if outcome is not None:
+                outcomes.append(outcome)
+        raise RuntimeError(f"more than {max_tasks} tasks ran: a task keeps enqueuing itself?")
+
+    def _next(self) -> CapturedTask | None:
+        with self._lock:
+            return self._pending.pop(0) if self._pending else None
+
+    def _drain(self, max_tasks: int, run: Callable[[Message], Outcome | None]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for _ in range(max_tasks):
+            item = self._next()
+            if item is None:
+                return outcomes
+            outcome = run(item.message)
+            if outcome is not None:
+                outcomes.append(outcome)
+        raise RuntimeError(f"more than {max_tasks} tasks ran: a task keeps enqueuing itself?")
+
+    @property
+    def pending(self) -> int:
+        """How many captured tasks have not run yet."""
+        return len(self._pending)
+
+    def queue_length_sync(self, queue: str = "default") -> int:
+        """Captured tasks of ``queue`` not run yet."""
+        with self._lock:
+            return sum(1 for c in self._pending if c.options["queue"] == queue)
+
+
+def _task_name(task: Any) -> str:
+    if isinstance(task, str):
+        return task
+    name = getattr(task, "name", None)
+    if isinstance(name, str):
+        return name
+    raise TypeError(f"expected a @background task or a task name, not {task!r}")
+
+
+def _same(got: tuple[Any, ...], wanted: tuple[Any, ...]) -> bool:
+    if len(got) != len(wanted):
+        return False
+    return all(_loose_eq(g, w) for g, w in zip(got, wanted, strict=True))
+
+
+def _loose_eq(got: Any, wanted: Any) -> bool:
+    if isinstance(wanted, tuple) and isinstance(got, list):
+        return _same(tuple(got), wanted)
+    return bool(got == wanted)
+
+
+def _fmt(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    return "(" + ", ".join(parts) + ")"
+
+
+@contextlib.contextmanager
+def eager_tasks(
+    *, propagate: bool = False, allow_pickle: bool | None = None
+) -> Iterator[EagerBackend]:
+    """Run every task inline at ``.delay()`` inside the block; restore the backend after.
+
+    Args:
+        propagate: raise a task's final failure (``TaskFailed``) at ``.delay()``.
+        allow_pickle: accept ``serializer="pickle"`` tasks; ``None`` follows the backend
+            configured before the block (refused if none).
+
+    Yields:
+        The :class:`EagerBackend`, for its dead letters and results.
+    """
+    backend = EagerBackend(propagate=propagate)
+    with _installed(backend, allow_pickle):
+        yield backend
+
+
+@contextlib.contextmanager
+def capture_tasks(*, allow_pickle: bool | None = None) -> Iterator[CapturingBackend]:
+    """Capture every enqueued task inside the block instead of running it.
+
+    Yields:
+        The :class:`CapturingBackend`: ``.enqueued``, ``assert_enqueued(task, *args,
+        **kwargs)``, ``run_all()``.
+    """
+    backend = CapturingBackend()
+    with _installed(backend, allow_pickle):
+        yield backend
+
+
+@contextlib.contextmanager
+def _installed(backend: _InlineBackend, allow_pickle: bool | None) -> Iterator[None]:
+    from pacificpy.background import decorators
+
+    previous = decorators._backend
+    backend.adopt(previous)
+    if allow_pickle is not None:
+        backend.allow_pickle = allow_pickle
+    elif previous is not None:
+        backend.allow_pickle = previous.allow_pickle
+    _swap_backend(backend)
+    try:
+        yield
+    finally:
+        _swap_backend(previous)

@@ -1,0 +1,252 @@
+"""The Redis monitor store: shared across real processes, ordered, bounded, never in the way."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from pacificpy.background._monitor_redis import RedisMonitorStore
+from pacificpy.background.decorators import background, configure_background_tasks
+from pacificpy.background.local import get_local_executor
+from pacificpy.background.monitor import (
+    TaskMonitor,
+    configure_task_monitor,
+    get_task_monitor,
+    record_metric,
+    record_task_start,
+    update_task_status,
+)
+from pacificpy.background.task import TaskEnvelope
+from pacificpy.types import TaskStatus
+from tests.support.net import free_port
+from tests.support.uvicorn_server import REPO_ROOT
+
+pytestmark = pytest.mark.redis
+
+# A separate process: runs two tasks on its local executor with the Redis monitor store.
+CHILD = textwrap.dedent(
+    """
+    import json, os, sys
+    from pacificpy.background.decorators import background, configure_background_tasks
+    from pacificpy.background.local import get_local_executor
+    from pacificpy.background.monitor import configure_task_monitor, get_task_monitor
+    from pacificpy.background._monitor_redis import RedisMonitorStore
+
+    configure_task_monitor(RedisMonitorStore(os.environ["URL"], prefix=os.environ["PREFIX"]))
+    executor = get_local_executor(max_workers=2)
+    configure_background_tasks(executor)
+
+    @background(name="child.square")
+    def square(x):
+        return {"square": x * x}
+
+    @background(name="child.boom")
+    def boom(password):
+        raise KeyError("missing thing")
+
+    ok = square.delay(12)
+    bad = boom.delay(password="hunter2")
+    ok.result_sync(10)
+    try:
+        bad.result_sync(10)
+    except Exception:
+        pass
+    executor.shutdown_sync(timeout=5)
+    get_task_monitor().close()  # writes what is still buffered
+    print(json.dumps({"ok": ok.id, "bad": bad.id, "pid": os.getpid()}))
+    """
+)
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    name = "mt" + uuid.uuid4().hex[:10]
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{name}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def store_for(url: str, prefix: str, **kwargs: object) -> RedisMonitorStore:
+    return RedisMonitorStore(url, prefix=prefix, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_task_run_in_another_process_is_visible_with_its_final_state(
+    redis_url: str, prefix: str
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD],
+        env={**os.environ, "URL": redis_url, "PREFIX": prefix, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    ids = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert ids["pid"] != os.getpid()
+
+    monitor = configure_task_monitor(store_for(redis_url, prefix))
+    ok = monitor.get(ids["ok"])
+    assert ok is not None
+    assert ok.status is TaskStatus.COMPLETED
+    assert ok.name == "child.square" and ok.attempts == 1
+    assert ok.args_preview == "12" and ok.result_preview == "{'square': 144}"
+    assert ok.duration is not None and ok.finished_at is not None and ok.enqueued_at
+    bad = monitor.get(ids["bad"])
+    assert bad is not None
+    assert bad.status is TaskStatus.FAILED
+    assert bad.error == "KeyError: 'missing thing'"
+    assert bad.traceback and "KeyError" in bad.traceback
+    assert bad.args_preview == "password='***'"
+
+    assert [r.id for r in monitor.list(status="failed")] == [ids["bad"]]
+    assert {r.id for r in monitor.list()} == {ids["ok"], ids["bad"]}
+    stats = monitor.stats()
+    assert stats["counts"]["completed"] == 1 and stats["counts"]["failed"] == 1
+    assert stats["tasks"]["child.square"]["p50"] == ok.duration
+    snap = monitor.metrics()
+    assert snap.totals[("child.square", "queued")] == 1
+    assert snap.totals[("child.square", "completed")] == 1
+    assert snap.totals[("child.boom", "failed")] == 1
+    assert snap.durations["child.square"][2] == 1
+    assert snap.queues == {"default"}
+
+
+@background(name="tests.monitor_redis.double")
+def double(x: int) -> int:
+    return 2 * x
+
+
+def test_in_process_tasks_and_hand_reports(redis_url: str, prefix: str) -> None:
+    configure_task_monitor(store_for(redis_url, prefix))
+    ex = get_local_executor(max_workers=2)
+    configure_background_tasks(ex)
+    try:
+        handle = double.delay(21)
+        assert handle.result_sync(5) == 42
+        rec = get_task_monitor().get(handle.id)  # reads flush this process's buffer first
+        assert rec is not None and rec.status is TaskStatus.COMPLETED
+        assert handle.status_sync() is TaskStatus.COMPLETED
+    finally:
+        ex.shutdown_sync(timeout=5)
+
+    record_task_start("hand-1", "monitored_task")
+    update_task_status("hand-1", "completed", {"rows": 2})
+    rec = get_task_monitor().get("hand-1")
+    assert rec is not None
+    assert rec.status is TaskStatus.COMPLETED and rec.attempts == 1
+    assert rec.result_preview == "{'rows': 2}" and rec.name == "monitored_task"
+    assert rec.duration is not None and rec.duration >= 0
+    record_task_start("hand-1", "monitored_task")
+    update_task_status("hand-1", "failed", "broke")
+    rec = get_task_monitor().get("hand-1")
+    assert rec is not None and rec.attempts == 2 and rec.error == "broke"
+
+    record_metric("task_duration", 0.25)
+    record_metric("task_duration", 0.75)
+    record_metric("hits", 1, route="/x")
+    user = get_task_monitor().metrics().user
+    assert user[("task_duration", ())] == (2, 1.0, 0.75)
+    assert user[("hits", (("route", "/x"),))] == (1, 1.0, 1.0)
+
+
+def test_late_events_from_another_process_do_not_overwrite_newer_ones(
+    redis_url: str, prefix: str
+) -> None:
+    worker = TaskMonitor(store_for(redis_url, prefix))
+    web = TaskMonitor(store_for(redis_url, prefix))
+    env = TaskEnvelope(task_id="t1", task_name="n", args=(1,), enqueued_at=time.time())
+    # The worker finished before the web process's "queued" reached Redis.
+    worker.task_running(env)
+    worker.task_completed(env, "done", 0.5)
+    worker.flush()
+    web.task_queued(env)
+    web.flush()
+    rec = web.get("t1")
+    assert rec is not None and rec.status is TaskStatus.COMPLETED
+    assert rec.result_preview == "'done'"
+    assert web.metrics().totals[("n", "queued")] == 1  # still counted
+
+    # A requeued dead letter starts a new life: its events win over the old record.
+    later = env.fresh()
+    assert later.enqueued_at > env.enqueued_at
+    web.task_queued(later)
+    rec = web.get("t1")
+    assert rec is not None and rec.status is TaskStatus.QUEUED
+    assert rec.result_preview is None and rec.finished_at is None
+    worker.task_dead("t1", "n", "poison")
+    worker.flush()
+    assert web.get("t1").status is TaskStatus.DEAD  # type: ignore[union-attr]
+    worker.close()
+    web.close()
+
+
+def test_retention_trims_records(redis_url: str, prefix: str) -> None:
+    monitor = TaskMonitor(store_for(redis_url, prefix, max_records=50))
+    now = time.time()
+    for i in range(300):
+        env = TaskEnvelope(task_id=f"id{i}", task_name="n", enqueued_at=now)
+        monitor.task_queued(env)
+        monitor.task_completed(env, i, 0.01)
+    monitor.flush()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.zcard(f"{prefix}:mon:index") <= 50
+        hashes = list(client.scan_iter(match=f"{prefix}:mon:t:*", count=1000))
+        assert len(hashes) <= 50
+        assert 0 < client.ttl(hashes[0]) <= 86_400
+    finally:
+        client.close()
+    assert monitor.get("id299") is not None and monitor.get("id0") is None
+    assert len(monitor.list(limit=1000)) <= 50
+    assert monitor.metrics().totals[("n", "completed")] == 300
+    monitor.close()
+
+
+def test_script_cache_loss_is_survived(redis_url: str, prefix: str) -> None:
+    monitor = TaskMonitor(store_for(redis_url, prefix))
+    record = monitor.record_start
+    record("a", "n")
+    monitor.flush()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.script_flush()
+    finally:
+        client.close()
+    record("b", "n")
+    assert monitor.get("b") is not None
+    monitor.close()
+
+
+def test_unreachable_redis_never_breaks_tasks(caplog: pytest.LogCaptureFixture) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    configure_task_monitor(redis_url=url)
+    ex = get_local_executor(max_workers=1)
+    configure_background_tasks(ex)
+    try:
+        assert double.delay(5).result_sync(5) == 10
+    finally:
+        ex.shutdown_sync(timeout=5)
+    get_task_monitor().flush()
+    assert "could not write" in caplog.text
+
+
+def test_buffer_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    store = RedisMonitorStore(f"redis://127.0.0.1:{free_port()}/0", max_buffer=10)
+    store._start = lambda: None  # type: ignore[method-assign]  # no flusher: fill the buffer
+    for i in range(25):
+        store.record_start(f"x{i}", "n")
+    assert len(store._buf) <= 11
+    assert "buffer full" in caplog.text

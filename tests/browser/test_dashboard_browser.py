@@ -1,0 +1,141 @@
+"""The task dashboard in a real headless Chromium, served by a real uvicorn.
+
+Uses Debian's ``chromium`` (``make test`` installs it) through Playwright's ``executable_path``;
+no browser is ever downloaded. Saves the screenshot the README shows (docs/images/dashboard.png).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.apps.dashboard_app import TOKEN
+from tests.support.uvicorn_server import REPO_ROOT, serve_app
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("PACIFICPY_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOT = REPO_ROOT / "docs" / "images" / "dashboard.png"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def chromium_path() -> str:
+    path = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; `make test` installs it")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    with serve_app("tests.apps.dashboard_app:app") as (base_url, _proc):
+        yield base_url
+
+
+def wait_for_task(http: httpx.Client, task_id: str, status: str, timeout: float = 15) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = http.get(f"/_tasks/api/tasks/{task_id}", headers=AUTH)
+        if resp.status_code == 200 and resp.json()["status"] == status:
+            return resp.json()
+        assert time.monotonic() < deadline, f"task {task_id} never reached {status}: {resp.text}"
+        time.sleep(0.02)
+
+
+def test_dashboard_lists_tasks_and_requeues_a_dead_letter(server: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = chromium_path()
+    with httpx.Client(base_url=server, timeout=10) as http:
+        ok_id = http.post("/welcome").json()["task_id"]
+        bad_id = http.post("/charge").json()["task_id"]
+        wait_for_task(http, ok_id, "completed")
+        wait_for_task(http, bad_id, "failed")
+        letters = http.get("/_tasks/api/dead-letters", headers=AUTH).json()["dead_letters"]
+        assert [d["task_id"] for d in letters] == [bad_id]
+        letter_id = letters[0]["id"]
+
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=executable, args=CHROMIUM_ARGS, headless=True
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 1000})
+                page.goto(f"{server}/_tasks?token={TOKEN}")
+                page.wait_for_selector("body[data-loaded='1']", timeout=15_000)
+                assert "token=" not in page.url  # taken out of the address bar
+
+                done = page.locator(f"#tasks tr[data-task-id='{ok_id}']")
+                expect(done).to_have_attribute("data-status", "completed")
+                expect(done).to_contain_text("send_welcome_email")
+                failed = page.locator(f"#tasks tr[data-task-id='{bad_id}']")
+                expect(failed).to_have_attribute("data-status", "failed")
+                expect(page.locator("#failed")).to_contain_text("payment gateway unreachable")
+                expect(page.locator("#failed")).not_to_contain_text("tok_live_SECRET")
+                expect(page.locator("#cards [data-status='completed'] .n")).to_have_text("1")
+                expect(page.locator("#queues")).to_contain_text("default")
+                row = page.locator(f"#dead tr[data-letter-id='{letter_id}']")
+                expect(row).to_contain_text("ConnectionError")
+
+                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+                # Fix the cause, then requeue from the page: the task runs again and completes.
+                http.post("/heal")
+                row.locator("button.requeue").click()
+                expect(page.locator("#notice")).to_contain_text(bad_id)
+                wait_for_task(http, bad_id, "completed")
+                expect(page.locator(f"#dead tr[data-letter-id='{letter_id}']")).to_have_count(0)
+                expect(page.locator(f"#tasks tr[data-task-id='{bad_id}']")).to_have_attribute(
+                    "data-status", "completed", timeout=10_000
+                )
+            finally:
+                browser.close()
+        assert http.get("/_tasks/api/dead-letters", headers=AUTH).json()["dead_letters"] == []
+
+
+def test_page_asks_for_the_token(server: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = chromium_path()
+    with httpx.Client(base_url=server, timeout=10) as http:
+        assert http.get("/_tasks").status_code == 401
+        assert http.get("/_tasks/api/stats").status_code == 401
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            # The page itself needs the token too: without it the server answers 401.
+            resp = page.goto(f"{server}/_tasks")
+            assert resp is not None and resp.status == 401
+            page.goto(f"{server}/_tasks?token={TOKEN}")
+            page.wait_for_selector("body[data-loaded='1']", timeout=15_000)
+            # A wrong token (say, rotated on the server): the page asks for the right one.
+            page.evaluate("sessionStorage.setItem('pacificpy-token', 'wrong')")
+            page.select_option("#status-filter", "completed")
+            expect(page.locator("#login")).to_be_visible()
+            expect(page.locator("#login-msg")).to_have_text("Wrong token.")
+            page.fill("#token", TOKEN)
+            page.click("#login button")
+            expect(page.locator("#app")).to_be_visible()
+            expect(page.locator("#updated")).to_contain_text("updated")
+        finally:
+            browser.close()

@@ -1,0 +1,39 @@
+"""The Celery worker module of the conformance suite: ``celery -A tests.conformance.celery_app
+worker``.
+
+Reads the suite's Redis from ``PACIFICPY_TEST_REDIS`` (broker and PacificPy state), and,
+for the fault tests, the broker's visibility timeout from
+``PACIFICPY_TEST_VISIBILITY_TIMEOUT`` (seconds before an unacknowledged message of a dead
+worker is delivered again; kombu's default is one hour).
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+from pacificpy.background.backend import CeleryBackgroundBackend
+from pacificpy.background.decorators import configure_background_tasks
+from tests.conformance import tasks  # noqa: F401  (registers the suite's tasks)
+from tests.conformance.harness import SIGNING_KEY
+
+
+def make_celery_app(redis_url: str, visibility_timeout: float | None = None) -> Celery:
+    """The suite's Celery app on ``redis_url``."""
+    celery_app = Celery("pacificpy-conformance", broker=redis_url)
+    options = {}
+    if visibility_timeout is not None:
+        options["visibility_timeout"] = visibility_timeout
+    celery_app.conf.update(
+        broker_transport_options=options,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+    )
+    return celery_app
+
+
+_vt = os.environ.get("PACIFICPY_TEST_VISIBILITY_TIMEOUT")
+celery_app = make_celery_app(os.environ["PACIFICPY_TEST_REDIS"], float(_vt) if _vt else None)
+backend = CeleryBackgroundBackend(celery_app=celery_app)
+configure_background_tasks(backend, signing_key=SIGNING_KEY)

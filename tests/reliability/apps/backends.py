@@ -1,0 +1,32 @@
+"""Producer-side backends of the Redis backends for the reliability suite's processes.
+
+They match the workers of the conformance harnesses (and of ``celery_workers`` /
+``arq_workers`` here): Celery on the broker URL, ARQ in database
+``PACIFICPY_TEST_ARQ_DB`` (1 by default) of ``PACIFICPY_TEST_REDIS``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pacificpy.background.backend import BackgroundBackend
+
+
+def make(name: str, broker: str, *, visibility_timeout: float | None = None) -> BackgroundBackend:
+    """The producer backend ``name`` (``celery`` or ``arq``) on ``broker``."""
+    if name == "celery":
+        from pacificpy.background.backend import CeleryBackgroundBackend
+        from tests.conformance.celery_app import make_celery_app
+
+        return CeleryBackgroundBackend(celery_app=make_celery_app(broker, visibility_timeout))
+    if name == "arq":
+        from arq.connections import RedisSettings
+
+        from pacificpy.background.backend import ARQBackgroundBackend
+
+        settings = RedisSettings.from_dsn(broker)
+        settings.database = int(os.environ.get("PACIFICPY_TEST_ARQ_DB", "1"))
+        return ARQBackgroundBackend(
+            redis_settings=settings, in_progress_timeout=1.0, shutdown_timeout=5.0
+        )
+    raise ValueError(f"unknown backend {name!r}")
