@@ -92,6 +92,9 @@ async def drive(target: str, n: int, profile: bool = False) -> dict[str, Any]:
         c0 = time.process_time()
         for _ in range(count):
             await app(_scope(), receive, send)
+            # A server yields to its loop between requests; without this no task could
+            # run until the end, and the local executor's queue would fill (QueueFull).
+            await asyncio.sleep(0)
         served = time.perf_counter() - t0
         if pp:
             deadline = time.monotonic() + 60

@@ -352,7 +352,9 @@ def readme_table(targets: list[dict[str, Any]]) -> str:
             got = "not measured"
         else:
             star = "*" if m.get("flagged") else ""
-            got = f"{_fmt(m['median'])}{unit}{star} ({_fmt(m['min'])}–{_fmt(m['max'])})"
+            got = f"{_fmt(m['median'])}{unit}{star}"
+            if m["min"] != m["max"]:
+                got += f" ({_fmt(m['min'])}–{_fmt(m['max'])})"
         verdict = {"met": "✅ met", "missed": "❌ missed", "not measured": "–"}[t["status"]]
         lines.append(f"| {t['target']} | {t['op']} {t['bound']:g}{unit} | {got} | {verdict} |")
     return "\n".join(lines)
@@ -436,8 +438,10 @@ def chart(chosen: dict[str, list[dict[str, Any]]], targets: list[dict[str, Any]]
         ("e2e", "jobs_s", "end-to-end jobs/s, one worker", True),
         ("pickup-redis", "p50_ms", "pickup p50 ms via Redis (lower is better)", True),
         ("memory", "bytes_per_task", "bytes per queued task", False),
+        ("asgi", "cpu_us_per_req", "in-process CPU µs per request (lower is better)", False),
+        ("local", "jobs_s", "local no-op tasks/s (4 workers)", True),
     ]
-    fig, axes = plt.subplots(3, 2, figsize=(13, 13))
+    fig, axes = plt.subplots(4, 2, figsize=(13, 17))
     for ax, (scenario, metric, title, logx) in zip(axes.flat, panels, strict=False):
         rows = [r for r in contender_table(chosen.get(scenario, []), scenario) if metric in r]
         rows.sort(key=lambda r: r["contender"])

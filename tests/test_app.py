@@ -435,7 +435,7 @@ def lifecycle_events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     async def app_startup() -> None:
         events.append("backend-start")
 
-    async def app_shutdown() -> None:
+    async def app_shutdown(timeout: float | None = None) -> None:
         events.append("backend-stop")
 
     monkeypatch.setattr(lifecycle, "app_startup", app_startup)

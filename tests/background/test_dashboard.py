@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -48,6 +50,17 @@ def executor() -> Iterator[LocalExecutor]:
     configure_background_tasks(ex)
     yield ex
     ex.shutdown_sync(timeout=5)
+
+
+def poll_letters(client: TestClient, count: int, headers: dict[str, str]) -> list[Any]:
+    deadline = time.monotonic() + 10
+    while True:
+        letters = client.get("/_tasks/api/dead-letters", headers=headers).json()["dead_letters"]
+        if len(letters) >= count:
+            assert len(letters) == count
+            return letters
+        assert time.monotonic() < deadline, letters
+        time.sleep(0.005)
 
 
 def client_for(token: str | None = TOKEN, path: str = "/_tasks") -> TestClient:
@@ -112,15 +125,8 @@ def test_purge(executor: LocalExecutor) -> None:
         env = TaskEnvelope(task_id=f"ghost-{i}", task_name="no.such.task")
         executor.submit_raw(_codec.encode(env, signing_key=None))
     with client_for() as client:
-        deadline_letters = []
-        for _ in range(2000):
-            deadline_letters = client.get("/_tasks/api/dead-letters", headers=AUTH).json()[
-                "dead_letters"
-            ]
-            if len(deadline_letters) == 3:
-                break
-        assert len(deadline_letters) == 3
-        assert {d["reason"] for d in deadline_letters} == {"unknown_task"}
+        letters = poll_letters(client, 3, AUTH)
+        assert {d["reason"] for d in letters} == {"unknown_task"}
         resp = client.post("/_tasks/api/dead-letters/purge", headers=AUTH)
         assert resp.json() == {"purged": 3}
         assert client.get("/_tasks/api/dead-letters", headers=AUTH).json()["dead_letters"] == []
@@ -159,12 +165,7 @@ def test_without_a_token_reads_work_and_nothing_mutates(executor: LocalExecutor)
     with client_for(token=None) as client:
         for route in GET_ROUTES:
             assert client.get(route).status_code in (200, 404), route
-        letters = []
-        for _ in range(2000):
-            letters = client.get("/_tasks/api/dead-letters").json()["dead_letters"]
-            if letters:
-                break
-        assert len(letters) == 1
+        letters = poll_letters(client, 1, {})
         requeue = client.post(f"/_tasks/api/dead-letters/{letters[0]['id']}/requeue")
         assert requeue.status_code == 403 and "token" in requeue.json()["detail"]
         assert client.post("/_tasks/api/dead-letters/purge", headers=AUTH).status_code == 403

@@ -61,7 +61,7 @@ CHILD = textwrap.dedent(
     except Exception:
         pass
     executor.shutdown_sync(timeout=5)
-    get_task_monitor().close()  # writes what is still buffered
+    # No close(): the store writes what is still buffered at interpreter exit.
     print(json.dumps({"ok": ok.id, "bad": bad.id, "pid": os.getpid()}))
     """
 )

@@ -18,6 +18,8 @@ from tests.reliability import _support
 from tests.support.redis_server import RedisServer
 from tests.support.uvicorn_server import serve_app
 
+pytestmark = pytest.mark.redis
+
 APP = "tests.reliability.apps.load_app:app"
 MIB = 1_048_576
 

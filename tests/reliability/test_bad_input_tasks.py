@@ -17,6 +17,8 @@ from tests.conformance import tasks
 from tests.conformance.harness import SIGNING_KEY, Harness
 from tests.reliability import _support
 
+pytestmark = pytest.mark.redis
+
 GOOD = 20
 WAIT = 60.0
 

@@ -27,7 +27,7 @@ N = int(os.environ.get("PACIFICPY_LOAD_N", "1000"))
 CONCURRENCY = int(os.environ.get("PACIFICPY_LOAD_CONCURRENCY", "32"))
 APP = "tests.reliability.apps.load_app:app"
 
-pytestmark = [pytest.mark.load, pytest.mark.timeout(max(180, int(N * 0.08)))]
+pytestmark = [pytest.mark.load, pytest.mark.redis, pytest.mark.timeout(max(180, int(N * 0.08)))]
 
 
 async def _fire(base_url: str, keys: list[str]) -> tuple[collections.Counter[int], list[str]]:

@@ -31,6 +31,8 @@ from tests.reliability import _support
 from tests.reliability import tasks as rel_tasks
 from tests.reliability.test_bad_input_queue import find_letter, signed
 
+pytestmark = pytest.mark.redis
+
 WAIT = 60.0
 TOKEN = "dashboard-token-" + uuid.uuid4().hex
 

@@ -21,6 +21,7 @@ a new life); an event older than the record's key is counted but does not overwr
 
 from __future__ import annotations
 
+import atexit
 import bisect
 import collections
 import logging
@@ -114,6 +115,15 @@ def _after_fork_in_child() -> None:
         store._reset_after_fork()
 
 
+def _flush_at_exit(ref: weakref.ref[RedisMonitorStore]) -> None:
+    store = ref()
+    if store is not None and not store._closed:
+        try:
+            store.flush()
+        except Exception:
+            logger.exception("task monitor: flush at exit failed")
+
+
 def _f(value: float | None) -> str:
     return "" if value is None else repr(value)
 
@@ -173,6 +183,7 @@ class RedisMonitorStore(MonitorStore):
         self._k_task = f"{prefix}:mon:t:"
         self._closed = False
         self._dropped = 0
+        self._atexit_registered = False
         self._init_runtime()
         _stores.add(self)
         if not _fork_hook_installed:
@@ -236,6 +247,11 @@ class RedisMonitorStore(MonitorStore):
             thread = threading.Thread(target=self._run, name="pacificpy-monitor-flush", daemon=True)
             self._thread = thread
             thread.start()
+            if not self._atexit_registered:
+                # Write what is still buffered when the interpreter exits (registered after
+                # the first event, so it runs after executors drained at exit).
+                atexit.register(_flush_at_exit, weakref.ref(self))
+                self._atexit_registered = True
 
     def _run(self) -> None:
         wake = self._wake

@@ -18,7 +18,7 @@ import functools
 import logging
 import time
 import traceback as tb_module
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pacificpy.background import _codec, registry
@@ -156,29 +156,44 @@ def prepare(
     return env, spec
 
 
-@contextlib.contextmanager
-def _running(env: TaskEnvelope) -> Iterator[None]:
-    token = _current.set(
-        TaskContext(
-            id=env.task_id,
-            name=env.task_name,
-            attempt=env.attempt,
-            queue=env.queue,
-            enqueued_at=env.enqueued_at,
-            parent_id=env.parent_id,
+class _running:
+    """Context of one task run: ``current_task()`` set, ``task_running`` recorded.
+
+    A class rather than a ``@contextmanager`` generator: it is entered once per task, and
+    the generator machinery cost about as much as the rest of the bookkeeping.
+    """
+
+    __slots__ = ("_env", "_stack", "_token")
+
+    def __init__(self, env: TaskEnvelope) -> None:
+        self._env = env
+        self._stack: contextlib.ExitStack | None = None
+
+    def __enter__(self) -> None:
+        env = self._env
+        ctx = TaskContext(
+            env.task_id, env.task_name, env.attempt, env.queue, env.enqueued_at, env.parent_id
         )
-    )
-    _monitor_safely("task_running", env)
-    try:
+        self._token = _current.set(ctx)
+        _monitor_safely("task_running", env)
         if run_wrappers:
-            with contextlib.ExitStack() as stack:
+            stack = contextlib.ExitStack()
+            try:
                 for wrap in run_wrappers:
                     stack.enter_context(wrap(env))
-                yield
-        else:
-            yield
-    finally:
-        _current.reset(token)
+            except BaseException:
+                stack.close()
+                _current.reset(self._token)
+                raise
+            self._stack = stack
+
+    def __exit__(self, *exc_info: Any) -> bool:
+        try:
+            if self._stack is not None:
+                self._stack.__exit__(*exc_info)  # a wrapper never swallows the task's error
+            return False
+        finally:
+            _current.reset(self._token)
 
 
 def conclude(

@@ -1,5 +1,5 @@
 """CeleryBackgroundBackend: configuration, producing, the guide's snippet with the stock
-``celery`` command, and ``run_worker`` (``pacificpy worker``)."""
+``celery`` command, and ``pacificpy worker myapp`` (``run_worker``)."""
 
 from __future__ import annotations
 
@@ -151,8 +151,20 @@ def _guide_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def guide_app(_guide_dir: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("PACIFICPY_GUIDE_BROKER", redis_url)
+def guide_broker(redis_url: str) -> str:
+    """A Redis database of the guide tests alone: the conformance suite's Celery worker,
+    alive for the whole session, consumes queue ``default`` of database 0 on this same
+    server and would take (and, unsigned, dead-letter) the guide app's messages."""
+    url = redis_url.rpartition("/")[0] + "/7"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture
+def guide_app(
+    _guide_dir: Path, guide_broker: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    monkeypatch.setenv("PACIFICPY_GUIDE_BROKER", guide_broker)
     monkeypatch.syspath_prepend(str(_guide_dir))
     yield _guide_dir
     sys.modules.pop("myapp", None)
@@ -168,13 +180,13 @@ def _wait_key(client: redis.Redis, key: str, timeout: float = 60.0) -> bytes:
     raise AssertionError(f"{key} was never written")
 
 
-def test_guide_snippet_with_stock_celery_command(guide_app: Path, redis_url: str) -> None:
+def test_guide_snippet_with_stock_celery_command(guide_app: Path, guide_broker: str) -> None:
     """``celery -A myapp worker --concurrency=10`` as the guide writes it, although myapp
     also holds ``app = PacificPy()``; the app's handler enqueues with ``await .delay()``."""
     celery_bin = Path(sys.executable).parent / "celery"
     command = [str(celery_bin), "-A", "myapp", "worker", "--concurrency=10"]
-    worker = CeleryWorker(redis_url, command=command, cwd=guide_app)
-    worker.env["PACIFICPY_GUIDE_BROKER"] = redis_url
+    worker = CeleryWorker(guide_broker, command=command, cwd=guide_app)
+    worker.env["PACIFICPY_GUIDE_BROKER"] = guide_broker
     with worker:
         # The guide's command logs at WARNING (no "ready." line): the banner is enough,
         # a message sent before the consumer starts waits in the queue.
@@ -187,28 +199,28 @@ def test_guide_snippet_with_stock_celery_command(guide_app: Path, redis_url: str
             )
         assert response.status_code == 200
         assert response.json() == {"status": "Email queued"}
-        value = _wait_key(redis.Redis.from_url(redis_url), "guide-outbox:ann@example.com")
+        value = _wait_key(redis.Redis.from_url(guide_broker), "guide-outbox:ann@example.com")
         assert value == b"Hi|B"
 
 
-def test_run_worker_serves_tasks(guide_app: Path, redis_url: str) -> None:
-    """``backend.run_worker(...)``, what ``pacificpy worker myapp`` calls, runs the tasks
-    and exits 0 on SIGTERM."""
-    code = (
-        "import sys, myapp; "
-        "sys.exit(myapp.celery_backend.run_worker(workers=1, queues=None, loglevel='INFO'))"
-    )
-    worker = CeleryWorker(redis_url, command=[sys.executable, "-c", code], cwd=guide_app)
-    worker.env["PACIFICPY_GUIDE_BROKER"] = redis_url
-    worker.env["PYTHONPATH"] = os.pathsep.join([str(guide_app), worker.env["PYTHONPATH"]])
+def test_pacificpy_worker_command_serves_tasks(guide_app: Path, guide_broker: str) -> None:
+    """``pacificpy worker myapp`` (the real CLI) starts the Celery worker of the app's
+    backend, which runs its tasks and exits 0 on SIGTERM."""
+    pacificpy_bin = Path(sys.executable).parent / "pacificpy"
+    command = [str(pacificpy_bin), "worker", "myapp", "--workers", "1"]
+    worker = CeleryWorker(guide_broker, command=command, cwd=guide_app)
+    worker.env["PACIFICPY_GUIDE_BROKER"] = guide_broker
     with worker:
         worker.wait_ready()
+        assert "concurrency: 1 (prefork)" in worker.log()
         import myapp
 
         configure_background_tasks(myapp.celery_backend)
         handle = myapp.send_email.delay("bob@example.com", "S", "T")
         handle.result_sync(timeout=60)
         assert handle.status_sync() is TaskStatus.COMPLETED
+        outbox = redis.Redis.from_url(guide_broker)
+        assert _wait_key(outbox, "guide-outbox:bob@example.com") == b"S|T"
         worker.signal(signal.SIGTERM)
         assert worker.wait(30) == 0
 

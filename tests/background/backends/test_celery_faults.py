@@ -1,5 +1,6 @@
 """Faults on the Celery backend, with real workers: a worker killed mid-task, Redis gone
-while the app enqueues, bad messages, a graceful shutdown, poison messages."""
+while the app enqueues, bad messages, a graceful shutdown, poison messages, a task that
+only the hard time limit ends."""
 
 from __future__ import annotations
 
@@ -7,16 +8,18 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import pytest
 import redis
 from celery import Celery
 
-from pacificpy.background import EnqueueError, _codec
+from pacificpy.background import EnqueueError, TaskTimeout, _codec
 from pacificpy.background.backend import CeleryBackgroundBackend
 from pacificpy.background.decorators import configure_background_tasks
 from pacificpy.background.task import Message, TaskEnvelope
+from tests.background.backends import _celery_tasks
 from tests.conformance import tasks
 from tests.conformance.harness import SIGNING_KEY
 from tests.conformance.harness_celery import CeleryWorker
@@ -35,10 +38,10 @@ def own_redis(monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisServer]:
         yield server
 
 
-def _backend(url: str) -> CeleryBackgroundBackend:
+def _backend(url: str, **options: Any) -> CeleryBackgroundBackend:
     celery_app = Celery("faults", broker=url)
     celery_app.conf.broker_transport_options = {"visibility_timeout": VISIBILITY}
-    backend = CeleryBackgroundBackend(celery_app=celery_app)
+    backend = CeleryBackgroundBackend(celery_app=celery_app, **options)
     configure_background_tasks(backend, signing_key=SIGNING_KEY)
     return backend
 
@@ -197,4 +200,27 @@ def test_sigterm_finishes_running_task_and_hands_back_the_rest(own_redis: RedisS
             assert ctx["attempt"] == 1  # handed back without spending an attempt
     finally:
         first.close()
+        backend.shutdown_sync()
+
+
+def test_hard_time_limit_ends_a_task_that_ignores_the_soft_one(own_redis: RedisServer) -> None:
+    """A sync task that catches ``SoftTimeLimitExceeded`` and sleeps on is killed by the
+    hard limit (timeout + time_limit_grace, carried in the message): its result is
+    ``TaskTimeout``, it is dead-lettered as a timeout, and the worker serves on."""
+    backend = _backend(own_redis.url, time_limit_grace=0.3)
+    client = redis.Redis.from_url(own_redis.url)
+    include = ["--include", _celery_tasks.__name__]
+    try:
+        with CeleryWorker(own_redis.url, concurrency=1, extra_args=include) as worker:
+            worker.wait_ready()
+            key = uuid.uuid4().hex
+            handle = _celery_tasks.ignore_soft_limit.delay(key)
+            with pytest.raises(TaskTimeout):
+                handle.result_sync(timeout=30)
+            assert client.exists(_celery_tasks.SOFT_LIMIT_SEEN.format(key=key))  # seen, ignored
+            assert _letter_for(backend, handle.id).reason == "timeout"
+            hard = [line for line in worker.log().splitlines() if "Hard time limit" in line]
+            assert any(handle.id in line for line in hard), worker.log()[-2000:]
+            assert tasks.add.delay(2, 3).result_sync(timeout=30) == 5
+    finally:
         backend.shutdown_sync()

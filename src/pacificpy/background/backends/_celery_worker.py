@@ -1,5 +1,9 @@
 """Worker-side pieces of the Celery backend, imported only inside a Celery worker.
 
+:func:`deliver` is the body of every PacificPy Celery task: it hands the message to
+:func:`pacificpy.background.execution.execute_sync` and carries out the decision (store
+the outcome, publish the next attempt with a countdown, or keep a dead letter).
+
 :class:`PacificRequest` is the ``Request`` class of every PacificPy Celery task. It keeps
 Celery's behaviour and adds what Celery does in the worker's main process, where the task
 body cannot: when the hard time limit kills a task, or a worker process is lost and the
@@ -10,18 +14,148 @@ policy) so ``handle.result()`` never waits forever.
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
+import billiard.common
 from billiard.einfo import ExceptionWithTraceback
 from billiard.exceptions import WorkerLostError
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.worker import state as worker_state
 from celery.worker.request import Request
 
-from pacificpy.background.backends.celery_backend import backend_for
+from pacificpy.background import _codec, execution
+from pacificpy.background.backends._celery_app import backend_for
+from pacificpy.background.execution import Decision
+from pacificpy.background.task import Message
+from pacificpy.errors import MessageRejected, TaskNotFound
 
-__all__ = ["PacificRequest"]
+if TYPE_CHECKING:
+    from pacificpy.background.backends.celery_backend import CeleryBackgroundBackend
+
+__all__ = ["PacificRequest", "carry_out", "deliver", "ended_by_worker", "unknown_task"]
 
 logger = logging.getLogger("pacificpy.background")
+
+
+def deliver(backend: CeleryBackgroundBackend, data: str, *, redelivered: bool = False) -> None:
+    """Run one delivered message in this (worker) process and carry out the decision.
+
+    ``redelivered`` (set by the broker when a message comes back unacknowledged) feeds the
+    poison guard: past ``backend.max_deliveries`` the message is a dead letter.
+
+    Raises:
+        Reject: the end of the task could not be recorded; the message goes back.
+    """
+    state = backend.state
+    prep = execution.prepare(data, backend)
+    counted: tuple[str, int] | None = None
+    if not isinstance(prep, Decision) and redelivered:
+        env = prep[0]
+        counted = (env.task_id, env.attempt)
+        deliveries = state.delivered(env.task_id, env.attempt) + 1
+        if deliveries > backend.max_deliveries:
+            prep = execution.reject(
+                data,
+                MessageRejected(
+                    f"delivered {deliveries} times without finishing (max_deliveries="
+                    f"{backend.max_deliveries}): its worker died each time, so it is poison"
+                ),
+                reason="poison",
+                envelope=env,
+            )
+    if isinstance(prep, Decision):
+        decision = prep
+    else:
+        decision = execution.execute_sync(
+            data, backend, timeout_errors=(SoftTimeLimitExceeded,), prepared=prep
+        )
+        if _pool_terminating():
+            # The pool's terminate handler raised SystemExit inside the task (the hard time
+            # limit, or a cold shutdown), which execution records as the task's own failure.
+            # It is not: the main process records this attempt (PacificRequest.on_timeout)
+            # or the unacknowledged message goes back. Recording it here too would race that.
+            raise SystemExit(1)
+    try:
+        try:
+            carry_out(backend, decision, data, counted)
+        except SoftTimeLimitExceeded:
+            # The soft limit fired while the outcome was being stored; it fires once.
+            carry_out(backend, decision, data, counted)
+    except Exception as exc:
+        logger.exception(
+            "could not record the end of task %s; the message goes back to the queue",
+            decision.task_id,
+        )
+        raise Reject(exc, requeue=True) from exc
+
+
+def _pool_terminating() -> bool:
+    """True in a pool process whose terminate signal has arrived: billiard's handler then
+    raises ``SystemExit`` wherever the process is, and it must end."""
+    flag = getattr(billiard.common, "_should_have_exited", None)
+    return bool(flag and flag[0])
+
+
+def carry_out(
+    backend: CeleryBackgroundBackend,
+    decision: Decision,
+    data: str | bytes,
+    counted: tuple[str, int] | None = None,
+) -> None:
+    """Do what ``decision`` says: store, re-publish the next attempt, keep the letter.
+
+    ``counted`` is the ``(task_id, attempt)`` whose poison-guard count is then forgotten.
+    """
+    state = backend.state
+    env = decision.envelope
+    if decision.kind == "retry":
+        nxt = decision.next_envelope
+        assert nxt is not None
+        raw = _codec.encode(nxt, signing_key=backend.signing_key)
+        backend.publish_now(Message(nxt, raw), decision.delay)
+        if counted is not None:
+            state.settle(None, None, deliveries=counted)
+        return
+    letter = decision.dead_letter
+    if letter is not None:
+        if not letter.data:
+            letter.data = data if isinstance(data, str) else data.decode("utf-8", "replace")
+        state.dlq_add(letter)
+    release = None
+    if decision.kind != "completed" and env is not None and env.idempotency_key:
+        release = (env.task_name, env.idempotency_key)
+    state.settle(decision.task_id, decision.outcome, deliveries=counted, release=release)
+
+
+def ended_by_worker(
+    backend: CeleryBackgroundBackend, data: str, exc: BaseException, *, timed_out: bool
+) -> None:
+    """Record an attempt the worker process ended (hard time limit, or the process was
+    lost without a requeue): a timeout or failure, retried or dead-lettered by policy."""
+    prep = execution.prepare(data, backend)
+    if isinstance(prep, Decision):
+        carry_out(backend, prep, data)
+        return
+    env, spec = prep
+    error: BaseException = execution.timeout_error(spec) if timed_out else exc
+    started = time.perf_counter() - (spec.timeout or 0.0)
+    decision = execution.conclude(env, spec, started, exc=error, data=data)
+    carry_out(backend, decision, data, (env.task_id, env.attempt))
+
+
+def unknown_task(backend: CeleryBackgroundBackend, data: str, name: str | None) -> None:
+    """A message Celery could not route to a task: a dead letter, never a crash."""
+    prep = execution.prepare(data, backend)
+    if not isinstance(prep, Decision):
+        env = prep[0]
+        prep = execution.reject(
+            data,
+            TaskNotFound(name or env.task_name),
+            reason="unknown_task",
+            envelope=env,
+        )
+    carry_out(backend, prep, data)
 
 
 class PacificRequest(Request):  # type: ignore[misc]
@@ -39,7 +173,7 @@ class PacificRequest(Request):  # type: ignore[misc]
         if backend is None or data is None:
             return
         try:
-            backend.ended_by_worker(data, exc, timed_out=timed_out)
+            ended_by_worker(backend, data, exc, timed_out=timed_out)
         except Exception:
             logger.exception("could not record the end of task %s", self.id)
 
