@@ -22,7 +22,6 @@ letters), so ``handle.result_sync()`` has the answer at once::
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures as cf
 import contextlib
 import dataclasses
 import threading
@@ -41,13 +40,11 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient as _StarletteTestClient
 
 from pacificpy.background import execution
-from pacificpy.background._codec import encode
+from pacificpy.background._memory import InMemoryBackend
 from pacificpy.background.backend import BackgroundBackend
-from pacificpy.background.dead_letter import DeadLetter, MemoryDeadLetterStore
 from pacificpy.background.decorators import _swap_backend
 from pacificpy.background.execution import Decision
 from pacificpy.background.task import Message, Outcome, TaskHandle
-from pacificpy.types import TaskStatus
 
 __all__ = [
     "CapturedTask",
@@ -71,7 +68,7 @@ class TestClient(_StarletteTestClient):
     __test__ = False  # not a pytest test class, despite the name
 
 
-class _InlineBackend(BackgroundBackend):
+class _InlineBackend(InMemoryBackend):
     """What the eager and capturing backends share: run messages inline, keep outcomes."""
 
     kind = "inline"
@@ -79,10 +76,6 @@ class _InlineBackend(BackgroundBackend):
     def __init__(self, *, allow_pickle: bool = False, max_attempts_inline: int = 100) -> None:
         super().__init__(allow_pickle=allow_pickle)
         self._lock = threading.Lock()
-        self._results: dict[str, Outcome] = {}
-        self._waiters: dict[str, list[cf.Future[Outcome]]] = {}
-        self._idempotency: dict[tuple[str, str], str] = {}
-        self._dead = MemoryDeadLetterStore()
         self._max_attempts_inline = max_attempts_inline
 
     def adopt(self, other: BackgroundBackend | None) -> None:
@@ -92,19 +85,6 @@ class _InlineBackend(BackgroundBackend):
         self.signing_key = other.signing_key
         self.max_payload_bytes = other.max_payload_bytes
         self.idempotency_ttl = other.idempotency_ttl
-
-    def _claim(self, message: Message) -> bool:
-        """False when an earlier task holds the message's idempotency key."""
-        env = message.envelope
-        if env.idempotency_key is None or env.attempt != 1:
-            return True
-        key = (env.task_name, env.idempotency_key)
-        with self._lock:
-            if key in self._idempotency:
-                return False
-            self._idempotency[key] = env.task_id
-            self._results.pop(env.task_id, None)
-        return True
 
     # -- running -------------------------------------------------------------------------
     def _run_sync(self, message: Message) -> Outcome | None:
@@ -134,95 +114,15 @@ class _InlineBackend(BackgroundBackend):
     def _settle(self, decision: Decision, message: Message) -> Message | None:
         """Carry out ``decision``; return the retry's message if one is due."""
         if decision.kind == "retry":
-            assert decision.next_envelope is not None
-            nxt = decision.next_envelope
-            return Message(nxt, encode(nxt, signing_key=self.signing_key))
-        letter = decision.dead_letter
-        if letter is not None:
-            if not letter.data:
-                letter.data = message.data.decode("utf-8", "replace")
-            self._dead.add(letter)
-        env = decision.envelope
-        if decision.kind != "completed" and env is not None and env.idempotency_key:
-            with self._lock:
-                self._idempotency.pop((env.task_name, env.idempotency_key), None)
-        if decision.task_id is not None and decision.outcome is not None:
-            self._set_outcome(decision.task_id, decision.outcome)
+            return self._retry_message(decision)
+        self._finish(decision, message)
         return None
-
-    def _set_outcome(self, task_id: str, outcome: Outcome) -> None:
-        with self._lock:
-            self._results[task_id] = outcome
-            waiters = self._waiters.pop(task_id, [])
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(outcome)
-
-    def _result_future(self, task_id: str) -> cf.Future[Outcome]:
-        fut: cf.Future[Outcome] = cf.Future()
-        with self._lock:
-            outcome = self._results.get(task_id)
-            if outcome is None:
-                self._waiters.setdefault(task_id, []).append(fut)
-                return fut
-        fut.set_result(outcome)
-        return fut
-
-    # -- the contract ----------------------------------------------------------------------
-    async def wait_result(self, task_id: str, timeout: float | None = None) -> Outcome:
-        try:
-            return await asyncio.wait_for(
-                asyncio.wrap_future(self._result_future(task_id)), timeout
-            )
-        except asyncio.TimeoutError:
-            raise TimeoutError(f"task {task_id} did not finish within {timeout}s") from None
-
-    def wait_result_sync(self, task_id: str, timeout: float | None = None) -> Outcome:
-        try:
-            return self._result_future(task_id).result(timeout)
-        except cf.TimeoutError:
-            raise TimeoutError(f"task {task_id} did not finish within {timeout}s") from None
-
-    async def get_status(self, task_id: str) -> TaskStatus | None:
-        return self.get_status_sync(task_id)
-
-    def get_status_sync(self, task_id: str) -> TaskStatus | None:
-        with self._lock:
-            outcome = self._results.get(task_id)
-        if outcome is not None:
-            return outcome.status
-        return super().get_status_sync(task_id)
 
     async def queue_length(self, queue: str = "default") -> int:
         return self.queue_length_sync(queue)
 
     def queue_length_sync(self, queue: str = "default") -> int:
         return 0
-
-    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        return self._dead.list(limit)
-
-    def dead_letters_sync(self, limit: int = 100) -> list[DeadLetter]:
-        return self._dead.list(limit)
-
-    async def requeue_dead_letter(self, letter_id: str) -> str:
-        return self.requeue_dead_letter_sync(letter_id)
-
-    def requeue_dead_letter_sync(self, letter_id: str) -> str:
-        letter = self._dead.pop(letter_id)
-        if letter is None:
-            raise KeyError(f"no dead letter with id {letter_id!r}")
-        message = execution.requeue_message(letter, self)
-        with self._lock:
-            self._results.pop(message.task_id, None)
-        self.submit(message, None)
-        return message.task_id
-
-    async def purge_dead_letters(self) -> int:
-        return self._dead.purge()
-
-    def purge_dead_letters_sync(self) -> int:
-        return self._dead.purge()
 
 
 class EagerBackend(_InlineBackend):
@@ -245,7 +145,7 @@ class EagerBackend(_InlineBackend):
 
     def submit(self, message: Message, delay: float | None) -> TaskHandle[Any]:
         """Run ``message`` now; see the class docstring for async tasks."""
-        if not self._claim(message):
+        if not self._claim(message.envelope):
             return TaskHandle(message.task_id, message.task_name, self)
         try:
             loop = asyncio.get_running_loop()
@@ -322,7 +222,7 @@ class CapturingBackend(_InlineBackend):
 
     def submit(self, message: Message, delay: float | None) -> TaskHandle[Any]:
         """Record ``message`` and return its handle."""
-        if self._claim(message):
+        if self._claim(message.envelope):
             env = message.envelope
             captured = CapturedTask(
                 name=env.task_name,

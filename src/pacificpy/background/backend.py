@@ -69,7 +69,7 @@ class BackgroundBackend(abc.ABC):
         self._inflight: set[asyncio.Future[Any]] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
-    async def startup(self) -> None:
+    async def startup(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Called on the serving loop when the app starts. No-op by default."""
 
     async def shutdown(self) -> None:

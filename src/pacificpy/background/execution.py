@@ -187,11 +187,10 @@ class _running:
                 raise
             self._stack = stack
 
-    def __exit__(self, *exc_info: Any) -> bool:
+    def __exit__(self, *exc_info: Any) -> None:
         try:
             if self._stack is not None:
                 self._stack.__exit__(*exc_info)  # a wrapper never swallows the task's error
-            return False
         finally:
             _current.reset(self._token)
 

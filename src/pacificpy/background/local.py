@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import concurrent.futures as cf
 import heapq
 import itertools
 import logging
@@ -19,13 +18,11 @@ import os
 import queue as queue_module
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from pacificpy.background import _codec, execution, registry
-from pacificpy.background.backend import BackgroundBackend
-from pacificpy.background.dead_letter import DeadLetter, MemoryDeadLetterStore
+from pacificpy.background._memory import InMemoryBackend
 from pacificpy.background.execution import Decision
 from pacificpy.background.task import (
     Message,
@@ -105,7 +102,7 @@ class _Pending:
         self.cancelled = False
 
 
-class LocalExecutor(BackgroundBackend):
+class LocalExecutor(InMemoryBackend):
     """In-process backend. Use :func:`get_local_executor` to make one."""
 
     kind = "local"
@@ -136,10 +133,6 @@ class LocalExecutor(BackgroundBackend):
         self._queued: dict[str, Message] = {}
         self._running: dict[str, str] = {}
         self._delayed: set[_Pending] = set()
-        self._results: OrderedDict[str, Outcome] = OrderedDict()
-        self._waiters: dict[str, list[cf.Future[Outcome]]] = {}
-        self._idempotency: dict[tuple[str, str], tuple[str, float]] = {}
-        self._dead = MemoryDeadLetterStore()
         self._scheduler = _Scheduler()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._own_loop: asyncio.AbstractEventLoop | None = None
@@ -236,7 +229,7 @@ class LocalExecutor(BackgroundBackend):
             self._started = False
         for task_id, name in leftovers:
             execution.abandon(task_id, name)
-            self._set_outcome(
+            self._outcomes.post(
                 task_id,
                 Outcome(
                     TaskStatus.ABANDONED,
@@ -294,15 +287,8 @@ class LocalExecutor(BackgroundBackend):
                     task_id=message.task_id,
                     task_name=message.task_name,
                 )
-            if env.idempotency_key is not None and env.attempt == 1:
-                key = (env.task_name, env.idempotency_key)
-                held = self._idempotency.get(key)
-                now = time.monotonic()
-                if held is not None and held[1] > now:
-                    return
-                self._idempotency[key] = (env.task_id, now + self.idempotency_ttl)
-            if env.attempt == 1:
-                self._results.pop(env.task_id, None)  # a requeued task starts afresh
+            if not self._claim(env):
+                return
             self._waiting[q] = self._waiting.get(q, 0) + 1
             self._waiting_total += 1
             if delay is not None and delay > 0:
@@ -477,68 +463,14 @@ class LocalExecutor(BackgroundBackend):
     # -- outcomes ------------------------------------------------------------------------
     def _settle(self, decision: Decision, message: Message) -> None:
         if decision.kind == "retry":
-            assert decision.next_envelope is not None
-            nxt = decision.next_envelope
-            raw = _codec.encode(nxt, signing_key=self.signing_key)
-            self._put(Message(nxt, raw), decision.delay, enforce_limit=False)
-            return
-        letter = decision.dead_letter
-        if letter is not None:
-            if not letter.data:
-                letter.data = message.data.decode("utf-8", "replace")
-            self._dead.add(letter)
-        env = decision.envelope
-        if decision.kind != "completed" and env is not None and env.idempotency_key:
-            with self._lock:
-                self._idempotency.pop((env.task_name, env.idempotency_key), None)
-        task_id = decision.task_id
-        if task_id is not None and decision.outcome is not None:
-            self._set_outcome(task_id, decision.outcome)
-
-    def _set_outcome(self, task_id: str, outcome: Outcome) -> None:
-        with self._lock:
-            self._results[task_id] = outcome
-            if len(self._results) > MAX_RESULTS:
-                self._results.popitem(last=False)
-            waiters = self._waiters.pop(task_id, None)
-        if waiters:
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(outcome)
-
-    def _result_future(self, task_id: str) -> cf.Future[Outcome]:
-        fut: cf.Future[Outcome] = cf.Future()
-        with self._lock:
-            outcome = self._results.get(task_id)
-            if outcome is None:
-                self._waiters.setdefault(task_id, []).append(fut)
-                return fut
-        fut.set_result(outcome)
-        return fut
-
-    async def wait_result(self, task_id: str, timeout: float | None = None) -> Outcome:
-        fut = self._result_future(task_id)
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
-        except asyncio.TimeoutError:
-            raise TimeoutError(f"task {task_id} did not finish within {timeout}s") from None
-
-    def wait_result_sync(self, task_id: str, timeout: float | None = None) -> Outcome:
-        try:
-            return self._result_future(task_id).result(timeout)
-        except cf.TimeoutError:
-            raise TimeoutError(f"task {task_id} did not finish within {timeout}s") from None
-
-    async def get_status(self, task_id: str) -> TaskStatus | None:
-        return self.get_status_sync(task_id)
+            self._put(self._retry_message(decision), decision.delay, enforce_limit=False)
+        else:
+            self._finish(decision, message)
 
     def get_status_sync(self, task_id: str) -> TaskStatus | None:
-        with self._lock:
-            outcome = self._results.get(task_id)
-            if outcome is not None:
-                return outcome.status
-            if task_id in self._running:
-                return TaskStatus.RUNNING
+        outcome = self._outcomes.get(task_id)
+        if outcome is None and task_id in self._running:
+            return TaskStatus.RUNNING
         return super().get_status_sync(task_id)
 
     # -- queues and dead letters ---------------------------------------------------------
@@ -548,29 +480,6 @@ class LocalExecutor(BackgroundBackend):
     def queue_length_sync(self, queue: str = "default") -> int:
         """Tasks waiting in ``queue``: ready for a worker, or waiting out a countdown/retry."""
         return self._waiting.get(queue, 0)
-
-    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        return self._dead.list(limit)
-
-    def dead_letters_sync(self, limit: int = 100) -> list[DeadLetter]:
-        return self._dead.list(limit)
-
-    async def requeue_dead_letter(self, letter_id: str) -> str:
-        return self.requeue_dead_letter_sync(letter_id)
-
-    def requeue_dead_letter_sync(self, letter_id: str) -> str:
-        letter = self._dead.pop(letter_id)
-        if letter is None:
-            raise KeyError(f"no dead letter with id {letter_id!r}")
-        message = execution.requeue_message(letter, self)
-        self._put(message, None, enforce_limit=True)
-        return message.task_id
-
-    async def purge_dead_letters(self) -> int:
-        return self._dead.purge()
-
-    def purge_dead_letters_sync(self) -> int:
-        return self._dead.purge()
 
     def submit_raw(self, data: bytes, *, queue: str = "default") -> None:
         """Deliver raw bytes as if a transport had: what a worker receives, unchecked.

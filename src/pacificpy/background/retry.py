@@ -40,7 +40,7 @@ class RetryPolicy:
         """Whether the failure ``exc`` of ``attempt`` earns another attempt."""
         if attempt > self.retries:
             return False
-        return isinstance(exc, Retry) or isinstance(exc, self.retry_on)
+        return isinstance(exc, (Retry, *self.retry_on))
 
     def delay(self, attempt: int, exc: BaseException | None = None) -> float:
         """Seconds to wait after failed ``attempt``; a ``Retry(countdown=...)`` wins."""
