@@ -711,6 +711,23 @@ def test_chunked_body_over_limit_is_413(echo_client: TestClient, path: str) -> N
     assert_still_serving(echo_client)
 
 
+def test_headers_over_limit_are_431_before_the_handler(
+    echo_app: PacificPy, echo_client: TestClient
+) -> None:
+    response = echo_client.post("/size", content=b"x", headers={"x-big": "y" * 70_000})
+    assert_error(response, 431, "max_header_size")
+    assert echo_app.state.handled == 0
+    assert_still_serving(echo_client)
+
+
+def test_header_limit_is_configurable() -> None:
+    app = PacificPy(max_header_size=None)
+    assert app.max_header_size is None
+    with pytest.raises(ValueError, match="max_header_size"):
+        PacificPy(max_header_size=-1)
+    assert PacificPy().max_header_size == 65_536
+
+
 def test_default_limit_is_one_mebibyte() -> None:
     app = PacificPy()
 

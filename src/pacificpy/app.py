@@ -36,6 +36,7 @@ HandlerT = TypeVar("HandlerT", bound=Handler)
 HookT = TypeVar("HookT", bound=Callable[[], Any])
 
 DEFAULT_MAX_BODY_SIZE = 1_048_576
+DEFAULT_MAX_HEADER_SIZE = 65_536
 
 
 class PacificPy(Starlette):
@@ -48,6 +49,8 @@ class PacificPy(Starlette):
             larger one gets a JSON 413: at once when ``Content-Length`` says so, or as soon
             as the streamed (chunked) body passes the limit. ``None`` disables the limit.
         middleware: Starlette ``Middleware`` entries, outermost first.
+        max_header_size: the largest total size of the request's header names and values
+            (default 64 KiB); larger gets a JSON 431. ``None`` disables the check.
         shutdown_timeout: seconds the shutdown waits for queued and running background
             tasks before marking the rest ``abandoned``. ``None`` (the default) keeps the
             backend's own ``shutdown_timeout`` (30 s unless the backend was built with
@@ -66,12 +69,16 @@ class PacificPy(Starlette):
         max_body_size: int | None = DEFAULT_MAX_BODY_SIZE,
         middleware: Sequence[Middleware] | None = None,
         shutdown_timeout: float | None = None,
+        max_header_size: int | None = DEFAULT_MAX_HEADER_SIZE,
     ) -> None:
         if max_body_size is not None and max_body_size < 0:
             raise ValueError(f"max_body_size must be >= 0 or None, not {max_body_size!r}")
+        if max_header_size is not None and max_header_size < 0:
+            raise ValueError(f"max_header_size must be >= 0 or None, not {max_header_size!r}")
         super().__init__(debug=debug, middleware=middleware, lifespan=self._lifespan)
         # Starlette's own limit answers in plain text; PacificPy installs its own (JSON).
         self.max_body_size = max_body_size
+        self.max_header_size = max_header_size
         self.shutdown_timeout = shutdown_timeout
         self._startup_hooks: list[Callable[[], Any]] = []
         self._shutdown_hooks: list[Callable[[], Any]] = []
@@ -214,7 +221,11 @@ class PacificPy(Starlette):
                 handlers[key] = value
         middleware = [
             Middleware(_ServerErrorMiddleware, debug=self.debug, handler=error_handler),
-            Middleware(_BodyLimitMiddleware, max_body_size=self.max_body_size),
+            Middleware(
+                _BodyLimitMiddleware,
+                max_body_size=self.max_body_size,
+                max_header_size=self.max_header_size,
+            ),
             *self.user_middleware,
             Middleware(ExceptionMiddleware, handlers=handlers, debug=self.debug),
         ]
@@ -289,20 +300,39 @@ class _BodyTooLarge(HTTPException):
 
 
 class _BodyLimitMiddleware:
-    """Answer 413 for a request body over ``max_body_size``.
+    """Answer 431 for headers over ``max_header_size``, 413 for a body over ``max_body_size``.
 
-    A ``Content-Length`` over the limit is refused before the application runs. Otherwise
-    the body is counted as the application reads it; the read that passes the limit raises
-    a 413 ``HTTPException``, which the exception handlers turn into the JSON error.
+    The headers' total size (names and values) is checked first: uvicorn's httptools
+    server sets no limit of its own. A ``Content-Length`` over the body limit is refused
+    before the application runs. Otherwise the body is counted as the application reads
+    it; the read that passes the limit raises a 413 ``HTTPException``, which the exception
+    handlers turn into the JSON error.
     """
 
-    def __init__(self, app: ASGIApp, max_body_size: int | None) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_size: int | None, max_header_size: int | None = None
+    ) -> None:
         self.app = app
         self.max_body_size = max_body_size
+        self.max_header_size = max_header_size
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header_limit = self.max_header_size
+        if header_limit is not None:
+            size = sum(len(k) + len(v) for k, v in scope["headers"])
+            if size > header_limit:
+                response = error_response(
+                    431,
+                    f"Request header fields are {size} bytes, over the limit of "
+                    f"{header_limit} bytes (max_header_size)",
+                )
+                await response(scope, receive, send)
+                return
         limit = self.max_body_size
-        if scope["type"] != "http" or limit is None:
+        if limit is None:
             await self.app(scope, receive, send)
             return
 

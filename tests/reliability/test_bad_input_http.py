@@ -151,12 +151,6 @@ def test_huge_headers_keep_the_default_server_serving(
     assert_still_serving(server, counter)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: with uvicorn's httptools protocol (PacificPy's default) no header size "
-    "limit applies and PacificPy adds none: a 1 MiB header (or 2,000 headers of 512 bytes) is "
-    "buffered and answered 200; expected 431",
-)
 @pytest.mark.parametrize("headers", HUGE_HEADERS.values(), ids=HUGE_HEADERS.keys())
 def test_huge_headers_refused_by_default_server(server: str, headers: dict[str, str]) -> None:
     response = _send_huge_headers(server, headers)

@@ -72,12 +72,6 @@ async def test_unserialisable_arguments(rig: Harness, counter: redis.Redis) -> N
     await around_good_tasks(rig, counter, "call: unserialisable arguments", bad)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: orjson writes NaN and +/-Infinity as null, so echo.delay(float('nan')) is "
-    "accepted and the task receives None: the argument changes silently instead of "
-    "raising TaskSerializationError at the call site",
-)
 async def test_non_finite_float_is_refused_or_kept(rig: Harness) -> None:
     for value in (math.nan, math.inf):
         try:
@@ -103,14 +97,6 @@ async def test_oversized_payload(rig: Harness, counter: redis.Redis) -> None:
     assert await handle.result(timeout=WAIT) == "x" * 9_000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in LocalExecutor._put/_take: a second message with the id of one still "
-    "queued (apply_async(task_id=...) twice) overwrites it in _queued; the second is "
-    "neither run nor refused, and _waiting_total stays 1 forever: join() never returns "
-    "True, queue_length() stays 1, shutdown waits its whole timeout and reports a "
-    "phantom abandoned task",
-)
 def test_same_task_id_twice_keeps_the_local_executor_consistent() -> None:
     from pacificpy.background.local import get_local_executor
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import pickle
 from typing import Any
 
@@ -67,6 +68,17 @@ def encode(
         data = orjson.dumps(body)
     except TypeError as exc:
         raise _which_argument(env, orjson.dumps, exc) from None
+    # orjson writes NaN and ±Infinity as null: the task would get None instead of the value.
+    # Only a message with a null in it can hold one, so the scan is skipped almost always.
+    if b"null" in data and env.serializer == "json":
+        bad = _non_finite(env)
+        if bad is not None:
+            raise TaskSerializationError(
+                f"task {env.task_name}: argument {bad} is NaN or infinite, which JSON cannot "
+                "carry; pass it as a string or use serializer='pickle'",
+                task_name=env.task_name,
+                argument=bad,
+            )
     if signing_key is not None:
         sig = hmac.new(signing_key, data, hashlib.sha256).hexdigest().encode("ascii")
         data = _SIGNED + sig + b"." + data
@@ -163,6 +175,27 @@ def peek(data: bytes | str) -> tuple[str | None, str | None]:
     except Exception:
         pass
     return None, None
+
+
+def _non_finite(env: TaskEnvelope) -> str | None:
+    """The label of the first argument holding a NaN or infinite float, if any."""
+
+    def holds(value: Any) -> bool:
+        if isinstance(value, float):
+            return not math.isfinite(value)
+        if isinstance(value, (list, tuple)):
+            return any(holds(v) for v in value)
+        if isinstance(value, dict):
+            return any(holds(v) for v in value.values())
+        return False
+
+    for i, value in enumerate(env.args):
+        if holds(value):
+            return f"args[{i}]"
+    for key, value in env.kwargs.items():
+        if holds(value):
+            return key
+    return None
 
 
 def _which_argument(env: TaskEnvelope, dump: Any, exc: Exception) -> TaskSerializationError:

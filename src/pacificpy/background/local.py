@@ -131,8 +131,8 @@ class LocalExecutor(InMemoryBackend):
         self._waiting: dict[str, int] = {}
         self._waiting_total = 0
         self._queued: dict[str, Message] = {}
-        self._running: dict[str, str] = {}
-        self._delayed: set[_Pending] = set()
+        self._running: dict[str, Message] = {}
+        self._delayed: dict[str, _Pending] = {}
         self._scheduler = _Scheduler()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._own_loop: asyncio.AbstractEventLoop | None = None
@@ -216,9 +216,9 @@ class LocalExecutor(InMemoryBackend):
         self._scheduler.stop()
         with self._lock:
             leftovers = [(m.task_id, m.task_name) for m in self._queued.values()]
-            leftovers += [(p.message.task_id, p.message.task_name) for p in self._delayed]
-            leftovers += list(self._running.items())
-            for p in self._delayed:
+            leftovers += [(p.message.task_id, p.message.task_name) for p in self._delayed.values()]
+            leftovers += [(m.task_id, m.task_name) for m in self._running.values()]
+            for p in self._delayed.values():
                 p.cancelled = True
             self._delayed.clear()
             self._queued.clear()
@@ -289,11 +289,22 @@ class LocalExecutor(InMemoryBackend):
                 )
             if not self._claim(env):
                 return
+            if env.attempt == 1 and (
+                message.task_id in self._queued
+                or message.task_id in self._running
+                or message.task_id in self._delayed
+            ):
+                raise EnqueueError(
+                    f"a task with id {message.task_id} is already queued or running; "
+                    "task ids must be unique",
+                    task_id=message.task_id,
+                    task_name=message.task_name,
+                )
             self._waiting[q] = self._waiting.get(q, 0) + 1
             self._waiting_total += 1
             if delay is not None and delay > 0:
                 pending = _Pending(message)
-                self._delayed.add(pending)
+                self._delayed[message.task_id] = pending
             else:
                 pending = None
                 self._queued[message.task_id] = message
@@ -306,7 +317,7 @@ class LocalExecutor(InMemoryBackend):
         with self._lock:
             if pending.cancelled:
                 return
-            self._delayed.discard(pending)
+            self._delayed.pop(pending.message.task_id, None)
             self._queued[pending.message.task_id] = pending.message
         self._dispatch(pending.message)
 
@@ -348,12 +359,14 @@ class LocalExecutor(InMemoryBackend):
             q = message.queue
             self._waiting[q] = self._waiting.get(q, 1) - 1
             self._waiting_total -= 1
-            self._running[message.task_id] = message.task_name
+            self._running[message.task_id] = message
             return True
 
-    def _done(self, task_id: str) -> None:
+    def _done(self, message: Message) -> None:
         with self._lock:
-            self._running.pop(task_id, None)
+            # A retry with no delay may already run under the same id: pop only this run.
+            if self._running.get(message.task_id) is message:
+                del self._running[message.task_id]
             if not self._waiting_total and not self._running:
                 self._idle.notify_all()
 
@@ -371,7 +384,7 @@ class LocalExecutor(InMemoryBackend):
                 logger.exception("local worker failed around task %s", message.task_id)
                 retire = False
             finally:
-                self._done(message.task_id)
+                self._done(message)
             if retire:
                 return
 
@@ -407,7 +420,7 @@ class LocalExecutor(InMemoryBackend):
                 "and stays busy until the function returns (a replacement thread is started)",
                 env.task_name, env.task_id, spec.timeout,
             )  # fmt: skip
-            self._done(env.task_id)
+            self._done(message)
             with self._lock:
                 self._spawn_thread(len(self._threads))
             self._settle(
@@ -458,7 +471,7 @@ class LocalExecutor(InMemoryBackend):
             except Exception:
                 logger.exception("local executor failed around task %s", message.task_id)
             finally:
-                self._done(message.task_id)
+                self._done(message)
 
     # -- outcomes ------------------------------------------------------------------------
     def _settle(self, decision: Decision, message: Message) -> None:
