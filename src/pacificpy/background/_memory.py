@@ -9,15 +9,17 @@ from __future__ import annotations
 import threading
 import time
 
-from pacificpy.background import _codec, execution
+from pacificpy.background import _codec, execution, registry
 from pacificpy.background._outcomes import OutcomeBoard
 from pacificpy.background.backend import BackgroundBackend
 from pacificpy.background.dead_letter import DeadLetter, MemoryDeadLetterStore
 from pacificpy.background.execution import Decision
-from pacificpy.background.task import Message, Outcome, TaskEnvelope
+from pacificpy.background.task import Message, Outcome, TaskEnvelope, TaskSpec
 from pacificpy.types import TaskStatus
 
 __all__ = ["InMemoryBackend"]
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 class InMemoryBackend(BackgroundBackend):
@@ -64,7 +66,7 @@ class InMemoryBackend(BackgroundBackend):
         """The message of a retry decision's next attempt."""
         assert decision.next_envelope is not None
         nxt = decision.next_envelope
-        return Message(nxt, _codec.encode(nxt, signing_key=self.signing_key))
+        return Message(nxt, _codec.encode(nxt, signing_key=self.signing_key), trusted=True)
 
     def _finish(self, decision: Decision, message: Message) -> None:
         """Carry out a final decision: keep the dead letter, free the key, post the outcome."""
@@ -79,6 +81,27 @@ class InMemoryBackend(BackgroundBackend):
                 self._keys.pop((env.task_name, env.idempotency_key), None)
         if decision.task_id is not None and decision.outcome is not None:
             self._outcomes.post(decision.task_id, decision.outcome)
+
+    @staticmethod
+    def _prepared(message: Message) -> tuple[TaskEnvelope, TaskSpec] | None:
+        """Skip decoding a message this process built, when decoding would change nothing.
+
+        Decoding gives a task JSON-typed copies of its arguments, as on Celery and ARQ.
+        For plain scalars (str, int, float, bool, None) the copy equals the original, so
+        an in-process message with only those runs from its envelope as it is.
+        """
+        env = message.envelope
+        if not message.trusted or env.serializer != "json":
+            return None
+        if not all(type(a) in _SCALARS for a in env.args):
+            return None
+        if env.kwargs and not all(type(v) in _SCALARS for v in env.kwargs.values()):
+            return None
+        try:
+            spec = registry.get(env.task_name)
+        except Exception:
+            return None
+        return env, spec
 
     # -- results -------------------------------------------------------------------------
     async def wait_result(self, task_id: str, timeout: float | None = None) -> Outcome:

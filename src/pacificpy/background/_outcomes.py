@@ -42,8 +42,9 @@ class OutcomeBoard:
 
     def clear(self, task_id: str) -> None:
         """Forget ``task_id``'s outcome (it is about to run again)."""
-        with self._lock:
-            self._outcomes.pop(task_id, None)
+        if task_id in self._outcomes:  # a fresh id never is: skip the lock on the hot path
+            with self._lock:
+                self._outcomes.pop(task_id, None)
 
     def future(self, task_id: str) -> cf.Future[Outcome]:
         """A future resolved with ``task_id``'s outcome (at once if it is known)."""

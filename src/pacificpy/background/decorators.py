@@ -182,7 +182,7 @@ class BackgroundTask(Generic[P, T]):
         except Exception:
             logger.exception("task monitor failed on task_queued")
         try:
-            return backend.submit(Message(env, data), delay)
+            return backend.submit(Message(env, data, trusted=True), delay)
         except Exception as exc:
             try:
                 monitor.task_failed(env, f"{type(exc).__name__}: {exc}", None, None)

@@ -390,7 +390,7 @@ class LocalExecutor(InMemoryBackend):
 
     def _run_sync(self, message: Message) -> bool:
         """Run one sync message; True when this thread overran a timeout and must retire."""
-        prep = execution.prepare(message.data, self)
+        prep = self._prepared(message) or execution.prepare(message.data, self)
         if isinstance(prep, Decision):
             self._settle(prep, message)
             return False
@@ -464,7 +464,9 @@ class LocalExecutor(InMemoryBackend):
             if not self._take(message):
                 return
             try:
-                decision = await execution.execute(message.data, self)
+                decision = await execution.execute(
+                    message.data, self, prepared=self._prepared(message)
+                )
                 self._settle(decision, message)
             except asyncio.CancelledError:
                 raise

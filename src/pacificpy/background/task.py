@@ -92,10 +92,16 @@ class TaskEnvelope:
 
 @dataclasses.dataclass(frozen=True)
 class Message:
-    """An envelope together with its encoded bytes: the unit a backend enqueues."""
+    """An envelope together with its encoded bytes: the unit a backend enqueues.
+
+    ``trusted`` is true only for messages this process's producer built (``.delay()``,
+    retries): their ``envelope`` is exactly what ``data`` decodes to. A message that
+    arrived from elsewhere carries a best-effort envelope and must be decoded.
+    """
 
     envelope: TaskEnvelope
     data: bytes
+    trusted: bool = False
 
     @property
     def task_id(self) -> str:
@@ -257,7 +263,10 @@ class TaskHandle(Generic[T]):
         return f"<TaskHandle {self.name} id={self.id}>"
 
     def __await__(self) -> Generator[Any, None, TaskHandle[T]]:
-        return self._confirm().__await__()
+        if self._pending is None and self._error is None:
+            return self  # already enqueued (the local executor): no coroutine needed
+            yield  # pragma: no cover - makes this a generator
+        return (yield from self._confirm().__await__())
 
     async def _confirm(self) -> TaskHandle[T]:
         if self._pending is not None:
