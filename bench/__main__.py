@@ -14,7 +14,7 @@ import time
 
 from bench._common import RAW, Options, RedisServer, environment, log, now_iso, write_jsonl
 
-SCENARIOS = ("http", "asgi", "local", "redis", "memory", "pickup")
+SCENARIOS = ("http", "asgi", "local", "redis", "memory", "pickup", "monitor")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
                 redis_queues.run_pickup(server, opts, stamp)
         finally:
             server.stop()
+    if "monitor" in todo:
+        from bench import monitor_overhead
+
+        rounds = ["--rounds", "2", "--tasks", "5000"] if opts.quick else []
+        monitor_overhead.main([*rounds, "--json", str(RAW.parent / "monitor-overhead.json")])
     end = {"scenario": "meta-end", "run": stamp, "finished": now_iso(),
            "elapsed_s": round(time.monotonic() - started)}  # fmt: skip
     write_jsonl(RAW / f"meta-{stamp}.jsonl", [end])

@@ -2,7 +2,9 @@
 
 ``python -m bench.monitor_overhead [--tasks N] [--rounds R] [--json PATH]``
 
-One process, one local executor (4 workers), one private redis-server. Each round runs N
+One process, one local executor (1 worker thread: with more, GIL hand-offs between the
+workers and the producer swing the figures by ±30% from run to run), one private
+redis-server. Each round runs N
 no-op ``.delay()`` calls to completion under each setting, the settings alternating (and
 rotating their order) round after round so that drift on a shared machine hits them all
 alike; the table shows medians of tasks/s (wall clock) and of this process's CPU time per
@@ -43,7 +45,7 @@ def run(tasks: int, rounds: int) -> dict[str, Any]:
         return i
 
     redis = RedisServer().start()
-    executor = get_local_executor(max_workers=4, max_queue_size=tasks + 1)
+    executor = get_local_executor(max_workers=1, max_queue_size=tasks + 1)
     configure_background_tasks(executor)
     rates: dict[str, list[float]] = {m: [] for m in MODES}
     cpu: dict[str, list[float]] = {m: [] for m in MODES}
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     result = run(ns.tasks, ns.rounds)
     out = sys.stdout
-    out.write(f"local executor, 4 workers, {ns.tasks} no-op tasks x {ns.rounds} rounds (medians)\n")
+    out.write(f"local executor, 1 worker, {ns.tasks} no-op tasks x {ns.rounds} rounds (medians)\n")
     out.write(f"{'monitor':<10}{'tasks/s':>10}{'cost':>9}{'CPU µs/task':>14}{'CPU cost':>10}\n")
     for mode, row in result["modes"].items():
         cost = "-" if mode == "off" else f"{row['cost_pct']:.1f}%"

@@ -9,7 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from pacificpy import PacificPy
-from pacificpy.background.decorators import background
+from pacificpy.background.decorators import background, configure_background_tasks
+from pacificpy.background.local import get_local_executor
+
+# The in-process driver (bench/asgi_inproc.py) can outrun the worker threads by far more
+# than 10,000 sync tasks; a deeper queue keeps QueueFull (the default backpressure) out of
+# a throughput figure. Starlette's BackgroundTasks has no queue at all.
+configure_background_tasks(get_local_executor(max_queue_size=1_000_000))
 
 
 @background(name="bench.http.noop")

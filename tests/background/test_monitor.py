@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -397,3 +398,28 @@ def test_a_broken_store_never_breaks_a_task(
     configure_task_monitor(Broken())
     assert add.delay(3, 4).result_sync(5) == 7
     assert "task monitor failed on task_running" in caplog.text
+
+
+def test_eviction_is_safe_while_a_worker_records(caplog: pytest.LogCaptureFixture) -> None:
+    """A producer and a worker thread record at once while the store evicts all the time."""
+    from pacificpy.background.decorators import background, configure_background_tasks
+    from pacificpy.background.local import get_local_executor
+    from pacificpy.background.monitor import configure_task_monitor
+
+    monitor = configure_task_monitor(max_records=100)
+    executor = get_local_executor(1, max_queue_size=100_000)
+    configure_background_tasks(executor)
+
+    @background(name="tests.monitor.evict_noop")
+    def noop(i: int) -> int:
+        return i
+
+    with caplog.at_level(logging.ERROR, logger="pacificpy"):
+        for i in range(60_000):
+            noop.delay(i)
+        assert executor.join(timeout=60)
+    executor.shutdown_sync(timeout=5)
+    failures = [r for r in caplog.records if "task monitor failed" in r.getMessage()]
+    assert failures == []
+    assert len(monitor.list(limit=1000)) <= 102
+    assert monitor.stats()["counts"]["completed"] >= 1

@@ -175,7 +175,10 @@ class _running:
             env.task_id, env.task_name, env.attempt, env.queue, env.enqueued_at, env.parent_id
         )
         self._token = _current.set(ctx)
-        _monitor_safely("task_running", env)
+        try:  # inlined _monitor_safely: this runs once per task
+            get_task_monitor().task_running(env)
+        except Exception:
+            logger.exception("task monitor failed on task_running; the task is unaffected")
         if run_wrappers:
             stack = contextlib.ExitStack()
             try:
@@ -210,7 +213,10 @@ def conclude(
     """
     duration = time.perf_counter() - started
     if exc is None:
-        _monitor_safely("task_completed", env, value, duration)
+        try:  # inlined _monitor_safely: this runs once per task
+            get_task_monitor().task_completed(env, value, duration)
+        except Exception:
+            logger.exception("task monitor failed on task_completed; the task is unaffected")
         outcome = Outcome(
             TaskStatus.COMPLETED, value=value, attempts=env.attempt, finished_at=time.time()
         )

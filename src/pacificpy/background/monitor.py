@@ -426,9 +426,16 @@ class InMemoryMonitorStore(MonitorStore):
             extra = len(records) - self.max_records
             if extra <= 0:
                 return
-            # Insertion order is age order; list(islice(...)) runs in C, so no other
-            # thread changes the dict while it is walked.
-            for task_id in list(itertools.islice(records, extra)):
+            # Insertion order is age order. Events add records without the lock, so another
+            # thread may grow the dict while it is walked (a garbage collection or a
+            # finalizer can switch threads mid-walk): then walk it again.
+            while True:
+                try:
+                    victims = list(itertools.islice(records, extra))
+                    break
+                except RuntimeError:
+                    continue
+            for task_id in victims:
                 records.pop(task_id, None)
 
     def _count(self, name: str, status: str) -> None:
