@@ -104,6 +104,34 @@ class EnqueueError(BackendError):
         self.task_id = task_id
         self.task_name = task_name
 
+    @classmethod
+    def of(
+        cls,
+        task_name: str,
+        task_id: str,
+        exc: BaseException,
+        *,
+        where: str = "",
+        hint: str = "",
+    ) -> EnqueueError:
+        """The error for task ``task_id`` that was not enqueued because of ``exc``.
+
+        Args:
+            task_name: the task's name.
+            task_id: the task's id.
+            exc: the transport's exception (kept as ``cause``).
+            where: the broker, as the message names it (``"on ARQ at host:port/0"``).
+            hint: what to check (``"Is Redis running?"``).
+        """
+        where = f" {where}" if where else ""
+        hint = f". {hint}" if hint else ""
+        return cls(
+            f"could not enqueue {task_name} {task_id}{where}: {type(exc).__name__}: {exc}{hint}",
+            cause=exc,
+            task_id=task_id,
+            task_name=task_name,
+        )
+
 
 class QueueFull(EnqueueError):
     """Raised at the call site when the local executor already holds ``max_queue_size`` tasks."""

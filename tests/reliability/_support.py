@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
 import tempfile
 import time
 import uuid
@@ -21,7 +20,7 @@ from typing import Any
 
 import redis
 
-from tests.support.redis_server import RedisServer, RedisServerError, _ping, _terminate
+from tests.support.redis_server import RedisServer
 
 COUNT_PREFIX = "pacificpy-test:"
 
@@ -34,50 +33,14 @@ RESULTS_PATH = Path(
 _results: dict[str, dict[str, Any]] = {}
 
 
-class PersistentRedisServer(RedisServer):
+def persistent_redis_server() -> RedisServer:
     """A private redis-server with an append-only file (fsync always).
 
     Production Redis behind a task queue runs with persistence; with it a stop and restart
     keeps what was queued, so a test can tell the framework's losses from the server's.
+    Loading the append-only file happens before PING answers, so a restarted one is ready.
     """
-
-    def _spawn(self, binary: str, port: int) -> None:
-        assert self._dir is not None
-        with open(self.log_path, "ab") as log:
-            proc = subprocess.Popen(
-                [
-                    binary,
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "yes",
-                    "--appendfsync",
-                    "always",
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--dir",
-                    str(self._dir),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self._dir,
-            )
-        deadline = time.monotonic() + self.startup_timeout
-        while not _ping(port):
-            if proc.poll() is not None:
-                raise RedisServerError(
-                    f"redis-server exited with {proc.returncode} on port {port}:\n"
-                    + self.log_path.read_text(errors="replace")[-2000:]
-                )
-            if time.monotonic() > deadline:
-                _terminate(proc)
-                raise RedisServerError(f"redis-server did not answer PING on port {port}")
-            time.sleep(0.02)
-        # Loading the append-only file happens before PING answers +PONG, so it is ready.
-        self._proc = proc
+    return RedisServer(persistent=True)
 
 
 def new_keys(n: int, label: str) -> list[str]:

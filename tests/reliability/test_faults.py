@@ -38,6 +38,7 @@ from tests.conformance.harness import SIGNING_KEY, Harness
 from tests.reliability import _support
 from tests.reliability import tasks as rel_tasks
 from tests.reliability.conftest import load_harness_module
+from tests.support.redis_server import RedisServer
 from tests.support.uvicorn_server import serve_app
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(180)]
@@ -131,14 +132,14 @@ class Workers:
 
 
 @pytest.fixture
-def own_redis(monkeypatch: pytest.MonkeyPatch) -> Iterator[_support.PersistentRedisServer]:
+def own_redis(monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisServer]:
     """A persistent redis-server of this test alone, the broker, free to stop and restart.
 
     The tasks' counters stay on the suite's ``rel_redis``, which stays up: a task whose own
     side effect fails during the outage would otherwise look lost.
     """
     _support_need_binary()
-    with _support.PersistentRedisServer() as server:
+    with _support.persistent_redis_server() as server:
         monkeypatch.setenv("PACIFICPY_REL_BROKER", server.url)
         monkeypatch.setenv("PACIFICPY_TEST_ARQ_DB", "1")
         yield server
@@ -153,7 +154,7 @@ def _support_need_binary() -> None:
 @pytest.fixture(params=REDIS_BACKENDS)
 def fault_rig(
     request: pytest.FixtureRequest,
-    own_redis: _support.PersistentRedisServer,
+    own_redis: RedisServer,
     rel_redis_url: str,
     tmp_path: Path,
 ) -> Iterator[tuple[Workers, BackgroundBackend, redis.Redis]]:
@@ -219,7 +220,7 @@ BATCH_A, GAP, BATCH_B = 60, 10, 30
 
 async def test_redis_restart_mid_batch(
     fault_rig: tuple[Workers, BackgroundBackend, redis.Redis],
-    own_redis: _support.PersistentRedisServer,
+    own_redis: RedisServer,
 ) -> None:
     workers, _backend, counter = fault_rig
     worker = workers.start(supervised=True)

@@ -47,10 +47,13 @@ class RedisServer:
 
     Args:
         startup_timeout: seconds to wait for ``PING`` after starting.
+        persistent: keep an append-only file (fsync always), so a stop and restart keeps
+            what was written, as production Redis behind a task queue does.
     """
 
-    def __init__(self, startup_timeout: float = 20.0) -> None:
+    def __init__(self, startup_timeout: float = 20.0, *, persistent: bool = False) -> None:
         self.startup_timeout = startup_timeout
+        self.persistent = persistent
         self._port: int | None = None
         self._dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -124,8 +127,11 @@ class RedisServer:
                     binary,
                     "--save",
                     "",
-                    "--appendonly",
-                    "no",
+                    *(
+                        ("--appendonly", "yes", "--appendfsync", "always")
+                        if self.persistent
+                        else ("--appendonly", "no")
+                    ),
                     "--port",
                     str(port),
                     "--bind",

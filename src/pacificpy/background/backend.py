@@ -103,12 +103,7 @@ class BackgroundBackend(abc.ABC):
             except PacificPyError:
                 raise
             except Exception as exc:
-                raise EnqueueError(
-                    f"could not enqueue {message.task_name} {message.task_id}: {exc}",
-                    cause=exc,
-                    task_id=message.task_id,
-                    task_name=message.task_name,
-                ) from exc
+                raise EnqueueError.of(message.task_name, message.task_id, exc) from exc
             return TaskHandle(message.task_id, message.task_name, self)
         fut = loop.create_task(self.enqueue(message, delay=delay))
         handle: TaskHandle[Any] = TaskHandle(message.task_id, message.task_name, self, pending=fut)

@@ -275,12 +275,7 @@ class TaskHandle(Generic[T]):
             except EnqueueError:
                 raise
             except Exception as exc:
-                raise EnqueueError(
-                    f"could not enqueue {self.name} {self.id}: {exc}",
-                    cause=exc,
-                    task_id=self.id,
-                    task_name=self.name,
-                ) from exc
+                raise EnqueueError.of(self.name, self.id, exc) from exc
         if self._error is not None:
             raise self._error
         return self

@@ -7,10 +7,9 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from pacificpy.background.task import Message, Outcome
-from pacificpy.errors import EnqueueError
+from pacificpy.background.task import Outcome
 
-__all__ = ["enqueue_error", "poll_outcome", "poll_outcome_sync"]
+__all__ = ["poll_outcome", "poll_outcome_sync"]
 
 _FIRST_PAUSE = 0.005
 _MAX_PAUSE = 0.1
@@ -56,23 +55,3 @@ def poll_outcome_sync(
             return outcome
         time.sleep(_next_wait(pause, deadline, task_id, timeout))
         pause = min(pause * 1.5, _MAX_PAUSE)
-
-
-def enqueue_error(
-    message: Message, exc: BaseException, *, where: str, detail: str, hint: str
-) -> EnqueueError:
-    """The error for ``message`` that the broker ``where`` did not take because of ``exc``.
-
-    Args:
-        message: the message that was not enqueued (its task id and name are kept).
-        exc: the transport's exception (kept as the cause).
-        where: the broker, as the message names it (``"on ARQ at host:port/0"``).
-        detail: ``exc`` as the message shows it.
-        hint: what to check (``"Is Redis running?"``).
-    """
-    return EnqueueError(
-        f"could not enqueue {message.task_name} {message.task_id} {where}: {detail}. {hint}",
-        cause=exc,
-        task_id=message.task_id,
-        task_name=message.task_name,
-    )

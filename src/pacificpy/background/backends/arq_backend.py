@@ -46,7 +46,7 @@ from pacificpy.background.backends._arq_worker import (
     job_serializer,
     make_job_deserializer,
 )
-from pacificpy.background.backends._common import enqueue_error, poll_outcome, poll_outcome_sync
+from pacificpy.background.backends._common import poll_outcome, poll_outcome_sync
 from pacificpy.background.backends._redis import RedisState
 from pacificpy.background.dead_letter import DeadLetter
 from pacificpy.background.monitor import get_task_monitor
@@ -201,11 +201,11 @@ class ARQBackgroundBackend(BackgroundBackend):
         ]
 
     def _enqueue_error(self, message: Message, exc: BaseException) -> EnqueueError:
-        return enqueue_error(
-            message,
+        return EnqueueError.of(
+            message.task_name,
+            message.task_id,
             exc,
             where=f"on ARQ at {self.url.rpartition('@')[2]}",
-            detail=str(exc),
             hint="Is Redis running?",
         )
 

@@ -44,7 +44,7 @@ from pacificpy.background.backends._celery_publish import (
     celery_frame,
     time_limits,
 )
-from pacificpy.background.backends._common import enqueue_error, poll_outcome
+from pacificpy.background.backends._common import poll_outcome
 from pacificpy.background.backends._redis import RedisState
 from pacificpy.background.dead_letter import DeadLetter
 from pacificpy.background.monitor import get_task_monitor
@@ -232,11 +232,11 @@ class CeleryBackgroundBackend(BackgroundBackend):
         )
 
     def _enqueue_error(self, message: Message, exc: BaseException) -> EnqueueError:
-        return enqueue_error(
-            message,
+        return EnqueueError.of(
+            message.task_name,
+            message.task_id,
             exc,
             where=f"on the Celery broker {self._broker().safe_url}",
-            detail=f"{type(exc).__name__}: {exc}",
             hint="Is the broker running?",
         )
 
