@@ -65,7 +65,7 @@ class _IdSource:
 new_task_id: Callable[[], str] = _IdSource()
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class TaskEnvelope:
     """One attempt of one task, as it travels from the caller to a worker."""
 
@@ -90,7 +90,7 @@ class TaskEnvelope:
         return dataclasses.replace(self, attempt=1, enqueued_at=time.time())
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Message:
     """An envelope together with its encoded bytes: the unit a backend enqueues.
 
@@ -116,7 +116,7 @@ class Message:
         return self.envelope.queue
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class TaskContext:
     """What ``current_task()`` returns inside a running task."""
 
@@ -308,13 +308,3 @@ class TaskHandle(Generic[T]):
     def status_sync(self) -> TaskStatus | None:
         """Blocking form of :meth:`status`."""
         return self._backend.get_status_sync(self.id)
-
-
-def run_coroutine_sync(coro: Any) -> Any:
-    """Run ``coro`` to completion from synchronous code in a thread with no running loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    coro.close()
-    raise RuntimeError("a *_sync method was called from a running event loop; await the async form")
