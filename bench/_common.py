@@ -124,12 +124,30 @@ def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def scrub(text: str) -> str:
+    """``text`` with this machine's paths made relative (results are committed)."""
+    for prefix, label in (
+        (str(ROOT) + os.sep, ""),
+        (sysconfig_stdlib() + os.sep, "<stdlib>/"),
+        (str(Path(sys.prefix)) + os.sep, "<venv>/"),
+    ):
+        text = text.replace(prefix, label)
+    return text
+
+
+def sysconfig_stdlib() -> str:
+    """The standard library's directory."""
+    import sysconfig
+
+    return str(Path(sysconfig.get_paths()["stdlib"]))
+
+
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    """Append ``records`` to ``path``, one JSON object a line."""
+    """Append ``records`` to ``path``, one JSON object a line (machine paths scrubbed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as fh:
         for rec in records:
-            fh.write(json.dumps(rec, sort_keys=True) + "\n")
+            fh.write(scrub(json.dumps(rec, sort_keys=True)) + "\n")
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench._common import RESULTS, log
+from bench._common import RESULTS, log, scrub
 
 
 def _per_call(fn: Callable[[], Any], n: int) -> float:
@@ -197,5 +197,5 @@ def main(quick: bool = False) -> None:
               profile_async(n), ""]  # fmt: skip
     text = "\n".join(parts)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "profile-local.txt").write_text(text)
+    (RESULTS / "profile-local.txt").write_text(scrub(text))
     log(text)
