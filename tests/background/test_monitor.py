@@ -30,17 +30,7 @@ from pacificpy.background.monitor import (
 from pacificpy.background.task import TaskEnvelope
 from pacificpy.errors import TaskFailed
 from pacificpy.types import TaskStatus
-
-
-def wait_for(predicate: Any, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.005)
+from tests.support.wait import wait_for
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from pacificpy.routing import Request
 from pacificpy.testing import TestClient
 from pacificpy.types import TaskStatus
 from tests.support.uvicorn_server import serve_app
+from tests.support.wait import wait_for
 
 results: list[int] = []
 
@@ -75,15 +76,6 @@ def test_failing_task_is_logged_recorded_and_others_run(caplog: pytest.LogCaptur
         assert rec is not None and rec.status is TaskStatus.COMPLETED
 
 
-def _wait_for(path: Path, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def test_client_disconnect_does_not_cancel_tasks(tmp_path: Path) -> None:
     with serve_app("tests.apps.traps_app:app", env={"PACIFICPY_TEST_DIR": str(tmp_path)}) as (
         base,
@@ -93,10 +85,12 @@ def test_client_disconnect_does_not_cancel_tasks(tmp_path: Path) -> None:
         sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
         sock.sendall(b"POST /disconnect/hangup HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n")
         # Hang up once the request is being handled (its sync task has started).
-        assert _wait_for(tmp_path / "hangup-sync.started", 10)
+        wait_for((tmp_path / "hangup-sync.started").exists, 10, what="the sync task to start")
         sock.close()
-        assert _wait_for(tmp_path / "hangup-sync", 15), "sync task lost with its client"
-        assert _wait_for(tmp_path / "hangup-async", 15), "async task lost with its client"
+        wait_for((tmp_path / "hangup-sync").exists, 15, what="the sync task, lost with its client?")
+        wait_for(
+            (tmp_path / "hangup-async").exists, 15, what="the async task (lost with its client?)"
+        )
 
 
 def _get(url: str) -> float:

@@ -24,6 +24,7 @@ from tests.conformance import tasks
 from tests.conformance.harness import SIGNING_KEY
 from tests.conformance.harness_celery import CeleryWorker
 from tests.support.redis_server import RedisServer
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -46,14 +47,6 @@ def _backend(url: str, **options: Any) -> CeleryBackgroundBackend:
     return backend
 
 
-def _until(predicate, timeout: float = 30.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_sigkill_mid_task_runs_again_on_new_worker(own_redis: RedisServer) -> None:
     backend = _backend(own_redis.url)
     client = redis.Redis.from_url(own_redis.url)
@@ -66,9 +59,9 @@ def test_sigkill_mid_task_runs_again_on_new_worker(own_redis: RedisServer) -> No
         first.wait(10)
         # kombu gives an unacknowledged message back once it is older than the visibility
         # timeout, when a worker starts (and every few minutes after).
-        _until(lambda: client.zcard("unacked_index") == 1, what="the unacked message")
+        wait_for(lambda: client.zcard("unacked_index") == 1, 30, what="the unacked message")
         delivered_at = client.zrange("unacked_index", 0, 0, withscores=True)[0][1]
-        _until(lambda: time.time() > delivered_at + VISIBILITY + 0.1, what="visibility")
+        wait_for(lambda: time.time() > delivered_at + VISIBILITY + 0.1, 30, what="visibility")
         with CeleryWorker(own_redis.url, concurrency=1, visibility_timeout=VISIBILITY) as second:
             second.wait_ready()
             assert handle.result_sync(timeout=60) == 3.0
@@ -127,7 +120,7 @@ def _letter_for(backend: CeleryBackgroundBackend, task_id: str):  # type: ignore
         found[:] = [d for d in backend.dead_letters_sync(1000) if d.task_id == task_id]
         return bool(found)
 
-    _until(look, what=f"a dead letter for {task_id}")
+    wait_for(look, 30, what=f"a dead letter for {task_id}")
     return found[0]
 
 
