@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -189,35 +188,6 @@ class RedisState:
 
     async def aresult_clear(self, task_id: str) -> None:
         await self.aio().delete(self.key("result", task_id))
-
-    async def await_result(self, task_id: str, timeout: float | None) -> Outcome:
-        """Poll for the outcome (5 ms at first, backing off to 100 ms)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.005
-        while True:
-            outcome = await self.aresult_get(task_id)
-            if outcome is not None:
-                return outcome
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"task {task_id} did not finish within {timeout}s")
-            wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
-            await asyncio.sleep(wait)
-            pause = min(pause * 1.5, 0.1)
-
-    def wait_result_sync(self, task_id: str, timeout: float | None) -> Outcome:
-        """Blocking form of :meth:`await_result`."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.005
-        while True:
-            outcome = self.result_get(task_id)
-            if outcome is not None:
-                return outcome
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"task {task_id} did not finish within {timeout}s")
-            time.sleep(
-                pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
-            )
-            pause = min(pause * 1.5, 0.1)
 
     # -- idempotency ---------------------------------------------------------------------
     def claim(self, name: str, key: str, task_id: str, ttl: float) -> bool:

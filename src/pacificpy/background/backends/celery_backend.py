@@ -44,7 +44,7 @@ from pacificpy.background.backends._celery_publish import (
     celery_frame,
     time_limits,
 )
-from pacificpy.background.backends._common import poll_outcome
+from pacificpy.background.backends._common import poll_outcome, poll_outcome_sync
 from pacificpy.background.backends._redis import RedisState
 from pacificpy.background.dead_letter import DeadLetter
 from pacificpy.background.monitor import get_task_monitor
@@ -368,7 +368,8 @@ class CeleryBackgroundBackend(BackgroundBackend):
 
     def wait_result_sync(self, task_id: str, timeout: float | None = None) -> Outcome:
         """Blocking form of :meth:`wait_result`."""
-        return self.state.wait_result_sync(task_id, timeout)
+        state = self.state
+        return poll_outcome_sync(lambda: state.result_get(task_id), task_id, timeout)
 
     async def get_status(self, task_id: str) -> TaskStatus | None:
         """The stored outcome's status, else what the monitor knows."""
