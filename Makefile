@@ -1,7 +1,9 @@
 # Two commands set up a fresh machine:
 #   make run   - virtualenv + package, then serve the guide's example app on 127.0.0.1:8000
+#                (another port: make run PORT=9000)
 #   make test  - system packages (redis-server, chromium) + test dependencies, then the suite
 PYTHON ?= python3
+PORT ?= 8000
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
@@ -28,7 +30,7 @@ $(VENV)/.installed-bench: $(VENV)/.created pyproject.toml
 	touch $@ $(VENV)/.installed-test $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
-	$(PY) examples/app.py
+	PORT=$(PORT) $(PY) examples/app.py
 
 # Installs what the suite needs from Debian when missing (as root), then runs every test.
 system-deps:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
 from importlib.metadata import version
 from pathlib import Path
 
 import orjson
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 from packaging.version import Version
 

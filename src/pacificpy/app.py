@@ -12,6 +12,7 @@ import contextlib
 import importlib.util
 import inspect
 import logging
+import os
 import traceback
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar, cast
@@ -26,6 +27,7 @@ from starlette.requests import Request as StarletteRequest
 from starlette.responses import Response
 from starlette.types import ASGIApp, ExceptionHandler, Message, Receive, Scope, Send
 
+from pacificpy.errors import EnqueueError, QueueFull
 from pacificpy.routing import Handler, Route, error_response
 
 __all__ = ["PacificPy"]
@@ -37,6 +39,11 @@ HookT = TypeVar("HookT", bound=Callable[[], Any])
 
 DEFAULT_MAX_BODY_SIZE = 1_048_576
 DEFAULT_MAX_HEADER_SIZE = 65_536
+DEFAULT_PORT = 8000
+# Retry-After (seconds) of the 503 for a task that could not be enqueued: a full local queue
+# drains within a second or so; an unreachable broker takes longer to come back.
+RETRY_AFTER_QUEUE_FULL = 1
+RETRY_AFTER_BACKEND_DOWN = 5
 
 
 class PacificPy(Starlette):
@@ -59,8 +66,10 @@ class PacificPy(Starlette):
     Every error answers JSON ``{"error": message, "detail": message, "status": code}``:
     400 for a malformed JSON body, 404 for an unknown path, 405 (with ``Allow``) for a
     method the path does not take, 413 for a body over ``max_body_size``, the given status
-    for ``HTTPException(status, detail)``, and 500 ``Internal Server Error`` for any other
-    exception, which is also logged with its traceback.
+    for ``HTTPException(status, detail)``, 503 with ``Retry-After`` when a handler lets an
+    ``EnqueueError`` or ``QueueFull`` escape (the log says which task and why), and 500
+    ``Internal Server Error`` for any other exception, which is also logged with its
+    traceback.
     """
 
     def __init__(
@@ -83,6 +92,7 @@ class PacificPy(Starlette):
         self._startup_hooks: list[Callable[[], Any]] = []
         self._shutdown_hooks: list[Callable[[], Any]] = []
         self.exception_handlers.setdefault(HTTPException, _http_exception_handler)
+        self.exception_handlers.setdefault(EnqueueError, _enqueue_error_handler)
 
     # -- routes ---------------------------------------------------------------------------
 
@@ -236,9 +246,10 @@ class PacificPy(Starlette):
 
     # -- serving ----------------------------------------------------------------------------
 
-    def run(self, host: str = "127.0.0.1", port: int = 8000, **uvicorn_options: Any) -> None:
+    def run(self, host: str = "127.0.0.1", port: int | None = None, **uvicorn_options: Any) -> None:
         """Serve the application with uvicorn until interrupted.
 
+        ``port`` defaults to the ``PORT`` environment variable, else 8000.
         ``loop`` defaults to ``"uvloop"`` and ``http`` to ``"httptools"`` when they are
         installed (``asyncio`` and ``h11`` otherwise); every other keyword goes to
         ``uvicorn.run`` as it is. ``reload`` and ``workers`` need an import string, so use
@@ -247,7 +258,7 @@ class PacificPy(Starlette):
         import uvicorn
 
         options = {**server_defaults(), **uvicorn_options}
-        uvicorn.run(self, host=host, port=port, **options)
+        uvicorn.run(self, host=host, port=default_port() if port is None else port, **options)
 
     # -- background-task integrations ---------------------------------------------------------
 
@@ -265,6 +276,20 @@ class PacificPy(Starlette):
         from pacificpy.background.metrics import mount_metrics
 
         mount_metrics(self, path=path, token=token)
+
+
+def default_port() -> int:
+    """The ``PORT`` environment variable as a port number, else 8000.
+
+    Raises:
+        ValueError: ``PORT`` is set but is not a port number.
+    """
+    raw = os.environ.get("PORT", "").strip()
+    if not raw:
+        return DEFAULT_PORT
+    if not raw.isdigit() or not 0 <= int(raw) <= 65535:
+        raise ValueError(f"PORT={raw!r} is not a port number (0-65535)")
+    return int(raw)
 
 
 def server_defaults() -> dict[str, str]:
@@ -290,6 +315,30 @@ def _http_error_response(exc: HTTPException) -> Response:
 async def _http_exception_handler(request: StarletteRequest, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return _http_error_response(exc)
+
+
+async def _enqueue_error_handler(request: StarletteRequest, exc: Exception) -> Response:
+    """A task the handler could not enqueue: 503 and ``Retry-After``, the cause in the log.
+
+    The body names no broker address or credential: those go to the log only.
+    """
+    assert isinstance(exc, EnqueueError)
+    full = isinstance(exc, QueueFull)
+    logger.warning(
+        "%s %s answered 503: task %s %s was not enqueued: %s",
+        request.method,
+        request.url.path,
+        exc.task_name or "?",
+        exc.task_id or "?",
+        exc,
+    )
+    message = (
+        "the task queue is full; retry later"
+        if full
+        else "the task backend is unavailable; retry later"
+    )
+    retry_after = RETRY_AFTER_QUEUE_FULL if full else RETRY_AFTER_BACKEND_DOWN
+    return error_response(503, message, headers={"Retry-After": str(retry_after)})
 
 
 class _BodyTooLarge(HTTPException):
