@@ -153,3 +153,37 @@ async def async_chain_parent(x: int) -> str:
 @background(serializer="pickle")
 def pickled(value: Any) -> Any:
     return value
+
+
+@background
+def raise_timeout_error(message: str) -> None:
+    """A timeout of the task's own (a socket read, say), with no ``timeout=`` set."""
+    raise TimeoutError(message)
+
+
+@background
+async def async_raise_timeout_error(message: str) -> None:
+    await asyncio.sleep(0)
+    raise TimeoutError(message)
+
+
+@background(timeout=5.0)
+async def async_raise_timeout_error_within_limit(message: str) -> None:
+    """Its own ``TimeoutError``, well inside a ``timeout=`` of its own."""
+    await asyncio.sleep(0)
+    raise TimeoutError(message)
+
+
+@background(timeout=0.3, retries=2, retry_backoff=0.01, retry_jitter=False)
+def slow_sync_retried(seconds: float) -> str:
+    """Counts its runs, then overruns its timeout (Celery: the soft time limit ends it)."""
+    ctx = current_task()
+    assert ctx is not None
+    store().incr(f"pacificpy-test:attempts:{ctx.id}")
+    time.sleep(seconds)
+    return "finished"
+
+
+@background(timeout=5.0)
+def raise_timeout_error_within_limit(message: str) -> None:
+    raise TimeoutError(message)

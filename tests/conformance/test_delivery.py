@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import time
 import uuid
+from typing import Any
 
 import orjson
 import pytest
@@ -112,6 +113,41 @@ async def test_sync_timeout(harness: Harness) -> None:
     handle = await tasks.slow_sync.delay(3.0)
     with pytest.raises(TaskTimeout):
         await handle.result(timeout=WAIT)
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        tasks.raise_timeout_error,
+        tasks.async_raise_timeout_error,
+        tasks.raise_timeout_error_within_limit,
+        tasks.async_raise_timeout_error_within_limit,
+    ],
+    ids=["sync", "async", "sync-with-limit", "async-with-limit"],
+)
+async def test_task_own_timeout_error_is_a_failure_not_a_timeout(
+    harness: Harness, task: Any
+) -> None:
+    handle = await task.delay("socket read timed out")
+    with pytest.raises(TaskFailed) as info:
+        await handle.result(timeout=WAIT)
+    assert not isinstance(info.value, TaskTimeout)
+    assert info.value.error_type == "TimeoutError"
+    assert "socket read timed out" in str(info.value)
+    letter = await _dead_letter_for(harness, handle.id)
+    assert letter.reason == "failed"
+    assert "socket read timed out" in letter.error
+
+
+async def test_timeouts_are_retried_then_dead_lettered(harness: Harness) -> None:
+    handle = await tasks.slow_sync_retried.delay(1.5)
+    with pytest.raises(TaskTimeout) as info:
+        await handle.result(timeout=WAIT)
+    assert info.value.attempts == 3
+    assert int(tasks.store().get(f"pacificpy-test:attempts:{handle.id}") or 0) == 3
+    letter = await _dead_letter_for(harness, handle.id)
+    assert letter.reason == "timeout"
+    assert letter.attempts == 3
 
 
 async def test_within_timeout_completes(harness: Harness) -> None:

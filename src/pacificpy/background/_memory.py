@@ -6,6 +6,7 @@ process; this base class holds it once, with the contract methods that only read
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 
@@ -20,6 +21,9 @@ from pacificpy.types import TaskStatus
 __all__ = ["InMemoryBackend"]
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+
+#: The clock of idempotency-key expiry (tests replace it).
+_clock = time.monotonic
 
 
 class InMemoryBackend(BackgroundBackend):
@@ -39,7 +43,8 @@ class InMemoryBackend(BackgroundBackend):
         )
         self._outcomes = OutcomeBoard()
         self._dead = MemoryDeadLetterStore()
-        self._keys: dict[tuple[str, str], float] = {}
+        self._keys: dict[tuple[str, str], float] = {}  # (task name, key) -> expiry
+        self._key_expiry: list[tuple[float, tuple[str, str]]] = []  # heap by expiry
         self._keys_lock = threading.Lock()
 
     # -- producing -----------------------------------------------------------------------
@@ -53,14 +58,32 @@ class InMemoryBackend(BackgroundBackend):
             return True
         if env.idempotency_key is not None:
             key = (env.task_name, env.idempotency_key)
-            now = time.monotonic()
+            now = _clock()
             with self._keys_lock:
                 expires = self._keys.get(key)
                 if expires is not None and expires > now:
                     return False
-                self._keys[key] = now + self.idempotency_ttl
+                self._prune_keys(now)
+                expires = now + self.idempotency_ttl
+                self._keys[key] = expires
+                heapq.heappush(self._key_expiry, (expires, key))
         self._outcomes.clear(env.task_id)
         return True
+
+    def _prune_keys(self, now: float) -> None:
+        """Forget keys whose TTL has passed (amortised: each key is pushed and popped once).
+
+        The heap may hold stale entries (a key released early, or taken again); when they
+        outnumber the live keys it is rebuilt, so its size stays within twice theirs.
+        """
+        heap, keys = self._key_expiry, self._keys
+        while heap and heap[0][0] <= now:
+            expires, key = heapq.heappop(heap)
+            if keys.get(key) == expires:
+                del keys[key]
+        if len(heap) > 2 * len(keys) + 64:
+            self._key_expiry = [(e, k) for k, e in keys.items()]
+            heapq.heapify(self._key_expiry)
 
     def _retry_message(self, decision: Decision) -> Message:
         """The message of a retry decision's next attempt."""

@@ -57,16 +57,35 @@ class OutcomeBoard:
         fut.set_result(outcome)
         return fut
 
+    def _forget(self, task_id: str, fut: cf.Future[Outcome]) -> None:
+        """Drop a waiter that stopped waiting (timed out or cancelled)."""
+        with self._lock:
+            waiters = self._waiters.get(task_id)
+            if waiters is None:
+                return
+            try:
+                waiters.remove(fut)
+            except ValueError:
+                pass
+            if not waiters:
+                del self._waiters[task_id]
+
     async def wait(self, task_id: str, timeout: float | None) -> Outcome:
         """Wait for the outcome. Raises ``TimeoutError`` after ``timeout`` seconds."""
+        fut = self.future(task_id)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(self.future(task_id)), timeout)
+            return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
         except asyncio.TimeoutError:
             raise TimeoutError(f"task {task_id} did not finish within {timeout}s") from None
+        finally:
+            if not fut.done() or fut.cancelled():
+                self._forget(task_id, fut)
 
     def wait_sync(self, task_id: str, timeout: float | None) -> Outcome:
         """Blocking form of :meth:`wait`."""
+        fut = self.future(task_id)
         try:
-            return self.future(task_id).result(timeout)
+            return fut.result(timeout)
         except cf.TimeoutError:
+            self._forget(task_id, fut)
             raise TimeoutError(f"task {task_id} did not finish within {timeout}s") from None

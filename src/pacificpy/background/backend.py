@@ -219,6 +219,12 @@ _LAZY = {
     "CeleryBackgroundBackend": ("pacificpy.background.backends.celery_backend", "celery"),
     "ARQBackgroundBackend": ("pacificpy.background.backends.arq_backend", "arq"),
 }
+#: The packages each extra installs: a backend whose import misses one of them is
+#: "not available"; any other ImportError is a real bug and propagates.
+_EXTRA_PACKAGES = {
+    "celery": frozenset({"celery", "kombu", "billiard", "redis"}),
+    "arq": frozenset({"arq", "redis"}),
+}
 
 
 def _missing_backend(name: str, extra: str, error: ImportError) -> type:
@@ -239,9 +245,7 @@ def __getattr__(name: str) -> Any:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            if exc.name not in (extra, "redis", "kombu", "billiard") and not (
-                exc.name or ""
-            ).startswith((extra, "redis")):
+            if (exc.name or "").partition(".")[0] not in _EXTRA_PACKAGES[extra]:
                 raise
             cls = _missing_backend(name, extra, exc)
         else:

@@ -18,7 +18,7 @@ import functools
 import logging
 import time
 import traceback as tb_module
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from pacificpy.background import _codec, registry
@@ -273,6 +273,33 @@ def timeout_error(spec: TaskSpec) -> TaskTimeout:
     return TaskTimeout(f"task {spec.name} ran past its timeout of {spec.timeout}s")
 
 
+class _OverTime(Exception):
+    """The task ran past its own ``timeout=``: only this becomes a ``TaskTimeout``."""
+
+
+async def _limited(awaitable: Awaitable[Any], timeout: float) -> Any:
+    """Await ``awaitable`` for at most ``timeout`` seconds; ``_OverTime`` past that.
+
+    A ``TimeoutError`` the task raises itself (a socket or asyncio timeout inside it)
+    passes through unchanged: it is the task's failure, not PacificPy's limit.
+    """
+    own: list[BaseException] = []
+
+    async def run() -> Any:
+        try:
+            return await awaitable
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            own.append(exc)
+            raise
+
+    try:
+        return await asyncio.wait_for(run(), timeout)
+    except (TimeoutError, asyncio.TimeoutError) as exc:
+        if own and exc is own[0]:
+            raise
+        raise _OverTime from None
+
+
 async def execute(
     data: bytes | str,
     backend: BackgroundBackend,
@@ -294,17 +321,15 @@ async def execute(
         with _running(env):
             if spec.is_async:
                 coro = spec.fn(*env.args, **env.kwargs)
-                value = await (asyncio.wait_for(coro, spec.timeout) if spec.timeout else coro)
+                value = await (_limited(coro, spec.timeout) if spec.timeout else coro)
             else:
                 loop = asyncio.get_running_loop()
                 call = functools.partial(
                     contextvars.copy_context().run, spec.fn, *env.args, **env.kwargs
                 )
                 fut = loop.run_in_executor(thread_executor, call)
-                value = await (
-                    asyncio.wait_for(asyncio.shield(fut), spec.timeout) if spec.timeout else fut
-                )
-    except asyncio.TimeoutError:
+                value = await (_limited(asyncio.shield(fut), spec.timeout) if spec.timeout else fut)
+    except _OverTime:
         return conclude(env, spec, started, exc=timeout_error(spec), data=data)
     except (Exception, SystemExit) as exc:  # a task calling sys.exit() must not end a worker
         return conclude(env, spec, started, exc=exc, data=data)
@@ -322,11 +347,11 @@ def call_sync(env: TaskEnvelope, spec: TaskSpec) -> tuple[Any, BaseException | N
             if spec.is_async:
                 coro = spec.fn(*env.args, **env.kwargs)
                 return (
-                    asyncio.run(asyncio.wait_for(coro, spec.timeout) if spec.timeout else coro),
+                    asyncio.run(_limited(coro, spec.timeout) if spec.timeout else coro),
                     None,
                 )
             return spec.fn(*env.args, **env.kwargs), None
-    except asyncio.TimeoutError:
+    except _OverTime:
         return None, timeout_error(spec)
     except (Exception, SystemExit) as exc:  # a task calling sys.exit() must not end a worker
         return None, exc

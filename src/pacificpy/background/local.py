@@ -128,6 +128,7 @@ class LocalExecutor(InMemoryBackend):
         self._idle = threading.Condition(self._lock)
         self._work: queue_module.SimpleQueue[Any] = queue_module.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._stuck = 0  # threads still running a task that passed its timeout
         self._waiting: dict[str, int] = {}
         self._waiting_total = 0
         self._queued: dict[str, Message] = {}
@@ -226,6 +227,7 @@ class LocalExecutor(InMemoryBackend):
             self._waiting_total = 0
             self._running.clear()
             threads, self._threads = self._threads, []
+            self._stuck = 0
             self._started = False
         for task_id, name in leftovers:
             execution.abandon(task_id, name)
@@ -407,22 +409,13 @@ class LocalExecutor(InMemoryBackend):
 
     def _run_sync_with_timeout(self, message: Message, env: TaskEnvelope, spec: TaskSpec) -> bool:
         claim = threading.Lock()
-        timed_out = False
         started = time.perf_counter()
 
         def on_timeout() -> None:
-            nonlocal timed_out
             if not claim.acquire(blocking=False):
                 return
-            timed_out = True
-            logger.warning(
-                "task %s %s passed its timeout of %ss; its worker thread cannot be stopped "
-                "and stays busy until the function returns (a replacement thread is started)",
-                env.task_name, env.task_id, spec.timeout,
-            )  # fmt: skip
             self._done(message)
-            with self._lock:
-                self._spawn_thread(len(self._threads))
+            self._stuck_thread(env, spec)
             self._settle(
                 execution.conclude(
                     env, spec, started, exc=execution.timeout_error(spec), data=message.data
@@ -438,16 +431,50 @@ class LocalExecutor(InMemoryBackend):
                 "timed-out task %s %s finally returned; its result is discarded",
                 env.task_name, env.task_id,
             )  # fmt: skip
-            with self._lock:
-                me = threading.current_thread()
-                if me in self._threads:
-                    self._threads.remove(me)
-            return True
+            return self._unstuck_thread()
         self._settle(
             execution.conclude(env, spec, started, value=value, exc=exc, data=message.data),
             message,
         )
         return False
+
+    def _stuck_thread(self, env: TaskEnvelope, spec: TaskSpec) -> None:
+        """A worker thread overran a timeout: replace it, up to ``max_workers`` extra threads.
+
+        Past that cap no thread is started: new sync tasks wait for a free thread.
+        """
+        with self._lock:
+            self._stuck += 1
+            stuck = self._stuck
+            live = len(self._threads) - stuck
+            replace = live < self.max_workers and len(self._threads) < 2 * self.max_workers
+            if replace:
+                self._spawn_thread(len(self._threads))
+        if replace:
+            logger.warning(
+                "task %s %s passed its timeout of %ss; its worker thread cannot be stopped "
+                "and stays busy until the function returns (a replacement thread is started)",
+                env.task_name, env.task_id, spec.timeout,
+            )  # fmt: skip
+        else:
+            logger.warning(
+                "task %s %s passed its timeout of %ss; %d worker threads are stuck in "
+                "timed-out tasks and no more replacements are started (at most max_workers="
+                "%d extra threads): new sync tasks wait until a stuck task returns",
+                env.task_name, env.task_id, spec.timeout, stuck, self.max_workers,
+            )  # fmt: skip
+
+    def _unstuck_thread(self) -> bool:
+        """A stuck thread's task returned: True if the thread retires (it was replaced)."""
+        me = threading.current_thread()
+        with self._lock:
+            if me not in self._threads:
+                return False  # an earlier pool's thread: its stop marker is queued
+            self._stuck = max(0, self._stuck - 1)
+            if len(self._threads) - self._stuck > self.max_workers:
+                self._threads.remove(me)
+                return True
+            return False
 
     def _spawn_async(self, message: Message) -> None:
         loop = asyncio.get_running_loop()

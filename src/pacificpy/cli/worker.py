@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from pacificpy.cli._loading import load_module
+from pacificpy.errors import BackendNotAvailable
 
 __all__ = ["command"]
 
@@ -54,7 +55,10 @@ def command(module: str, workers: int | None, queues: str | None, log_level: str
     from pacificpy.background.decorators import get_backend
 
     module_name = module.partition(":")[0]
-    load_module(module_name)
+    try:
+        load_module(module_name)
+    except BackendNotAvailable as exc:  # a backend whose extra is not installed
+        raise click.ClickException(str(exc)) from exc
     backend = get_backend()
     run = getattr(backend, "run_worker", None)
     if backend.kind == "local" or run is None:

@@ -7,13 +7,15 @@ Keys (``P`` is the prefix, ``pacificpy`` by default)::
     P:dlq            hash   letter id -> letter JSON
     P:dlq:index      zset   letter id -> failed_at (newest last)
     P:result:<id>    string outcome JSON, expires after ``result_ttl``
-    P:idem:<name>:<key> string task id, expires after the idempotency TTL
+    P:idem:<digest>  string task id, expires after the idempotency TTL; the digest is
+                     the SHA-256 of the JSON array [task name, key] (see ``idem_key``)
     P:deliveries:<id> int   how many times a worker began this task (poison guard)
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -90,6 +92,15 @@ class RedisState:
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
+
+    def idem_key(self, name: str, key: str) -> str:
+        """The Redis key of task ``name``'s idempotency key ``key``: one per pair.
+
+        Joining the two with ``:`` would make task ``a`` with key ``b:c`` and task ``a:b``
+        with key ``c`` share one key; the JSON array of the pair is unambiguous.
+        """
+        digest = hashlib.sha256(orjson.dumps([name, key])).hexdigest()
+        return self.key("idem", digest)
 
     # -- dead letters --------------------------------------------------------------------
     def _dlq_add_pipe(self, pipe: Any, letter: DeadLetter) -> None:
@@ -192,18 +203,16 @@ class RedisState:
     # -- idempotency ---------------------------------------------------------------------
     def claim(self, name: str, key: str, task_id: str, ttl: float) -> bool:
         """True if this call took the key (so the task should be enqueued)."""
-        return bool(self.sync.set(self.key("idem", name, key), task_id, nx=True, ex=int(ttl)))
+        return bool(self.sync.set(self.idem_key(name, key), task_id, nx=True, ex=int(ttl)))
 
     async def aclaim(self, name: str, key: str, task_id: str, ttl: float) -> bool:
-        return bool(
-            await self.aio().set(self.key("idem", name, key), task_id, nx=True, ex=int(ttl))
-        )
+        return bool(await self.aio().set(self.idem_key(name, key), task_id, nx=True, ex=int(ttl)))
 
     def release(self, name: str, key: str) -> None:
-        self.sync.delete(self.key("idem", name, key))
+        self.sync.delete(self.idem_key(name, key))
 
     async def arelease(self, name: str, key: str) -> None:
-        await self.aio().delete(self.key("idem", name, key))
+        await self.aio().delete(self.idem_key(name, key))
 
     # -- deliveries (poison guard) -------------------------------------------------------
     def delivered(self, task_id: str, attempt: int) -> int:
@@ -256,6 +265,6 @@ class RedisState:
         if deliveries is not None:
             pipe.delete(self.key("deliveries", deliveries[0], str(deliveries[1])))
         if release is not None:
-            pipe.delete(self.key("idem", release[0], release[1]))
+            pipe.delete(self.idem_key(*release))
         if len(pipe):
             pipe.execute()

@@ -191,7 +191,7 @@ class ARQBackgroundBackend(BackgroundBackend):
             job_key_prefix + task_id,
             arq_queue_name(env.queue),
             result_key_prefix + task_id,
-            self.state.key("idem", env.task_name, idem) if idem else "",
+            self.state.idem_key(env.task_name, idem) if idem else "",
             message.data,
             delay_ms + EXPIRES_EXTRA_MS,
             now_ms + delay_ms,
