@@ -22,7 +22,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from pacificpy.background import EnqueueError, TaskStatus
 from pacificpy.background.backend import CeleryBackgroundBackend
-from pacificpy.background.decorators import configure_background_tasks
+from pacificpy.background.decorators import background, configure_background_tasks
 from pacificpy.errors import ConfigurationError
 from tests.conformance import tasks
 from tests.conformance.harness import SIGNING_KEY
@@ -88,6 +88,26 @@ def test_tasks_registered_with_celery_under_their_names(redis_url: str) -> None:
         assert app.tasks[tasks.slow_sync.name].soft_time_limit == 0.5
         assert app.tasks[tasks.slow_sync.name].time_limit == 0.5 + backend.time_limit_grace
         assert app.tasks[tasks.add.name].ignore_result is True
+    finally:
+        backend.shutdown_sync()
+
+
+def test_async_task_soft_limit_does_not_race_its_own_cancellation(redis_url: str) -> None:
+    """An async task is cancelled at its timeout on its loop; Celery's soft limit backs it up.
+
+    Its name is no Python identifier, as task names may be: Celery must still register it.
+    """
+
+    @background(name="soft-limit-async", timeout=0.5)
+    async def slow_async() -> None:
+        pass
+
+    app = Celery("soft", broker=redis_url)
+    backend = CeleryBackgroundBackend(celery_app=app)
+    try:
+        task = app.tasks["soft-limit-async"]
+        assert task.soft_time_limit == 0.5 + backend.time_limit_grace / 2
+        assert task.time_limit == 0.5 + backend.time_limit_grace
     finally:
         backend.shutdown_sync()
 

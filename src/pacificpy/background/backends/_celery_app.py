@@ -114,7 +114,10 @@ def register_task(app: Celery, spec: TaskSpec, limits: tuple[float | None, float
         info = task.request.delivery_info or {}
         deliver(backend, data, redelivered=bool(info.get("redelivered")))
 
-    run.__name__ = spec.name.rpartition(".")[2] or "task"
+    # Celery compiles a ``def <__name__>(...)`` to check call signatures: a task named
+    # ``send-email`` must still give it an identifier.
+    short = spec.name.rpartition(".")[2]
+    run.__name__ = short if short.isidentifier() else "task"
     run.__qualname__ = run.__name__
     run.__module__ = getattr(spec.fn, "__module__", __name__)
     run.__doc__ = getattr(spec.fn, "__doc__", None)

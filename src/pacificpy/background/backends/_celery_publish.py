@@ -99,11 +99,18 @@ class BrokerInfo:
 
 
 def time_limits(spec: TaskSpec | None, grace: float) -> tuple[float | None, float | None]:
-    """Celery's ``(soft, hard)`` time limits of a task: its timeout, and ``grace`` later."""
-    soft = spec.timeout if spec is not None else None
-    if not soft:
+    """Celery's ``(soft, hard)`` time limits of a task: its timeout, and ``grace`` later.
+
+    An async task is cancelled at its timeout by PacificPy's own limit on its event loop;
+    a soft limit at the same instant would race it (two outcomes for one run, one retry
+    published twice), so an async task's soft limit comes half the grace later, as a
+    backstop for a loop that a blocking call keeps from cancelling the task.
+    """
+    timeout = spec.timeout if spec is not None else None
+    if not timeout:
         return None, None
-    return soft, soft + grace
+    soft = timeout + grace / 2 if spec is not None and spec.is_async else timeout
+    return soft, timeout + grace
 
 
 _origin: tuple[int, str] = (0, "")
