@@ -294,7 +294,7 @@ def cap_traceback(text: str, limit: int = TRACEBACK_CHARS) -> str:
     return head + tail
 
 
-_SHALLOW = frozenset({int, float, bool, complex, type(None)})
+_SHALLOW = frozenset({float, bool, complex, type(None)})
 _MAX_VISITS = 1000
 _SAMPLE = 64
 
@@ -306,6 +306,7 @@ def approx_size(value: Any, limit: int = sys.maxsize) -> int:
     estimated from its first 64), objects through their ``__dict__``. The walk stops as
     soon as the estimate passes ``limit``.
     """
+    sizeof = sys.getsizeof
     total = 0.0
     stack: list[tuple[Any, float]] = [(value, 1.0)]
     visits = 0
@@ -313,34 +314,50 @@ def approx_size(value: Any, limit: int = sys.maxsize) -> int:
         item, weight = stack.pop()
         visits += 1
         kind = type(item)
-        if kind is str or kind is bytes or kind is bytearray:
+        if kind is str or kind is bytes:
             total += (49 + len(item)) * weight
-        elif kind in _SHALLOW:
-            total += sys.getsizeof(item) * weight
-        else:
-            try:
-                total += sys.getsizeof(item) * weight
-            except Exception:
-                total += 64 * weight
-            if visits < _MAX_VISITS:
-                children: Any = None
-                if isinstance(item, Mapping):
-                    children = item.items()
-                elif isinstance(item, (list, tuple, set, frozenset)):
-                    children = item
-                else:
-                    attrs = getattr(item, "__dict__", None)
-                    if type(attrs) is dict:
-                        stack.append((attrs, weight))
-                if children is not None:
-                    n = len(children)
-                    w = weight * n / _SAMPLE if n > _SAMPLE else weight
-                    for child in itertools.islice(children, _SAMPLE):
-                        if type(child) is tuple and isinstance(item, Mapping):
-                            stack.append((child[0], w))
-                            stack.append((child[1], w))
-                        else:
-                            stack.append((child, w))
+            if total > limit:
+                break
+            continue
+        if kind in _SHALLOW:
+            total += 32 * weight
+            continue
+        if kind is int:
+            total += sizeof(item) * weight
+            continue
+        try:
+            total += sizeof(item) * weight
+        except Exception:
+            total += 64 * weight
         if total > limit:
             break
+        if visits >= _MAX_VISITS:
+            continue
+        children: Any
+        if kind is dict or (kind is not list and kind is not tuple and isinstance(item, Mapping)):
+            n = len(item)
+            w = weight * n / _SAMPLE if n > _SAMPLE else weight
+            pairs = item.items() if n <= _SAMPLE else itertools.islice(item.items(), _SAMPLE)
+            for key, val in pairs:
+                if type(key) is str:  # the usual key: counted here, not walked
+                    total += (49 + len(key)) * w
+                else:
+                    stack.append((key, w))
+                stack.append((val, w))
+            continue
+        if kind is list or kind is tuple or isinstance(item, (list, tuple, set, frozenset)):
+            children = item
+        else:
+            attrs = getattr(item, "__dict__", None)
+            if type(attrs) is dict:
+                stack.append((attrs, weight))
+            continue
+        n = len(children)
+        if n > _SAMPLE:
+            w = weight * n / _SAMPLE
+            children = itertools.islice(children, _SAMPLE)
+        else:
+            w = weight
+        for child in children:
+            stack.append((child, w))
     return int(total)
