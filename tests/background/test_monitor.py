@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 import uuid
@@ -413,3 +414,25 @@ def test_eviction_is_safe_while_a_worker_records(caplog: pytest.LogCaptureFixtur
     assert failures == []
     assert len(monitor.list(limit=1000)) <= 102
     assert monitor.stats()["counts"]["completed"] >= 1
+
+
+def known_durations(mon: TaskMonitor, name: str) -> None:
+    """Tasks of ``name`` with durations 1..100 ms, recorded in a shuffled order."""
+    order = list(range(1, 101))
+    random.Random(7).shuffle(order)
+    now = time.time()
+    for ms in order:
+        env = TaskEnvelope(task_id=f"{name}-{ms}", task_name=name, enqueued_at=now)
+        mon.task_queued(env)
+        mon.task_running(env)
+        mon.task_completed(env, None, ms / 1000)
+
+
+def test_stats_quantiles_on_known_durations() -> None:
+    mon = TaskMonitor(InMemoryMonitorStore())
+    known_durations(mon, "q.task")
+    per = mon.stats()["tasks"]["q.task"]
+    # Nearest rank over the 100 sorted durations: index round(q * 99).
+    assert per["p50"] == 0.051  # index round(49.5) = 50
+    assert per["p95"] == 0.095  # index round(94.05) = 94
+    assert per["count"] == 100

@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from pacificpy.background._monitor_redis import RedisMonitorStore
+from pacificpy.background._preview import ERROR_CHARS, TRACEBACK_CHARS
 from pacificpy.background.decorators import background, configure_background_tasks
 from pacificpy.background.local import get_local_executor
 from pacificpy.background.monitor import (
@@ -26,7 +27,9 @@ from pacificpy.background.monitor import (
     update_task_status,
 )
 from pacificpy.background.task import TaskEnvelope
+from pacificpy.errors import TaskFailed
 from pacificpy.types import TaskStatus
+from tests.background.test_monitor import known_durations
 from tests.support.net import free_port
 from tests.support.uvicorn_server import REPO_ROOT
 
@@ -250,3 +253,69 @@ def test_buffer_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
         store.record_start(f"x{i}", "n")
     assert len(store._buf) <= 11
     assert "buffer full" in caplog.text
+
+
+@background(name="tests.monitor_redis.login")
+def login(user: str, password: str) -> str:
+    return f"welcome {user}"
+
+
+@background(name="tests.monitor_redis.huge_failure")
+def huge_failure() -> None:
+    raise ValueError("x" * (5 * 1024 * 1024))
+
+
+def test_a_secret_passed_positionally_never_reaches_redis(redis_url: str, prefix: str) -> None:
+    monitor = configure_task_monitor(store_for(redis_url, prefix))
+    ex = get_local_executor(max_workers=1)
+    configure_background_tasks(ex)
+    try:
+        handle = login.delay("bob", "hunter2")
+        assert handle.result_sync(5) == "welcome bob"
+    finally:
+        ex.shutdown_sync(timeout=5)
+    monitor.flush()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        stored = client.hgetall(f"{prefix}:mon:t:{handle.id}")
+    finally:
+        client.close()
+    assert stored[b"args"] == b"'bob', '***'"
+    assert not any(b"hunter2" in value for value in stored.values())
+    assert monitor.get(handle.id).args_preview == "'bob', '***'"  # type: ignore[union-attr]
+
+
+def test_a_5mb_error_costs_kilobytes_in_redis(redis_url: str, prefix: str) -> None:
+    monitor = configure_task_monitor(store_for(redis_url, prefix))
+    ex = get_local_executor(max_workers=1)
+    configure_background_tasks(ex)
+    try:
+        handle = huge_failure.delay()
+        with pytest.raises(TaskFailed):
+            handle.result_sync(30)
+    finally:
+        ex.shutdown_sync(timeout=5)
+    monitor.flush()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        key = f"{prefix}:mon:t:{handle.id}"
+        used = client.memory_usage(key)
+        error_len = client.hstrlen(key, "error")
+        trace_len = client.hstrlen(key, "traceback")
+    finally:
+        client.close()
+    assert used is not None and used < 64 * 1024  # was about 10 MB
+    # Lengths in UTF-8 bytes: the "…" of each cut marker is 3 bytes.
+    assert 0 < error_len <= ERROR_CHARS + 2 and 0 < trace_len <= TRACEBACK_CHARS + 8
+    rec = monitor.get(handle.id)
+    assert rec is not None and rec.traceback is not None
+    assert "in huge_failure" in rec.traceback and 'raise ValueError("x"' in rec.traceback
+
+
+def test_stats_quantiles_on_known_durations(redis_url: str, prefix: str) -> None:
+    monitor = TaskMonitor(store_for(redis_url, prefix))
+    known_durations(monitor, "q.task")
+    per = monitor.stats()["tasks"]["q.task"]
+    assert per["p50"] == 0.051 and per["p95"] == 0.095  # nearest rank, index round(q * 99)
+    assert per["count"] == 100
+    monitor.close()

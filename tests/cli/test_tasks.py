@@ -48,6 +48,10 @@ def resize(path: str, secret_token: str = "") -> dict:
 @background
 def publish(post_id: int) -> None:
     raise RuntimeError("feed is down")
+
+@background(name="cli.[bold]marked[/bold]")
+def marked(text: str) -> None:
+    raise RuntimeError(text)
 """
 
 
@@ -172,3 +176,18 @@ def test_without_an_app_uses_the_default_backend_and_notes_the_local_monitor() -
     result = CliRunner().invoke(cli, ["tasks", "list"])
     assert result.exit_code == 0
     assert "monitor is in memory" in result.output
+
+
+def test_task_data_is_shown_as_written_never_as_markup(app_module: ModuleType) -> None:
+    handles = [app_module.marked.delay(text) for text in ("[/x]", "[link=http://evil]x[/link]")]
+    for handle in handles:
+        with pytest.raises(TaskFailed):
+            handle.result_sync(5)
+    for args in (("list",), ("stats",), ("dlq", "list")):
+        # Rendered as markup, "[/x]" raised rich's MarkupError and the link became "x".
+        result = invoke("tasks", "-A", "cli_tasks_app", *args)
+        assert result.exit_code == 0, result.output
+        assert "cli.[bold]marked[/bold]" in result.output, args
+        if args != ("stats",):
+            assert "RuntimeError: [/x]" in result.output, args
+            assert "[link=http://evil]x[/link]" in result.output, args

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from pacificpy.background._preview import cap_error, cap_traceback
 from pacificpy.background.monitor import (
     DURATION_BUCKETS,
     LabelSet,
@@ -422,7 +423,7 @@ class RedisMonitorStore(MonitorStore):
                 phase, queue = _PHASE_QUEUED, env.queue
                 fields = {"status": kind, "queue": env.queue, "attempts": 0,
                           "enqueued_at": life, "parent_id": env.parent_id or "",
-                          "args": preview_call(env.args, env.kwargs)}  # fmt: skip
+                          "args": preview_call(env.args, env.kwargs, task=name)}  # fmt: skip
             elif kind == "running":
                 phase = _PHASE_RUNNING
                 fields = {"status": kind, "queue": env.queue, "attempts": attempt,
@@ -462,7 +463,7 @@ class RedisMonitorStore(MonitorStore):
                 if status.is_final:
                     from_start = "1"
                 if status in (TaskStatus.FAILED, TaskStatus.DEAD, TaskStatus.RETRYING):
-                    fields["error"] = "" if result is None else str(result)
+                    fields["error"] = "" if result is None else cap_error(str(result))
                 elif result is not None:
                     fields["result"] = preview(result)
                 kind = status.value
@@ -482,13 +483,14 @@ class RedisMonitorStore(MonitorStore):
     def task_failed(
         self, env: TaskEnvelope, error: str, traceback: str | None, duration: float | None
     ) -> None:
-        self._push(("failed", time.time(), env, error, traceback, duration))
+        trace = None if traceback is None else cap_traceback(traceback)
+        self._push(("failed", time.time(), env, cap_error(error), trace, duration))
 
     def task_retrying(self, env: TaskEnvelope, error: str, delay: float) -> None:
-        self._push(("retrying", time.time(), env, error))
+        self._push(("retrying", time.time(), env, cap_error(error)))
 
     def task_dead(self, task_id: str, name: str | None, error: str) -> None:
-        self._push(("dead", time.time(), task_id, name or "?", error))
+        self._push(("dead", time.time(), task_id, name or "?", cap_error(error)))
 
     def task_abandoned(self, task_id: str, name: str) -> None:
         self._push(("abandoned", time.time(), task_id, name))

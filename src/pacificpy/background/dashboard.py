@@ -76,7 +76,7 @@ def dead_letter_view(letter: DeadLetter) -> dict[str, Any]:
         "error": letter.error,
         "error_type": letter.error_type,
         "traceback": letter.traceback,
-        "args_preview": preview_call(letter.args, letter.kwargs),
+        "args_preview": preview_call(letter.args, letter.kwargs, task=letter.task_name),
         "attempts": letter.attempts,
         "queue": letter.queue,
         "enqueued_at": letter.enqueued_at,

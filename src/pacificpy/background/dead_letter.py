@@ -8,6 +8,8 @@ import time
 from collections import OrderedDict
 from typing import Any, Protocol
 
+from pacificpy.background._preview import cap_error, cap_traceback
+
 __all__ = ["DeadLetter", "DeadLetterStore", "MemoryDeadLetterStore"]
 
 
@@ -20,6 +22,9 @@ class DeadLetter:
     arguments that no longer bind) or ``poison`` (delivered ``max_deliveries`` times).
     ``data`` is the message as received; ``requeueable`` is true only for messages that
     decoded and verified, so a forged message can never be requeued into a valid one.
+    ``error`` keeps at most ``ERROR_CHARS`` (4 KiB) characters, its head, and
+    ``traceback`` at most ``TRACEBACK_CHARS`` (16 KiB), its tail (see
+    :mod:`pacificpy.background._preview`).
     """
 
     id: str
@@ -37,6 +42,13 @@ class DeadLetter:
     failed_at: float = dataclasses.field(default_factory=time.time)
     data: str = ""
     requeueable: bool = False
+
+    def __post_init__(self) -> None:
+        # Kept for a person to read: the error's head and the traceback's tail are enough
+        # (the message itself, ``data``, is kept whole so the task can be requeued).
+        self.error = cap_error(self.error)
+        if self.traceback is not None:
+            self.traceback = cap_traceback(self.traceback)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""

@@ -28,12 +28,21 @@ import bisect
 import dataclasses
 import itertools
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from pacificpy.background._preview import (
+    PREVIEW_CHARS,
+    RESULT_KEEP_BYTES,
+    approx_size,
+    cap_error,
+    cap_traceback,
+    is_sensitive,
+    preview,
+    preview_call,
+)
 from pacificpy.types import TaskStatus
 
 if TYPE_CHECKING:
@@ -41,6 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DURATION_BUCKETS",
+    "PREVIEW_CHARS",
     "InMemoryMonitorStore",
     "MetricsSnapshot",
     "MonitorStore",
@@ -50,6 +60,7 @@ __all__ = [
     "TaskRecord",
     "configure_task_monitor",
     "get_task_monitor",
+    "is_sensitive",
     "preview",
     "preview_call",
     "record_metric",
@@ -60,105 +71,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Longest preview of arguments or of a result, in characters.
-PREVIEW_CHARS = 200
 #: Upper bounds (seconds) of the task duration histogram; ``+Inf`` is implied.
 DURATION_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 )  # fmt: skip
 #: ``stats()`` throughput is the number of tasks finished in this many last seconds / it.
 THROUGHPUT_WINDOW = 60.0
-
-_SENSITIVE = re.compile(
-    r"pass(word|wd|phrase)?|secret|token|authori[sz]ation|api[-_]?key|cookie|credential"
-    r"|private[-_]?key|session[-_]?id",
-    re.IGNORECASE,
-)
-_REDACTED = "'***'"
-
-
-def is_sensitive(key: object) -> bool:
-    """True for argument or dict-key names whose values previews must hide."""
-    return isinstance(key, str) and _SENSITIVE.search(key) is not None
-
-
-def _render(value: Any, budget: int, depth: int = 0) -> str:
-    """A repr-like rendering that stops near ``budget`` characters and hides secrets."""
-    kind = type(value)
-    if kind is str:
-        return repr(value[: budget + 1])
-    if kind in (int, float, bool) or value is None:
-        return repr(value)
-    if kind in (bytes, bytearray):
-        return repr(bytes(value[: budget + 1]))
-    if isinstance(value, Mapping):
-        if depth > 4:
-            return "{…}"
-        parts: list[str] = []
-        used = 2
-        for k, v in value.items():
-            if used >= budget:
-                parts.append("…")
-                break
-            key = _render(k, budget - used, depth + 1)
-            text = _REDACTED if is_sensitive(k) else _render(v, budget - used, depth + 1)
-            parts.append(f"{key}: {text}")
-            used += len(key) + len(text) + 4
-        return "{" + ", ".join(parts) + "}"
-    if isinstance(value, (list, tuple, set, frozenset)):
-        if depth > 4:
-            return "[…]"
-        open_, close = ("[", "]") if isinstance(value, list) else ("(", ")")
-        if isinstance(value, (set, frozenset)):
-            open_, close = "{", "}"
-        parts = []
-        used = 2
-        for item in value:
-            if used >= budget:
-                parts.append("…")
-                break
-            text = _render(item, budget - used, depth + 1)
-            parts.append(text)
-            used += len(text) + 2
-        if kind is tuple and len(parts) == 1:
-            return f"({parts[0]},)"
-        return open_ + ", ".join(parts) + close
-    try:
-        return repr(value)
-    except Exception:
-        return f"<unrepresentable {kind.__name__}>"
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
-    """A short repr-like text of ``value`` for display, at most ``limit`` characters.
-
-    Large containers and strings are not rendered in full, and the values of dict keys
-    named like ``password``, ``token``, ``secret`` or ``authorization`` show as ``'***'``.
-    """
-    return _cut(_render(value, limit), limit)
-
-
-def preview_call(args: Iterable[Any], kwargs: Mapping[str, Any], limit: int = PREVIEW_CHARS) -> str:
-    """The arguments of a call as ``1, 'x', key='value'``, secrets hidden, cut at ``limit``."""
-    parts: list[str] = []
-    used = 0
-    for arg in args:
-        if used >= limit:
-            break
-        text = _render(arg, limit - used)
-        parts.append(text)
-        used += len(text) + 2
-    for key, value in kwargs.items():
-        if used >= limit:
-            break
-        text = _REDACTED if is_sensitive(key) else _render(value, limit - used)
-        parts.append(f"{key}={text}")
-        used += len(key) + len(text) + 3
-    return _cut(", ".join(parts), limit)
 
 
 @dataclasses.dataclass
@@ -355,7 +273,9 @@ class _Rec:
         env = self.env
         args_preview = self.args_preview
         if args_preview is None and env is not None:
-            args_preview = self.args_preview = preview_call(env.args, env.kwargs)
+            args_preview = self.args_preview = preview_call(
+                env.args, env.kwargs, task=env.task_name
+            )
         result_preview = self.result_preview
         value = self.value
         if value is not _UNSET:
@@ -378,6 +298,20 @@ class _Rec:
             parent_id=env.parent_id if env is not None else None,
             updated_at=self.updated_at,
         )
+
+
+#: Results kept by reference without measuring them.
+_SMALL = frozenset({int, float, bool})
+
+
+def _keep_result(rec: _Rec, value: Any) -> None:
+    """Keep ``value`` to render when read, or, past ``RESULT_KEEP_BYTES``, its preview now
+    (so the monitor never holds a large result alive)."""
+    if approx_size(value, RESULT_KEEP_BYTES) <= RESULT_KEEP_BYTES:
+        rec.value = value
+    else:
+        rec.result_preview = preview(value)
+        rec.value = _UNSET
 
 
 _new_rec: Callable[[type[_Rec]], _Rec] = object.__new__
@@ -489,7 +423,10 @@ class InMemoryMonitorStore(MonitorStore):
         rec.attempts = env.attempt
         rec.finished_at = rec.updated_at = _now()
         rec.duration = duration
-        rec.value = value
+        if value is None or type(value) in _SMALL:
+            rec.value = value
+        else:
+            _keep_result(rec, value)
         if rec.error is not None:
             rec.error = rec.traceback = None
         key = (env.task_name, "completed")
@@ -513,8 +450,8 @@ class InMemoryMonitorStore(MonitorStore):
         rec.attempts = env.attempt
         rec.finished_at = rec.updated_at = _now()
         rec.duration = duration
-        rec.error = error
-        rec.traceback = traceback
+        rec.error = cap_error(error)
+        rec.traceback = None if traceback is None else cap_traceback(traceback)
         if duration is None:
             self._count(env.task_name, "failed")
         else:
@@ -526,7 +463,7 @@ class InMemoryMonitorStore(MonitorStore):
         rec.status = TaskStatus.RETRYING
         rec.attempts = env.attempt
         rec.updated_at = _now()
-        rec.error = error
+        rec.error = cap_error(error)
         self._count(env.task_name, "retrying")
 
     def _final(self, task_id: str, name: str, status: TaskStatus, error: str | None) -> None:
@@ -534,7 +471,7 @@ class InMemoryMonitorStore(MonitorStore):
         rec.status = status
         rec.finished_at = rec.updated_at = _now()
         if error is not None:
-            rec.error = error
+            rec.error = cap_error(error)
         self._count(rec.name, status.value)
 
     def task_dead(self, task_id: str, name: str | None, error: str) -> None:
@@ -560,9 +497,9 @@ class InMemoryMonitorStore(MonitorStore):
             if rec.started_at is not None:
                 rec.duration = now - rec.started_at
         if status in (TaskStatus.FAILED, TaskStatus.DEAD, TaskStatus.RETRYING):
-            rec.error = None if result is None else str(result)
+            rec.error = None if result is None else cap_error(str(result))
         elif result is not None:
-            rec.value = result
+            _keep_result(rec, result)
         if status is not TaskStatus.RUNNING:
             self._count(rec.name, status.value)
 

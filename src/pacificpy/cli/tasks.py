@@ -23,6 +23,7 @@ import click
 import orjson
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from pacificpy.cli._loading import load_module, split_spec
 
@@ -55,9 +56,14 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
-def _status(status: str) -> str:
-    style = _STYLES.get(status)
-    return f"[{style}]{status}[/{style}]" if style else status
+def _cell(text: str | None, style: str = "") -> Text:
+    """A table cell of task data: plain text, never parsed as rich markup (an error text
+    ``[/x]`` or ``[link=...]`` shows as written)."""
+    return Text(text or "", style=style)
+
+
+def _status(status: str) -> Text:
+    return _cell(status, _STYLES.get(status, ""))
 
 
 def _cut(text: str | None, limit: int = 60) -> str:
@@ -121,7 +127,7 @@ def stats_command(as_json: bool) -> None:
         return
     console = _console()
     _note_if_local_monitor(console)
-    counts = Table(title=f"Tasks ({backend.kind} backend)", title_justify="left")
+    counts = Table(title=_cell(f"Tasks ({backend.kind} backend)"), title_justify="left")
     for status in stats["counts"]:
         counts.add_column(_status(status), justify="right")
     counts.add_column("tasks/s", justify="right")
@@ -132,7 +138,7 @@ def stats_command(as_json: bool) -> None:
     queue_table.add_column("queue")
     queue_table.add_column("waiting", justify="right")
     for name, length in queues.items():
-        queue_table.add_row(name, "?" if length is None else str(length))
+        queue_table.add_row(_cell(name), "?" if length is None else str(length))
     console.print(queue_table)
 
     names = Table(title=f"By task (throughput over {stats['window']:.0f} s)", title_justify="left")
@@ -143,7 +149,7 @@ def stats_command(as_json: bool) -> None:
     for name, t in stats["tasks"].items():
         failed = t["counts"].get("failed", 0) + t["counts"].get("dead", 0)
         names.add_row(
-            name,
+            _cell(name),
             str(t["count"]),
             str(t["counts"].get("completed", 0)),
             str(failed),
@@ -182,10 +188,10 @@ def list_command(status: str | None, name: str | None, limit: int, as_json: bool
     for col in ("id", "task", "status", "attempts", "updated", "duration", "result / error"):
         table.add_column(col, no_wrap=col in ("status", "updated"), overflow="fold")
     for r in records:
-        outcome = f"[red]{_cut(r.error)}[/red]" if r.error else _cut(r.result_preview)
+        outcome = _cell(_cut(r.error), "red") if r.error else _cell(_cut(r.result_preview))
         table.add_row(
-            r.id,
-            r.name,
+            _cell(r.id),
+            _cell(r.name),
             _status(r.status.value),
             str(r.attempts),
             _when(r.updated_at),
@@ -218,13 +224,13 @@ def dlq_list(limit: int, as_json: bool) -> None:
     for d in letters:
         error = f"{d['error_type']}: {d['error']}" if d["error_type"] else d["error"]
         table.add_row(
-            d["id"],
-            d["task_name"] or "?",
-            d["reason"],
+            _cell(d["id"]),
+            _cell(d["task_name"] or "?"),
+            _cell(d["reason"]),
             str(d["attempts"]),
             _when(d["failed_at"]),
-            _cut(d["args_preview"], 40),
-            f"[red]{_cut(error)}[/red]",
+            _cell(_cut(d["args_preview"], 40)),
+            _cell(_cut(error), "red"),
         )
     _console().print(table)
 

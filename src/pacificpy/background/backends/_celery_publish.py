@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from pacificpy.background._preview import call_reprs
 from pacificpy.background.task import Message, TaskSpec, new_task_id
 from pacificpy.errors import EnqueueError
 
@@ -149,7 +150,8 @@ def celery_frame(
         eta = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=delay)).isoformat()
     soft, hard = limits
     if env.serializer == "json":
-        argsrepr, kwargsrepr = repr(list(env.args))[:512], repr(env.kwargs)[:512]
+        # Flower and Celery events show these: the monitor's redacted preview, never repr.
+        argsrepr, kwargsrepr = call_reprs(env.task_name, env.args, env.kwargs)
     else:
         argsrepr, kwargsrepr = "<pickled>", "<pickled>"
     headers: dict[str, Any] = {
