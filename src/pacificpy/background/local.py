@@ -507,6 +507,9 @@ class LocalExecutor(InMemoryBackend):
         if decision.kind == "retry":
             self._put(self._retry_message(decision), decision.delay, enforce_limit=False)
         else:
+            # The run ends before its outcome and dead letter are seen: whoever reacts to
+            # them (a requeue of the letter, say) must find the id free.
+            self._done(message)
             self._finish(decision, message)
 
     def get_status_sync(self, task_id: str) -> TaskStatus | None:
