@@ -16,6 +16,12 @@ import time
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from pacificpy.background._preview import (
+    ERROR_CHARS,
+    TRACEBACK_CHARS,
+    cap_error,
+    cap_traceback,
+)
 from pacificpy.errors import (
     EnqueueError,
     TaskArgumentError,
@@ -149,6 +155,14 @@ class Outcome:
     traceback: str | None = None
     attempts: int = 1
     finished_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Every store keeps outcomes (memory, Redis result keys): a 5 MB error message
+        # would cost 5 MB in each. Cap them as the monitor does.
+        if self.error is not None and len(self.error) > ERROR_CHARS:
+            self.error = cap_error(self.error)
+        if self.traceback is not None and len(self.traceback) > TRACEBACK_CHARS:
+            self.traceback = cap_traceback(self.traceback)
 
     def unwrap(self, task_id: str, task_name: str | None = None) -> Any:
         """Return the value, or raise ``TaskFailed`` / ``TaskTimeout`` for a failure."""

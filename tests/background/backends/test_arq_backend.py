@@ -66,6 +66,11 @@ async def arq_wait_for_flag(url: str, flag: str) -> int:
     return ctx.attempt
 
 
+@background
+def arq_huge_failure() -> None:
+    raise ValueError("x" * 5_000_000)
+
+
 @pytest.fixture
 def db_url(redis_server: RedisServer) -> str:
     if not redis_server.is_running():
@@ -141,6 +146,20 @@ async def test_in_process_worker_runs_sync_and_async(backend: ARQBackgroundBacke
     assert ctx == {"id": async_handle.id, "attempt": 1}
     assert await sync_handle.status() is TaskStatus.COMPLETED
     assert await backend.queue_length() == 0
+
+
+async def test_a_5mb_error_costs_kilobytes_in_redis(
+    backend: ARQBackgroundBackend, db_url: str
+) -> None:
+    """The result key and the dead letter keep capped error text, never the whole 5 MB."""
+    handle = await arq_huge_failure.delay()
+    await _burst(backend)
+    with pytest.raises(TaskFailed, match="ValueError: xxx"):
+        await handle.result(timeout=WAIT)
+    client = redis.Redis.from_url(db_url)
+    sizes = {key: client.memory_usage(key) or 0 for key in client.scan_iter()}
+    assert any(b"result" in key for key in sizes), sizes
+    assert max(sizes.values()) < 64 * 1024, sizes
 
 
 async def test_countdown_is_an_arq_deferred_job(backend: ARQBackgroundBackend) -> None:
