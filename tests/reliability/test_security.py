@@ -4,6 +4,7 @@ never run, a dead letter that cannot be requeued stays where it is, and the dash
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import dataclasses
@@ -213,6 +214,10 @@ async def test_requeue_after_a_key_rotation_keeps_the_letter(rig: Harness) -> No
     assert await _kept(backend, letter) == [letter.to_dict()]
 
     configure_background_tasks(backend, signing_key=SIGNING_KEY)
+    if isinstance(backend, LocalExecutor):
+        # The local executor posts an outcome just before it stops counting the task as
+        # running; until then the same id is refused as a duplicate.
+        assert await asyncio.to_thread(backend.join, WAIT)
     assert await backend.requeue_dead_letter(letter.id) == handle.id
     assert await _kept(backend, letter) == []
     outcome = await backend.wait_result(handle.id, timeout=WAIT)  # it ran again, on a worker
