@@ -265,14 +265,24 @@ class PacificPy(Starlette):
     def include_task_dashboard(self, path: str = "/_tasks", token: str | None = None) -> None:
         """Serve the task dashboard (HTML page and JSON API) under ``path``.
 
-        With ``token`` set, every dashboard route requires it; mutating routes always do.
+        The page holds no data and asks for the token (a form, or a ``#token=`` fragment);
+        with ``token`` set, every JSON route needs ``Authorization: Bearer <token>``.
+        Without one, the mutating routes (requeue, purge) answer 403.
+
+        Raises:
+            ConfigurationError: ``token`` is empty or blank.
         """
         from pacificpy.background.dashboard import mount_dashboard
 
         mount_dashboard(self, path=path, token=token)
 
     def include_metrics(self, path: str = "/metrics", token: str | None = None) -> None:
-        """Serve Prometheus metrics at ``path`` (requiring ``token`` when one is given)."""
+        """Serve Prometheus metrics at ``path``, requiring ``Authorization: Bearer <token>``
+        when ``token`` is given.
+
+        Raises:
+            ConfigurationError: ``token`` is empty or blank.
+        """
         from pacificpy.background.metrics import mount_metrics
 
         mount_metrics(self, path=path, token=token)

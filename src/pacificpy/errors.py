@@ -13,6 +13,9 @@
     │   │   │   └── QueueFull       the local queue is at max_queue_size
     │   ├── TaskNotFound            a message names a task no worker knows
     │   ├── MessageRejected         a message could not be decoded, verified or bound
+    │   ├── DeadLetterError         a dead letter cannot be requeued (it stays where it is)
+    │   │   ├── DeadLetterNotRequeueable  its message never verified
+    │   │   └── DeadLetterUndecodable     its message no longer decodes here
     │   └── TaskFailed              a task ended in failure
     │       └── TaskTimeout         a task ran past its timeout
     └── Retry                       raised by task code to ask for a retry
@@ -30,6 +33,9 @@ __all__ = [
     "BackendUnavailable",
     "BackgroundError",
     "ConfigurationError",
+    "DeadLetterError",
+    "DeadLetterNotRequeueable",
+    "DeadLetterUndecodable",
     "EnqueueError",
     "MessageRejected",
     "PacificPyError",
@@ -150,6 +156,35 @@ class TaskNotFound(BackgroundError):
 
 class MessageRejected(BackgroundError):
     """Raised when a message cannot be run: undecodable, unsigned, tampered or pickled."""
+
+
+class DeadLetterError(BackgroundError):
+    """Raised when a dead letter cannot be requeued; the letter stays in the queue unchanged."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        letter_id: str,
+        task_id: str | None = None,
+        task_name: str | None = None,
+        cause: BaseException | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.letter_id = letter_id
+        self.task_id = task_id
+        self.task_name = task_name
+        self.cause = cause
+
+
+class DeadLetterNotRequeueable(DeadLetterError):
+    """Raised on requeue of a letter whose message never decoded and verified (forged,
+    garbage, refused pickle): requeueing it would launder it into a valid task."""
+
+
+class DeadLetterUndecodable(DeadLetterError):
+    """Raised on requeue of a letter whose kept message no longer decodes with this backend's
+    settings (the signing key was rotated, pickle is refused); ``cause`` says why."""
 
 
 class TaskFailed(BackgroundError):

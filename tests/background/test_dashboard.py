@@ -14,14 +14,14 @@ from pacificpy.background.decorators import background, configure_background_tas
 from pacificpy.background.local import LocalExecutor, get_local_executor
 from pacificpy.background.monitor import get_task_monitor
 from pacificpy.background.task import TaskEnvelope
-from pacificpy.errors import TaskFailed
+from pacificpy.errors import ConfigurationError, TaskFailed
 from pacificpy.testing import TestClient
 
 TOKEN = "dash-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
-GET_ROUTES = [
-    "/_tasks",
+PAGE = "/_tasks"
+API_GET_ROUTES = [
     "/_tasks/api/tasks",
     "/_tasks/api/tasks/some-id",
     "/_tasks/api/stats",
@@ -132,8 +132,8 @@ def test_purge(executor: LocalExecutor) -> None:
         assert client.get("/_tasks/api/dead-letters", headers=AUTH).json()["dead_letters"] == []
 
 
-@pytest.mark.parametrize("route", GET_ROUTES + POST_ROUTES)
-def test_every_route_needs_the_token(route: str) -> None:
+@pytest.mark.parametrize("route", API_GET_ROUTES + POST_ROUTES)
+def test_every_api_route_needs_the_bearer_token(route: str) -> None:
     method = "post" if route in POST_ROUTES else "get"
     with client_for() as client:
         call = getattr(client, method)
@@ -142,28 +142,50 @@ def test_every_route_needs_the_token(route: str) -> None:
         assert missing.headers["www-authenticate"] == "Bearer"
         assert call(route, headers={"Authorization": "Bearer wrong"}).status_code == 403
         assert call(route, headers={"Authorization": f"Basic {TOKEN}"}).status_code == 403
+        assert call(route, headers={"Authorization": "Bearer "}).status_code == 403
+        assert call(route, params={"token": TOKEN}).status_code == 401
         good = call(route, headers=AUTH)
         assert good.status_code in (200, 404)
 
 
-def test_query_token_only_opens_the_page() -> None:
+def test_page_is_served_without_the_token() -> None:
+    """The page holds no data: anyone gets it, and it asks for the token itself."""
     with client_for() as client:
-        page = client.get(f"/_tasks?token={TOKEN}")
+        page = client.get(PAGE)
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
-        assert "PacificPy tasks" in page.text
+        assert "PacificPy tasks" in page.text and 'id="login-form"' in page.text
+        assert "location.hash" in page.text  # reads a #token= fragment
         assert page.headers["x-frame-options"] == "DENY"
         assert page.headers["referrer-policy"] == "no-referrer"
-        assert client.get("/_tasks?token=wrong").status_code == 403
+        assert page.headers["cache-control"] == "no-store"
+        assert client.get(PAGE, headers={"Authorization": "Bearer wrong"}).status_code == 200
+
+
+def test_a_query_token_opens_nothing() -> None:
+    with client_for() as client:
         assert client.get(f"/_tasks/api/stats?token={TOKEN}").status_code == 401
         assert client.post(f"/_tasks/api/dead-letters/purge?token={TOKEN}").status_code == 401
+        wrong_header = {"Authorization": "Bearer wrong"}
+        assert (
+            client.get(f"/_tasks/api/stats?token={TOKEN}", headers=wrong_header).status_code == 403
+        )
+
+
+@pytest.mark.parametrize("token", ["", "   ", "\n"])
+def test_empty_or_blank_token_is_a_configuration_error(token: str) -> None:
+    app = PacificPy()
+    with pytest.raises(ConfigurationError, match="empty or blank"):
+        app.include_task_dashboard(token=token)
+    with pytest.raises(ConfigurationError, match="empty or blank"):
+        app.include_metrics(token=token)
 
 
 def test_without_a_token_reads_work_and_nothing_mutates(executor: LocalExecutor) -> None:
     env = TaskEnvelope(task_id="ghost", task_name="no.such.task")
     executor.submit_raw(_codec.encode(env, signing_key=None))
     with client_for(token=None) as client:
-        for route in GET_ROUTES:
+        for route in [PAGE, *API_GET_ROUTES]:
             assert client.get(route).status_code in (200, 404), route
         letters = poll_letters(client, 1, {})
         requeue = client.post(f"/_tasks/api/dead-letters/{letters[0]['id']}/requeue")
@@ -174,5 +196,39 @@ def test_without_a_token_reads_work_and_nothing_mutates(executor: LocalExecutor)
 
 def test_custom_path() -> None:
     with client_for(path="/admin/tasks/") as client:
-        assert client.get("/admin/tasks", headers=AUTH).status_code == 200
+        assert client.get("/admin/tasks").status_code == 200
         assert client.get("/admin/tasks/api/stats", headers=AUTH).status_code == 200
+
+
+def test_requeue_errors_answer_json_and_keep_the_letter(executor: LocalExecutor) -> None:
+    """422 when the letter no longer decodes (signing key rotated), 409 when it never
+    verified, 503 when the backend refuses the task: the letter stays each time."""
+    _switch["fail"] = True
+    configure_background_tasks(executor, signing_key=b"the-old-signing-key-0123456789")
+    bad = charge.delay("4111", api_token="t")
+    with pytest.raises(TaskFailed):
+        bad.result_sync(5)
+    executor.submit_raw(b"\x00 not a message")
+    with client_for() as client:
+        letters = {d["reason"]: d for d in poll_letters(client, 2, AUTH)}
+        failed, rejected = letters["failed"], letters["rejected"]
+        url = "/_tasks/api/dead-letters/{}/requeue".format
+
+        configure_background_tasks(executor, signing_key=b"the-new-signing-key-0123456789")
+        resp = client.post(url(failed["id"]), headers=AUTH)
+        assert resp.status_code == 422, resp.text
+        assert "signature" in resp.json()["detail"]
+
+        resp = client.post(url(rejected["id"]), headers=AUTH)
+        assert resp.status_code == 409, resp.text
+        assert "cannot be requeued" in resp.json()["detail"]
+
+        configure_background_tasks(executor, signing_key=b"the-old-signing-key-0123456789")
+        executor.shutdown_sync(timeout=5)
+        resp = client.post(url(failed["id"]), headers=AUTH)
+        assert resp.status_code == 503, resp.text
+        assert "kept" in resp.json()["detail"]
+
+        kept = client.get("/_tasks/api/dead-letters", headers=AUTH).json()["dead_letters"]
+        assert sorted(d["id"] for d in kept) == sorted([failed["id"], rejected["id"]])
+        assert all(d in kept for d in (failed, rejected))

@@ -1,5 +1,9 @@
 """The task dashboard in a real headless Chromium, served by a real uvicorn.
 
+The page is served without the token and asks for it: typed into its form, or given as a
+``#token=`` fragment (which the browser never sends). Every request the page makes is
+recorded, to check the token travels only in the ``Authorization`` header.
+
 Uses Debian's ``chromium`` (``make test`` installs it) through Playwright's ``executable_path``;
 no browser is ever downloaded. With PACIFICPY_UPDATE_SCREENSHOT=1 it saves the screenshot
 the README shows (docs/images/dashboard.png).
@@ -61,6 +65,26 @@ def wait_for_task(http: httpx.Client, task_id: str, status: str, timeout: float 
         time.sleep(0.02)
 
 
+def record_requests(page: Any) -> list[Any]:
+    """Every request ``page`` makes from now on."""
+    seen: list[Any] = []
+
+    def record(request: Any) -> None:
+        seen.append(request)
+
+    page.on("request", record)
+    return seen
+
+
+def assert_token_only_in_headers(requests: list[Any]) -> None:
+    """The token never in a URL; every API call carries it as a bearer token."""
+    assert requests
+    for request in requests:
+        assert TOKEN not in request.url, request.url
+        if "/_tasks/api/" in request.url:
+            assert request.headers.get("authorization") == f"Bearer {TOKEN}", request.url
+
+
 def test_dashboard_lists_tasks_and_requeues_a_dead_letter(server: str) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -80,7 +104,9 @@ def test_dashboard_lists_tasks_and_requeues_a_dead_letter(server: str) -> None:
             )
             try:
                 page = browser.new_page(viewport={"width": 1280, "height": 1000})
-                page.goto(f"{server}/_tasks?token={TOKEN}")
+                requests = record_requests(page)
+                # The fragment stays in the browser: the server never sees it.
+                page.goto(f"{server}/_tasks#token={TOKEN}")
                 page.wait_for_selector("body[data-loaded='1']", timeout=15_000)
                 assert "token=" not in page.url  # taken out of the address bar
 
@@ -113,6 +139,7 @@ def test_dashboard_lists_tasks_and_requeues_a_dead_letter(server: str) -> None:
                 expect(page.locator(f"#tasks tr[data-task-id='{bad_id}']")).to_have_attribute(
                     "data-status", "completed", timeout=10_000
                 )
+                assert_token_only_in_headers(requests)
             finally:
                 browser.close()
         assert http.get("/_tasks/api/dead-letters", headers=AUTH).json()["dead_letters"] == []
@@ -123,17 +150,26 @@ def test_page_asks_for_the_token(server: str) -> None:
 
     executable = chromium_path()
     with httpx.Client(base_url=server, timeout=10) as http:
-        assert http.get("/_tasks").status_code == 401
+        assert http.get("/_tasks").status_code == 200  # the page holds no data
         assert http.get("/_tasks/api/stats").status_code == 401
+        assert http.get(f"/_tasks/api/stats?token={TOKEN}").status_code == 401
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page()
-            # The page itself needs the token too: without it the server answers 401.
+            requests = record_requests(page)
             resp = page.goto(f"{server}/_tasks")
-            assert resp is not None and resp.status == 401
-            page.goto(f"{server}/_tasks?token={TOKEN}")
+            assert resp is not None and resp.status == 200
+            # No token yet: the API answers 401 and the page shows its form.
+            expect(page.locator("#login")).to_be_visible()
+            expect(page.locator("#app")).to_be_hidden()
+            page.fill("#token", TOKEN)
+            page.click("#login button")
+            expect(page.locator("#app")).to_be_visible()
             page.wait_for_selector("body[data-loaded='1']", timeout=15_000)
+            expect(page.locator("#updated")).to_contain_text("updated")
+            expect(page.locator("#token")).to_have_value("")  # not left in the form
+
             # A wrong token (say, rotated on the server): the page asks for the right one.
             page.evaluate("sessionStorage.setItem('pacificpy-token', 'wrong')")
             page.select_option("#status-filter", "completed")
@@ -143,5 +179,34 @@ def test_page_asks_for_the_token(server: str) -> None:
             page.click("#login button")
             expect(page.locator("#app")).to_be_visible()
             expect(page.locator("#updated")).to_contain_text("updated")
+            api_calls = [r for r in requests if "/_tasks/api/" in r.url]
+            assert any(r.headers.get("authorization") == f"Bearer {TOKEN}" for r in api_calls)
+            assert all(TOKEN not in r.url for r in requests)
+        finally:
+            browser.close()
+
+
+def test_a_token_in_the_query_string_is_not_used(server: str) -> None:
+    """An old ``?token=`` link: the page does not use it (the form shows) and takes it
+    out of the address bar."""
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = chromium_path()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            requests = record_requests(page)
+            page.goto(f"{server}/_tasks?token={TOKEN}")
+            expect(page.locator("#login")).to_be_visible()
+            assert "token=" not in page.url
+            api_calls = [r for r in requests if "/_tasks/api/" in r.url]
+            assert api_calls and all("authorization" not in r.headers for r in api_calls)
+
+            # A #token= fragment typed into the open tab's address bar is taken at once.
+            page.evaluate(f"location.hash = 'token={TOKEN}'")
+            expect(page.locator("#app")).to_be_visible()
+            page.wait_for_selector("body[data-loaded='1']", timeout=15_000)
+            assert "token=" not in page.url
         finally:
             browser.close()

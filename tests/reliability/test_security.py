@@ -1,10 +1,13 @@
-"""Nobody let in: pickle is off everywhere by default, forged messages never run, and the
-dashboard and /metrics show no task arguments without the token; previews hide secrets."""
+"""Nobody let in: pickle is off everywhere by default (requeue included), forged messages
+never run, a dead letter that cannot be requeued stays where it is, and the dashboard and
+/metrics show no task arguments without the token; previews hide secrets."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import importlib
+import contextlib
+import dataclasses
 import inspect
 import pickle
 import time
@@ -18,13 +21,25 @@ import pytest
 import redis
 
 from pacificpy import PacificPy
-from pacificpy.background import _codec
+from pacificpy.background import _codec, dashboard, metrics
+from pacificpy.background._memory import InMemoryBackend
 from pacificpy.background.backend import BackgroundBackend
+from pacificpy.background.backends.arq_backend import ARQBackgroundBackend
+from pacificpy.background.backends.celery_backend import CeleryBackgroundBackend
+from pacificpy.background.dead_letter import DeadLetter
 from pacificpy.background.decorators import configure_background_tasks
 from pacificpy.background.local import LocalExecutor, get_local_executor
 from pacificpy.background.monitor import get_task_monitor
-from pacificpy.background.task import TaskEnvelope
-from pacificpy.errors import MessageRejected, TaskFailed
+from pacificpy.background.task import Message, TaskEnvelope
+from pacificpy.errors import (
+    ConfigurationError,
+    DeadLetterNotRequeueable,
+    DeadLetterUndecodable,
+    EnqueueError,
+    MessageRejected,
+    TaskFailed,
+)
+from pacificpy.testing import TestClient
 from tests.conformance import tasks
 from tests.conformance.harness import SIGNING_KEY, Harness
 from tests.reliability import _support
@@ -43,17 +58,12 @@ TOKEN = "dashboard-token-" + uuid.uuid4().hex
 def test_pickle_is_off_by_default_in_every_constructor() -> None:
     assert get_local_executor().allow_pickle is False
     assert LocalExecutor().allow_pickle is False
-    for module, name in [
-        ("pacificpy.background.backends.celery_backend", "CeleryBackgroundBackend"),
-        ("pacificpy.background.backends.arq_backend", "ARQBackgroundBackend"),
-    ]:
-        try:
-            cls = getattr(importlib.import_module(module), name)
-        except ImportError:
-            continue  # not written yet / extra missing: nothing to check
+    for cls in (CeleryBackgroundBackend, ARQBackgroundBackend):
         param = inspect.signature(cls).parameters.get("allow_pickle")
-        assert param is not None, f"{name} takes no allow_pickle"
-        assert param.default is False, f"{name}(allow_pickle=...) defaults to {param.default}"
+        assert param is not None, f"{cls.__name__} takes no allow_pickle"
+        assert param.default is False, (
+            f"{cls.__name__}(allow_pickle=...) defaults to {param.default}"
+        )
     assert inspect.signature(_codec.decode).parameters["allow_pickle"].default is False
     assert inspect.signature(BackgroundBackend.__init__).parameters["allow_pickle"].default is False
 
@@ -125,12 +135,177 @@ async def test_forged_message_never_runs_even_when_requeued(
     assert letter.reason == "rejected"
     assert "signature" in letter.error
     assert letter.requeueable is False
-    # Requeueing from the dashboard or CLI must not launder it into a valid message.
-    await rig.backend.requeue_dead_letter(letter.id)
-    await find_letter(rig, lambda d: d.task_id == task_id and d.id != letter.id)
+    # Requeueing from the dashboard or CLI must not launder it into a valid message: it is
+    # refused, and the letter stays as it was.
+    with pytest.raises(DeadLetterNotRequeueable):
+        await rig.backend.requeue_dead_letter(letter.id)
+    with pytest.raises(DeadLetterNotRequeueable):
+        rig.backend.requeue_dead_letter_sync(letter.id)
+    assert await _kept(rig.backend, letter) == [letter.to_dict()]
     good = await tasks.add.delay(1, 1)  # the worker is alive and past the forged message
     assert await good.result(timeout=WAIT) == 2
     assert _support.read_counts(counter, [key]) == [0]
+
+
+# -- requeue ------------------------------------------------------------------------------
+
+ROTATED_KEY = b"a-rotated-signing-key-0123456789abcdef"
+
+
+async def _kept(backend: BackgroundBackend, letter: DeadLetter) -> list[dict[str, Any]]:
+    """The letter as the backend still holds it (a list: empty when it is gone)."""
+    return [d.to_dict() for d in await backend.dead_letters(limit=10_000) if d.id == letter.id]
+
+
+def _plant(backend: BackgroundBackend, letter: DeadLetter) -> None:
+    """Put ``letter`` in the backend's dead-letter queue, as anyone who can write to its
+    store (the Redis of Celery and ARQ) could."""
+    if isinstance(backend, InMemoryBackend):
+        backend._dead.add(letter)
+    else:
+        assert isinstance(backend, CeleryBackgroundBackend | ARQBackgroundBackend)
+        backend.state.dlq_add(letter)
+
+
+def _letter(task_id: str, name: str, data: bytes, *, queue: str = "default") -> DeadLetter:
+    return DeadLetter(
+        id=uuid.uuid4().hex,
+        task_id=task_id,
+        task_name=name,
+        reason="failed",
+        error="planted",
+        queue=queue,
+        data=data.decode(),
+        requeueable=True,
+    )
+
+
+async def test_requeue_never_unpickles_a_planted_letter(rig: Harness, tmp_path: Path) -> None:
+    """A letter whose message is a (correctly signed) pickle is refused on requeue by a
+    backend built without allow_pickle: nothing is unpickled, the letter stays."""
+    backend = rig.backend
+    assert backend is not None and backend.allow_pickle is False
+    path = tmp_path / "planted"
+    task_id, data = _pickle_message(path, tasks.echo.name)
+    letter = _letter(task_id, tasks.echo.name, data)
+    _plant(backend, letter)
+    with pytest.raises(DeadLetterUndecodable, match="allow_pickle"):
+        await backend.requeue_dead_letter(letter.id)
+    with pytest.raises(DeadLetterUndecodable, match="allow_pickle"):
+        backend.requeue_dead_letter_sync(letter.id)
+    assert not path.exists(), "requeue unpickled a dead letter while allow_pickle was off"
+    assert await _kept(backend, letter) == [letter.to_dict()]
+
+
+async def test_requeue_after_a_key_rotation_keeps_the_letter(rig: Harness) -> None:
+    """A letter signed with an old key no longer verifies: requeue says so and the letter
+    stays, unchanged, until the old key is back (then it requeues and runs on a worker)."""
+    backend = rig.backend
+    assert backend is not None
+    handle = await tasks.fail_always.delay("before the rotation")
+    with pytest.raises(TaskFailed):
+        await handle.result(timeout=WAIT)
+    letter = await find_letter(rig, lambda d: d.task_id == handle.id)
+    configure_background_tasks(backend, signing_key=ROTATED_KEY)
+    with pytest.raises(DeadLetterUndecodable, match="signature"):
+        await backend.requeue_dead_letter(letter.id)
+    with pytest.raises(DeadLetterUndecodable, match="signature"):
+        backend.requeue_dead_letter_sync(letter.id)
+    assert await _kept(backend, letter) == [letter.to_dict()]
+
+    configure_background_tasks(backend, signing_key=SIGNING_KEY)
+    if isinstance(backend, LocalExecutor):
+        # The local executor posts an outcome just before it stops counting the task as
+        # running; until then the same id is refused as a duplicate.
+        assert await asyncio.to_thread(backend.join, WAIT)
+    assert await backend.requeue_dead_letter(letter.id) == handle.id
+    assert await _kept(backend, letter) == []
+    outcome = await backend.wait_result(handle.id, timeout=WAIT)  # it ran again, on a worker
+    assert outcome.error == "before the rotation" and outcome.attempts == 1
+
+
+@contextlib.contextmanager
+def _refusing_enqueue(rig: Harness, message: Message) -> Iterator[BackgroundBackend]:
+    """A backend that refuses ``message`` while its dead letters stay readable and writable.
+
+    Local: the executor, shut down. Celery: a string where the message's queue list must go
+    (Redis answers LPUSH with WRONGTYPE). ARQ: the same Redis seen as a user whom an ACL
+    denies EVAL and EVALSHA, so the enqueue script never runs.
+    """
+    backend = rig.backend
+    if isinstance(backend, LocalExecutor):
+        backend.shutdown_sync(timeout=5)
+        yield backend
+    elif isinstance(backend, CeleryBackgroundBackend):
+        key = backend._frame(message, None)[0]
+        client = backend._redis()
+        client.set(key, b"not a queue")
+        try:
+            yield backend
+        finally:
+            client.delete(key)
+    else:
+        assert isinstance(backend, ARQBackgroundBackend)
+        user, password = "no-eval-" + uuid.uuid4().hex[:8], uuid.uuid4().hex
+        admin = backend.state.sync
+        admin.execute_command(
+            "ACL", "SETUSER", user, "on", f">{password}", "~*", "&*", "+@all", "-eval", "-evalsha"
+        )
+        settings = dataclasses.replace(backend.redis_settings, username=user, password=password)
+        refusing = ARQBackgroundBackend(redis_settings=settings, shutdown_timeout=5.0)
+        refusing.signing_key = backend.signing_key
+        try:
+            yield refusing
+        finally:
+            refusing.shutdown_sync(timeout=5)
+            admin.execute_command("ACL", "DELUSER", user)
+
+
+async def test_requeue_keeps_the_letter_when_the_enqueue_fails(rig: Harness) -> None:
+    assert rig.backend is not None
+    queue = "blocked-" + uuid.uuid4().hex
+    env = TaskEnvelope(uuid.uuid4().hex, tasks.add.name, (1, 2), {}, queue=queue)
+    data = _codec.encode(env, signing_key=SIGNING_KEY)
+    letter = _letter(env.task_id, env.task_name, data, queue=queue)
+    _plant(rig.backend, letter)
+    with _refusing_enqueue(rig, Message(env, data)) as backend:
+        with pytest.raises(EnqueueError):
+            await backend.requeue_dead_letter(letter.id)
+        with pytest.raises(EnqueueError):
+            backend.requeue_dead_letter_sync(letter.id)
+        assert await _kept(backend, letter) == [letter.to_dict()]
+    assert rig.backend.queue_length_sync(queue) == 0
+
+
+async def test_dashboard_requeue_answers_with_the_reason_and_keeps_the_letter(
+    rig: Harness, tmp_path: Path
+) -> None:
+    """Through the dashboard on every backend: 422 for a planted pickle (never unpickled in
+    the web process), 409 for a forged message, 404 for an unknown id."""
+    backend = rig.backend
+    assert backend is not None
+    path = tmp_path / "planted"
+    task_id, data = _pickle_message(path, tasks.echo.name)
+    pickled = _letter(task_id, tasks.echo.name, data)
+    _plant(backend, pickled)
+    forged_id, forged = signed(tasks.echo.name, ["x"], key=b"an-attacker-key-0123456789abcdef")
+    rig.inject_raw(backend, forged, "default")
+    forged_letter = await find_letter(rig, lambda d: d.task_id == forged_id)
+    app = PacificPy()
+    app.include_task_dashboard(token=TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    api = "/_tasks/api/dead-letters"
+    with TestClient(app) as client:
+        response = client.post(f"{api}/{pickled.id}/requeue", headers=auth)
+        assert response.status_code == 422, response.text
+        assert "allow_pickle" in response.json()["detail"]
+        response = client.post(f"{api}/{forged_letter.id}/requeue", headers=auth)
+        assert response.status_code == 409, response.text
+        assert "cannot be requeued" in response.json()["detail"]
+        assert client.post(f"{api}/no-such-letter/requeue", headers=auth).status_code == 404
+    assert not path.exists(), "the dashboard unpickled a dead letter"
+    assert await _kept(backend, pickled) == [pickled.to_dict()]
+    assert await _kept(backend, forged_letter) == [forged_letter.to_dict()]
 
 
 def test_signing_key_is_checked_byte_for_byte() -> None:
@@ -185,23 +360,10 @@ def test_argument_previews_redact_secrets() -> None:
     executor.shutdown_sync(timeout=5)
 
 
-def _dashboard_modules() -> None:
-    for module in ("pacificpy.background.dashboard", "pacificpy.background.metrics"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            pytest.skip(f"{module} is not written yet")
-
-
 @pytest.fixture
 def secured_app() -> Iterator[tuple[Any, dict[str, str]]]:
     """A served app with dashboard and /metrics behind TOKEN, one finished task with secrets
     and one dead letter whose arguments carry PUBLIC_MARKER."""
-    _dashboard_modules()
-    from pacificpy.testing import TestClient
-
     executor = get_local_executor(2)
     configure_background_tasks(executor)
     app = PacificPy()
@@ -221,7 +383,6 @@ def secured_app() -> Iterator[tuple[Any, dict[str, str]]]:
 
 def _dashboard_gets(ids: dict[str, str]) -> list[str]:
     return [
-        "/_tasks",
         "/_tasks/api/tasks",
         f"/_tasks/api/tasks/{ids['ok']}",
         f"/_tasks/api/tasks/{ids['failed']}",
@@ -234,8 +395,15 @@ def _dashboard_gets(ids: dict[str, str]) -> list[str]:
 
 @pytest.mark.parametrize(
     "credentials",
-    [{}, {"headers": {"Authorization": "Bearer wrong"}}, {"params": {"token": "wrong"}}],
-    ids=["no token", "wrong bearer", "wrong query token"],
+    [
+        {},
+        {"headers": {"Authorization": "Bearer wrong"}},
+        {"headers": {"Authorization": "Bearer "}},
+        {"headers": {"Authorization": f"Basic {TOKEN}"}},
+        {"params": {"token": "wrong"}},
+        {"params": {"token": TOKEN}},
+    ],
+    ids=["no token", "wrong bearer", "empty bearer", "other scheme", "wrong query", "query"],
 )
 def test_dashboard_and_metrics_leak_nothing_without_the_token(
     secured_app: tuple[Any, dict[str, str]], credentials: dict[str, Any]
@@ -271,7 +439,6 @@ def test_with_the_token_arguments_show_but_secrets_stay_hidden(
         response = client.get(path, headers=auth)
         assert response.status_code == 200, f"{path}: {response.status_code}"
         assert not _leaks(response.text), f"{path} shows a secret"
-    assert client.get("/_tasks", params={"token": TOKEN}).status_code == 200
     task = client.get(f"/_tasks/api/tasks/{ids['ok']}", headers=auth).text
     assert "alice" in task
     metrics = client.get("/metrics", headers=auth).text
@@ -279,9 +446,6 @@ def test_with_the_token_arguments_show_but_secrets_stay_hidden(
 
 
 def test_mutating_routes_refused_without_a_configured_token() -> None:
-    _dashboard_modules()
-    from pacificpy.testing import TestClient
-
     executor = get_local_executor(2)
     configure_background_tasks(executor)
     app = PacificPy()
@@ -299,3 +463,57 @@ def test_mutating_routes_refused_without_a_configured_token() -> None:
                 response = client.post(path, headers=headers)
                 assert response.status_code == 403, f"POST {path}: {response.status_code}"
         assert [d.id for d in executor.dead_letters_sync()] == [letter.id]
+
+
+def test_the_page_is_served_without_the_token_and_holds_no_data(
+    secured_app: tuple[Any, dict[str, str]],
+) -> None:
+    client, ids = secured_app
+    page = client.get("/_tasks")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.text == dashboard.page_html()  # the same static page for everyone
+    for value in (*ids.values(), PUBLIC_MARKER, "alice", TOKEN):
+        assert value not in page.text
+    assert page.headers["cache-control"] == "no-store"
+    assert page.headers["referrer-policy"] == "no-referrer"
+
+
+def test_a_query_token_authenticates_nothing(secured_app: tuple[Any, dict[str, str]]) -> None:
+    """The token goes only in the Authorization header; ?token= is as good as no token."""
+    client, ids = secured_app
+    for path in _dashboard_gets(ids):
+        response = client.get(path, params={"token": TOKEN})
+        assert response.status_code == 401, f"{path}: {response.status_code}"
+    response = client.post("/_tasks/api/dead-letters/purge", params={"token": TOKEN})
+    assert response.status_code == 401
+    assert get_dead_letter_ids() == [ids["letter"]]
+
+
+@pytest.mark.parametrize("token", ["", " ", "\t\n", " padded ", "trailing\n"])
+def test_empty_or_blank_tokens_are_refused_at_mount_time(token: str) -> None:
+    app = PacificPy()
+    with pytest.raises(ConfigurationError, match="include_task_dashboard"):
+        app.include_task_dashboard(token=token)
+    with pytest.raises(ConfigurationError, match="include_metrics"):
+        app.include_metrics(token=token)
+    with pytest.raises(ConfigurationError):
+        dashboard.mount_dashboard(app, token=token)
+    with pytest.raises(ConfigurationError):
+        metrics.mount_metrics(app, token=token)
+    with TestClient(app) as client:  # nothing was mounted
+        for path in ("/_tasks", "/_tasks/api/stats", "/metrics"):
+            assert client.get(path, headers={"Authorization": "Bearer "}).status_code == 404
+
+
+def test_an_empty_presented_token_never_matches() -> None:
+    """Even a guard handed an empty token (which mount refuses) lets no empty token in."""
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+
+    from pacificpy.background._http_auth import require_token
+
+    for header in (b"Bearer ", b"Bearer", b"bearer   ", b"", b"Basic "):
+        request = Request({"type": "http", "headers": [(b"authorization", header)]})
+        with pytest.raises(HTTPException) as info:
+            require_token(request, "")
+        assert info.value.status_code == 403, header

@@ -16,6 +16,7 @@ from pacificpy.background.backend import BackgroundBackend
 from pacificpy.background.dead_letter import DeadLetter, MemoryDeadLetterStore
 from pacificpy.background.execution import Decision
 from pacificpy.background.task import Message, Outcome, TaskEnvelope, TaskSpec
+from pacificpy.errors import TaskFailed
 from pacificpy.types import TaskStatus
 
 __all__ = ["InMemoryBackend"]
@@ -153,12 +154,20 @@ class InMemoryBackend(BackgroundBackend):
         return self.requeue_dead_letter_sync(letter_id)
 
     def requeue_dead_letter_sync(self, letter_id: str) -> str:
-        letter = self._dead.pop(letter_id)
+        letter = self._dead.get(letter_id)
         if letter is None:
             raise KeyError(f"no dead letter with id {letter_id!r}")
-        message = execution.requeue_message(letter, self)
+        message = execution.requeue_message(letter, self)  # raises with the letter in place
+        if self._dead.pop(letter_id) is None:  # requeued or purged meanwhile
+            raise KeyError(f"no dead letter with id {letter_id!r}")
         self._outcomes.clear(message.task_id)
-        self.submit(message, None)
+        try:
+            self.submit(message, None)
+        except TaskFailed:
+            raise  # an eager backend ran it (and failed again): the letter was used
+        except BaseException:
+            self._dead.add(letter)  # not queued: back where it was
+            raise
         return message.task_id
 
     async def purge_dead_letters(self) -> int:

@@ -165,8 +165,14 @@ class BackgroundBackend(abc.ABC):
     async def requeue_dead_letter(self, letter_id: str) -> str:
         """Enqueue the dead letter's task again as a fresh first attempt; return its task id.
 
+        The kept message is decoded and verified first, with this backend's signing key and
+        ``allow_pickle``; on any error below the letter stays in the queue.
+
         Raises:
             KeyError: no dead letter has that id.
+            DeadLetterNotRequeueable: its message never decoded and verified.
+            DeadLetterUndecodable: its message no longer decodes with this backend's settings.
+            EnqueueError: the transport did not take the task (the letter is put back).
         """
 
     @abc.abstractmethod

@@ -9,15 +9,20 @@ GET    ``tasks/{id}``                   one record (404 if unknown)
 GET    ``stats``                        ``get_task_monitor().stats()`` + backend name
 GET    ``queues``                       queue lengths of the queues seen
 GET    ``dead-letters?limit=``          dead letters of the configured backend
-POST   ``dead-letters/{id}/requeue``    requeue one (a fresh first attempt, same task id)
+POST   ``dead-letters/{id}/requeue``    requeue one (a fresh first attempt, same task id);
+                                        404 unknown id, 409 not requeueable, 422 no longer
+                                        decodes (the letter stays), 503 backend refused
 POST   ``dead-letters/purge``           delete them all
 ====== ================================ ================================================
 
-With ``token`` set, every route needs ``Authorization: Bearer <token>`` (the page also
-accepts ``?token=``): 401 without it, 403 with a wrong one. Without a token the POST
-routes always answer 403, so nothing changes without one. Argument previews hide the
-values of arguments and keys named like ``password``, ``token``, ``secret`` or
-``authorization``; raw message bytes are never sent.
+The page holds no data, so it is served to anyone; it asks for the token (a form, or a
+``#token=`` fragment, which never reaches the server) and sends it to the API. With
+``token`` set, every API route needs ``Authorization: Bearer <token>``: 401 without it,
+403 with a wrong or empty one; a ``?token=`` query authenticates nothing. An empty or blank
+token is a ``ConfigurationError`` at mount time. Without a token the POST routes always
+answer 403, so nothing changes without one. Argument previews hide the values of
+arguments and keys named like ``password``, ``token``, ``secret`` or ``authorization``;
+raw message bytes are never sent.
 """
 
 from __future__ import annotations
@@ -29,8 +34,13 @@ from typing import TYPE_CHECKING, Any
 from starlette.exceptions import HTTPException
 from starlette.responses import HTMLResponse
 
-from pacificpy.background._http_auth import require_token
+from pacificpy.background._http_auth import checked_token, require_token
 from pacificpy.background.monitor import get_task_monitor, preview_call
+from pacificpy.errors import (
+    DeadLetterNotRequeueable,
+    DeadLetterUndecodable,
+    EnqueueError,
+)
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -104,15 +114,19 @@ def mount_dashboard(app: PacificPy, path: str = "/_tasks", token: str | None = N
     Args:
         app: the application.
         path: where the page is served; the API is under ``path + "/api/"``.
-        token: when given, required on every route; without it the mutating routes
-            (requeue, purge) answer 403.
+        token: when given, every API route needs ``Authorization: Bearer <token>``;
+            without it the mutating routes (requeue, purge) answer 403.
+
+    Raises:
+        ConfigurationError: ``token`` is empty or blank.
     """
+    token = checked_token(token, where="include_task_dashboard")
     base = "/" + path.strip("/") if path.strip("/") else ""
     api = base + "/api"
     html = page_html()
 
-    def guard(request: Request, *, allow_query: bool = False) -> None:
-        require_token(request, token, allow_query=allow_query)
+    def guard(request: Request) -> None:
+        require_token(request, token)
 
     def guard_mutation(request: Request) -> None:
         if token is None:
@@ -125,7 +139,7 @@ def mount_dashboard(app: PacificPy, path: str = "/_tasks", token: str | None = N
     # Plain functions: Starlette runs them in its thread pool, so the Redis monitor store
     # and the backends' blocking calls never hold up the event loop.
     def page(request: Request) -> HTMLResponse:
-        guard(request, allow_query=True)
+        # No data in it: the page asks for the token and sends it to the API itself.
         return HTMLResponse(html, headers=_SECURITY_HEADERS)
 
     def tasks(request: Request) -> dict[str, Any]:
@@ -188,6 +202,16 @@ def mount_dashboard(app: PacificPy, path: str = "/_tasks", token: str | None = N
             task_id = get_backend().requeue_dead_letter_sync(letter_id)
         except KeyError:
             raise HTTPException(404, f"No dead letter with id {letter_id!r}") from None
+        except DeadLetterNotRequeueable as exc:
+            raise HTTPException(409, str(exc)) from None
+        except DeadLetterUndecodable as exc:
+            logger.warning("dead letter %s not requeued: %s", letter_id, exc)
+            raise HTTPException(422, str(exc)) from None
+        except EnqueueError as exc:
+            logger.error("dead letter %s not requeued, kept: %s", letter_id, exc)
+            raise HTTPException(
+                503, f"Not requeued, the dead letter is kept: {exc}", {"Retry-After": "5"}
+            ) from None
         logger.info("dead letter %s requeued from the dashboard as task %s", letter_id, task_id)
         return {"requeued": letter_id, "task_id": task_id}
 

@@ -66,6 +66,7 @@ class DeadLetterStore(Protocol):
 
     def add(self, letter: DeadLetter) -> None: ...
     def list(self, limit: int = 100) -> list[DeadLetter]: ...
+    def get(self, letter_id: str) -> DeadLetter | None: ...
     def pop(self, letter_id: str) -> DeadLetter | None: ...
     def purge(self) -> int: ...
 
@@ -89,6 +90,10 @@ class MemoryDeadLetterStore:
         with self._lock:
             items = list(reversed(self._letters.values()))
         return items[:limit]
+
+    def get(self, letter_id: str) -> DeadLetter | None:
+        with self._lock:
+            return self._letters.get(letter_id)
 
     def pop(self, letter_id: str) -> DeadLetter | None:
         with self._lock:

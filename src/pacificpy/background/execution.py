@@ -396,13 +396,40 @@ def _monitor_safely(event: str, *args: Any) -> None:
 
 
 def requeue_message(letter: DeadLetter, backend: BackgroundBackend) -> Message:
-    """The message that requeues ``letter``: a fresh first attempt of a verified task, or
-    the original bytes unchanged for one that never verified (it cannot be laundered)."""
+    """The message that requeues ``letter``: a fresh first attempt of the same task.
+
+    The kept message is decoded and verified as a worker of ``backend`` would (its signing
+    key, its ``allow_pickle``) before anything is changed, so the caller can leave the letter
+    where it is when this raises.
+
+    Raises:
+        DeadLetterNotRequeueable: the message never decoded and verified (forged, garbage,
+            refused pickle), so requeueing it could launder it into a valid task.
+        DeadLetterUndecodable: the message no longer decodes here (the signing key was
+            rotated, pickle is refused); ``cause`` holds the ``MessageRejected``.
+    """
+    from pacificpy.errors import DeadLetterNotRequeueable, DeadLetterUndecodable
+
+    if not letter.requeueable:
+        raise DeadLetterNotRequeueable(
+            f"dead letter {letter.id} ({letter.reason}) cannot be requeued: its message never "
+            "decoded and verified",
+            letter_id=letter.id,
+            task_id=letter.task_id,
+            task_name=letter.task_name,
+        )
     data = letter.data.encode("utf-8", "surrogateescape")
-    if letter.requeueable and data:
-        env = _codec.decode(data, signing_key=backend.signing_key, allow_pickle=True).fresh()
-        raw = _codec.encode(env, signing_key=backend.signing_key)
-        return Message(env, raw)
-    task_id = letter.task_id or new_task_id()
-    env = TaskEnvelope(task_id=task_id, task_name=letter.task_name or "?", queue=letter.queue)
-    return Message(env, data)
+    try:
+        env = _codec.decode(
+            data, signing_key=backend.signing_key, allow_pickle=backend.allow_pickle
+        ).fresh()
+    except MessageRejected as exc:
+        raise DeadLetterUndecodable(
+            f"dead letter {letter.id} cannot be requeued: {exc}; it stays in the dead-letter queue",
+            letter_id=letter.id,
+            task_id=letter.task_id,
+            task_name=letter.task_name,
+            cause=exc,
+        ) from exc
+    raw = _codec.encode(env, signing_key=backend.signing_key)
+    return Message(env, raw)

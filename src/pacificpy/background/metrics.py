@@ -37,7 +37,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 from starlette.responses import Response
 
-from pacificpy.background._http_auth import require_token
+from pacificpy.background._http_auth import checked_token, require_token
 from pacificpy.background.monitor import DURATION_BUCKETS, get_task_monitor
 
 if TYPE_CHECKING:
@@ -153,10 +153,14 @@ def mount_metrics(
         app: the application.
         path: where to serve them.
         token: when given, scrapes must send ``Authorization: Bearer <token>`` (401
-            without, 403 with a wrong one).
+            without, 403 with a wrong or empty one; ``?token=`` is not read).
         registry: serve this registry instead of a fresh :func:`make_registry` (register
             your own collectors on the returned one to add metrics).
+
+    Raises:
+        ConfigurationError: ``token`` is empty or blank.
     """
+    token = checked_token(token, where="include_metrics")
     served = registry if registry is not None else make_registry()
 
     def metrics_endpoint(request: Request) -> Response:

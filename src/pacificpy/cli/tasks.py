@@ -238,13 +238,22 @@ def dlq_list(limit: int, as_json: bool) -> None:
 @dlq.command("requeue")
 @click.argument("letter_id")
 def dlq_requeue(letter_id: str) -> None:
-    """Enqueue dead letter LETTER_ID again as a fresh first attempt (same task id)."""
+    """Enqueue dead letter LETTER_ID again as a fresh first attempt (same task id).
+
+    A letter that cannot be requeued (never verified, no longer decodes, or the backend
+    refused the task) stays in the queue; the reason is printed and the exit status is 1.
+    """
     from pacificpy.background.decorators import get_backend
+    from pacificpy.errors import DeadLetterError, EnqueueError
 
     try:
         task_id = get_backend().requeue_dead_letter_sync(letter_id)
     except KeyError:
         raise click.ClickException(f"no dead letter with id {letter_id!r}") from None
+    except DeadLetterError as exc:
+        raise click.ClickException(str(exc)) from None
+    except EnqueueError as exc:
+        raise click.ClickException(f"not requeued, the dead letter is kept: {exc}") from None
     click.echo(f"requeued dead letter {letter_id} as task {task_id}")
 
 

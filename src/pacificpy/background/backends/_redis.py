@@ -147,6 +147,14 @@ class RedisState:
         ids = await client.zrevrange(self.key("dlq", "index"), 0, limit - 1)
         return self._letters(await client.hmget(self.key("dlq"), ids)) if ids else []
 
+    def dlq_get(self, letter_id: str) -> DeadLetter | None:
+        raw = self.sync.hget(self.key("dlq"), letter_id)
+        return DeadLetter.from_dict(orjson.loads(raw)) if raw else None
+
+    async def adlq_get(self, letter_id: str) -> DeadLetter | None:
+        raw = await self.aio().hget(self.key("dlq"), letter_id)
+        return DeadLetter.from_dict(orjson.loads(raw)) if raw else None
+
     def dlq_pop(self, letter_id: str) -> DeadLetter | None:
         pipe = self.sync.pipeline(transaction=True)
         pipe.hget(self.key("dlq"), letter_id)

@@ -311,19 +311,31 @@ class ARQBackgroundBackend(BackgroundBackend):
         return self.state.dlq_list(limit)
 
     async def requeue_dead_letter(self, letter_id: str) -> str:
-        letter = await self.state.adlq_pop(letter_id)
+        letter = await self.state.adlq_get(letter_id)
         if letter is None:
             raise KeyError(f"no dead letter with id {letter_id!r}")
-        message = execution.requeue_message(letter, self)
-        await self.enqueue(message)
+        message = execution.requeue_message(letter, self)  # raises with the letter in place
+        if await self.state.adlq_pop(letter_id) is None:  # requeued or purged meanwhile
+            raise KeyError(f"no dead letter with id {letter_id!r}")
+        try:
+            await self.enqueue(message)
+        except BaseException:
+            await self.state.adlq_add(letter)  # not queued: back where it was
+            raise
         return message.task_id
 
     def requeue_dead_letter_sync(self, letter_id: str) -> str:
-        letter = self.state.dlq_pop(letter_id)
+        letter = self.state.dlq_get(letter_id)
         if letter is None:
             raise KeyError(f"no dead letter with id {letter_id!r}")
-        message = execution.requeue_message(letter, self)
-        self.enqueue_sync(message)
+        message = execution.requeue_message(letter, self)  # raises with the letter in place
+        if self.state.dlq_pop(letter_id) is None:  # requeued or purged meanwhile
+            raise KeyError(f"no dead letter with id {letter_id!r}")
+        try:
+            self.enqueue_sync(message)
+        except BaseException:
+            self.state.dlq_add(letter)  # not queued: back where it was
+            raise
         return message.task_id
 
     async def purge_dead_letters(self) -> int:

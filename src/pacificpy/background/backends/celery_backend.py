@@ -410,18 +410,17 @@ class CeleryBackgroundBackend(BackgroundBackend):
         return await asyncio.to_thread(self.requeue_dead_letter_sync, letter_id)
 
     def requeue_dead_letter_sync(self, letter_id: str) -> str:
-        letter = self.state.dlq_pop(letter_id)
+        letter = self.state.dlq_get(letter_id)
         if letter is None:
             raise KeyError(f"no dead letter with id {letter_id!r}")
-        message = execution.requeue_message(letter, self)
-        self.state.result_clear(message.task_id)
+        message = execution.requeue_message(letter, self)  # raises with the letter in place
+        if self.state.dlq_pop(letter_id) is None:  # requeued or purged meanwhile
+            raise KeyError(f"no dead letter with id {letter_id!r}")
         try:
-            if letter.requeueable:
-                self.enqueue_sync(message)
-            else:
-                self.submit_raw(message.data, queue=message.queue)
+            self.state.result_clear(message.task_id)
+            self.enqueue_sync(message)
         except BaseException:
-            self.state.dlq_add(letter)  # not lost: back where it was
+            self.state.dlq_add(letter)  # not queued: back where it was
             raise
         return message.task_id
 
