@@ -419,6 +419,7 @@ def test_serialization_sample(executor: LocalExecutor) -> None:
 
 def test_timeout_sample_with_celery_app() -> None:
     import celery
+
     celery_app = celery.Celery("guide_timeouts", set_as_current=False)
     ns = run_block("timeouts", app=celery_app)
     task = ns["long_running_task"]
