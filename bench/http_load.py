@@ -87,7 +87,7 @@ def parse_wrk(out: str) -> dict[str, Any]:
     m = re.search(r"(\d+) requests in", out)
     res["requests"] = int(m.group(1)) if m else None
     m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errors = int(m.group(1)) if m else 0
+    errors = res["non_2xx"] = int(m.group(1)) if m else 0
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if m:
         errors += sum(int(g) for g in m.groups())
@@ -123,28 +123,56 @@ def run_one(name: str, target: str, stack: str, opts: Options, rnd: int) -> dict
     port = free_port()
     logdir = Path(tempfile.mkdtemp(prefix="pacificpy-bench-http-"))
     logf = (logdir / "server.log").open("wb")
+    counts = logdir / "task-counts.json"
     cmd = [*_pin(0), PY, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port),
            "--workers", "1", *STACKS[stack], "--no-access-log",
            "--log-level", "warning"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=child_env(), cwd=ROOT)
+    env = child_env(BENCH_TASK_COUNT_FILE=str(counts))
+    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    answered = 0
     try:
         wait_port(port, time.monotonic() + 30, proc)
-        _load(port, warmup, 64, 2)
+        warm = _load(port, warmup, 64, 2)
         with watched(rec, 0.3 if opts.quick else 0.5):
             rec.update(_load(port, duration, 64, 2))
-        rec["ok"] = rec.get("rps") is not None and rec.get("errors", 0) == 0
-        if rec.get("errors"):
+        rec["errors"] = rec.get("errors", 0) + warm.get("errors", 0)
+        rec["non_2xx"] = rec.get("non_2xx", 0) + warm.get("non_2xx", 0)
+        answered = (warm.get("requests") or 0) + (rec.get("requests") or 0) - rec["errors"]
+        rec["ok"] = rec.get("rps") is not None and rec["errors"] == 0
+        if rec["errors"]:
             rec["error"] = f"{rec['errors']} failed requests"
     except Exception as exc:
         rec["error"] = str(exc)
     finally:
-        terminate(proc)
+        terminate(proc, timeout=90)  # PacificPy's shutdown hook waits for its tasks first
         logf.close()
         tail = (logdir / "server.log").read_text(errors="replace")[-800:]
+        if rec["ok"] and name.startswith("pacificpy"):
+            _check_tasks(rec, counts, answered)
         if not rec["ok"] and tail:
             rec["server_log"] = tail
         shutil.rmtree(logdir, ignore_errors=True)
     return rec
+
+
+def _check_tasks(rec: dict[str, Any], counts: Path, answered: int) -> None:
+    """Fail the record unless every task PacificPy accepted ran before the server stopped.
+
+    ``answered`` is the 2xx responses wrk saw (warm-up included); the app may have enqueued a
+    few more for requests still in flight when wrk stopped, never fewer.
+    """
+    if not counts.is_file():
+        rec["ok"] = False
+        rec["error"] = "the server stopped without reporting its task counts"
+        return
+    got = json.loads(counts.read_text())
+    rec["tasks_enqueued"], rec["tasks_ran"] = got["enqueued"], got["ran"]
+    if got["ran"] != got["enqueued"] or not got["drained"]:
+        rec["ok"] = False
+        rec["error"] = f"{got['enqueued'] - got['ran']} of {got['enqueued']} tasks never ran"
+    elif got["enqueued"] < answered:
+        rec["ok"] = False
+        rec["error"] = f"{answered} requests answered 2xx but only {got['enqueued']} enqueued"
 
 
 def run(opts: Options, stamp: str) -> list[dict[str, Any]]:
@@ -169,13 +197,13 @@ async def _client(url: str, duration: float, conns: int) -> dict[str, Any]:
     import httpx
 
     lat: list[float] = []
-    errors = 0
+    errors = non_2xx = 0
     stop = time.monotonic() + duration
     limits = httpx.Limits(max_connections=conns, max_keepalive_connections=conns)
     async with httpx.AsyncClient(limits=limits) as client:
 
         async def worker() -> None:
-            nonlocal errors
+            nonlocal errors, non_2xx
             headers = {"content-type": "application/json"}
             while time.monotonic() < stop:
                 t0 = time.perf_counter()
@@ -183,6 +211,7 @@ async def _client(url: str, duration: float, conns: int) -> dict[str, Any]:
                     r = await client.post(url, content=BODY, headers=headers)
                     if r.status_code != 200:
                         errors += 1
+                        non_2xx += 1
                 except Exception:
                     errors += 1
                 lat.append((time.perf_counter() - t0) * 1000)
@@ -194,7 +223,7 @@ async def _client(url: str, duration: float, conns: int) -> dict[str, Any]:
     from bench._common import percentile
 
     return {"rps": len(lat) / wall, "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
-            "requests": len(lat), "errors": errors}  # fmt: skip
+            "requests": len(lat), "errors": errors, "non_2xx": non_2xx}  # fmt: skip
 
 
 def main() -> None:

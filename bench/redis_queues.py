@@ -94,16 +94,26 @@ FAMILY_MODULE = {
 
 
 def arq_poll_default() -> float:
-    """The poll delay PacificPy's ARQ backend uses by default (0.01 if it cannot be read)."""
-    try:
-        from arq.connections import RedisSettings
+    """The poll delay PacificPy's ARQ backend uses by default.
 
-        from pacificpy.background.backend import ARQBackgroundBackend
+    ``arq-tuned`` is raw arq with this same delay; a guessed value would compare the two at
+    different delays without saying so, so anything unreadable stops the benchmark.
 
-        backend = ARQBackgroundBackend(redis_settings=RedisSettings())
-        return float(getattr(backend.worker_settings(), "poll_delay", 0.01))
-    except Exception:
-        return 0.01
+    Raises:
+        RuntimeError: the backend's worker settings have no positive ``poll_delay``.
+    """
+    from arq.connections import RedisSettings
+
+    from pacificpy.background.backend import ARQBackgroundBackend
+
+    settings = ARQBackgroundBackend(redis_settings=RedisSettings()).worker_settings()
+    delay = getattr(settings, "poll_delay", None)
+    if not isinstance(delay, (int, float)) or isinstance(delay, bool) or delay <= 0:
+        raise RuntimeError(
+            f"cannot read PacificPy's ARQ poll delay (worker_settings().poll_delay = {delay!r});"
+            " arq-tuned needs it"
+        )
+    return float(delay)
 
 
 # --------------------------------------------------------------------------- producers

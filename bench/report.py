@@ -82,6 +82,12 @@ def _key(rec: dict[str, Any]) -> str:
     return f"{rec['contender']}@{rec['stack']}" if rec.get("stack") else rec["contender"]
 
 
+def _metrics() -> list[str]:
+    """Every metric a table column or a chart panel shows, and the task counts."""
+    shown = {m for cols in COLUMNS.values() for m, _ in cols} | {m for _, m, _, _ in PANELS}
+    return sorted(shown | {"errors", "tasks_enqueued", "tasks_ran"})
+
+
 def contender_table(records: list[dict[str, Any]], scenario: str) -> list[dict[str, Any]]:
     """One row per contender: medians (min, max) of the scenario's metrics."""
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -95,10 +101,7 @@ def contender_table(records: list[dict[str, Any]], scenario: str) -> list[dict[s
         if not use:
             errors = [r.get("error", "?") for r in runs if not r.get("ok")]
             row["failed"] = (errors[-1] if errors else "no run")[-400:]
-        for metric in ("rps", "p50_ms", "p99_ms", "call_us", "call_us_running", "jobs_s",
-                       "us_per_job", "p50_us", "p99_us", "cmds_per_job", "bytes_per_job",
-                       "startup_s", "total_s", "enqueue_jobs_s", "delta_mb", "rss_mb",
-                       "bytes_per_task", "max_ms", "samples", "errors"):  # fmt: skip
+        for metric in _metrics():
             values = [r[metric] for r in use if isinstance(r.get(metric), (int, float))]
             s = summarize(values)
             if s:
@@ -423,6 +426,19 @@ def render(chosen: dict[str, list[dict[str, Any]]], used: dict[str, dict[str, An
     return "\n".join(out)
 
 
+#: One chart panel each: (scenario, metric, title, logarithmic x axis).
+PANELS = [
+    ("http", "rps", "HTTP req/s (uvicorn 1 worker)", False),
+    ("local", "call_us", "enqueue call µs (lower is better)", False),
+    ("enqueue", "jobs_s", "enqueue jobs/s via Redis", True),
+    ("e2e", "jobs_s", "end-to-end jobs/s, one worker", True),
+    ("pickup-redis", "p50_ms", "pickup p50 ms via Redis (lower is better)", True),
+    ("memory", "bytes_per_task", "bytes per queued task", False),
+    ("asgi", "cpu_us_per_req", "in-process CPU µs per request (lower is better)", False),
+    ("local", "jobs_s", "local no-op tasks/s (4 workers)", True),
+]
+
+
 def chart(chosen: dict[str, list[dict[str, Any]]], targets: list[dict[str, Any]],
           path: Path) -> None:  # fmt: skip
     """A PNG with one panel per scenario: medians with min–max error bars."""
@@ -431,19 +447,22 @@ def chart(chosen: dict[str, list[dict[str, Any]]], targets: list[dict[str, Any]]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [
-        ("http", "rps", "HTTP req/s (uvicorn 1 worker)", False),
-        ("local", "call_us", "enqueue call µs (lower is better)", False),
-        ("enqueue", "jobs_s", "enqueue jobs/s via Redis", True),
-        ("e2e", "jobs_s", "end-to-end jobs/s, one worker", True),
-        ("pickup-redis", "p50_ms", "pickup p50 ms via Redis (lower is better)", True),
-        ("memory", "bytes_per_task", "bytes per queued task", False),
-        ("asgi", "cpu_us_per_req", "in-process CPU µs per request (lower is better)", False),
-        ("local", "jobs_s", "local no-op tasks/s (4 workers)", True),
-    ]
-    fig, axes = plt.subplots(4, 2, figsize=(13, 17))
-    for ax, (scenario, metric, title, logx) in zip(axes.flat, panels, strict=False):
-        rows = [r for r in contender_table(chosen.get(scenario, []), scenario) if metric in r]
+    # A scenario with no records (not run yet) has no panel; one whose records lack the
+    # panel's metric is a bug in the report, not a blank picture.
+    panels: list[tuple[list[dict[str, Any]], str, str, bool]] = []
+    for scenario, metric, title, logx in PANELS:
+        if not chosen.get(scenario):
+            continue
+        rows = [r for r in contender_table(chosen[scenario], scenario) if metric in r]
+        if not rows:
+            raise RuntimeError(f"chart panel {title!r}: no {scenario} record has {metric!r}")
+        panels.append((rows, metric, title, logx))
+    ncols = 2
+    nrows = (len(panels) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(13, 4.25 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.remove()
+    for ax, (rows, metric, title, logx) in zip(axes.flat, panels, strict=False):
         rows.sort(key=lambda r: r["contender"])
         names = [r["contender"] for r in rows]
         med = [r[metric]["median"] for r in rows]
@@ -457,7 +476,7 @@ def chart(chosen: dict[str, list[dict[str, Any]]], targets: list[dict[str, Any]]
             ax.set_xscale("log")
         ax.invert_yaxis()
     fig.suptitle("PacificPy (blue) vs peers, medians with min–max, same run", fontsize=12)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.985))  # keep the first row's titles off the suptitle
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,7 @@ import httpx
 import pytest
 
 from tests.apps.web_app import MAX_BODY_SIZE
+from tests.support.served_command import assert_clean_stop, enqueue_and_read, run_served
 from tests.support.uvicorn_server import serve_app
 
 APP = "tests.apps.web_app:app"
@@ -129,3 +132,20 @@ def test_shutdown_hook_runs_on_sigint(tmp_path: Path) -> None:
     # serve_app has sent SIGINT and waited for the process to end: a graceful exit.
     assert proc.returncode == 0
     assert events.read_text().splitlines() == ["startup", "shutdown"]
+
+
+# -- app.run(), for real ----------------------------------------------------------------------
+@pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_app_run_serves_runs_tasks_and_stops_on_a_signal(
+    tmp_path: Path, stop_with: signal.Signals
+) -> None:
+    code = "import sys; from tests.apps.served_app import app; app.run(port=int(sys.argv[1]))"
+    run = run_served(
+        lambda port: [sys.executable, "-c", code, str(port)],
+        enqueue_and_read,
+        env={"PACIFICPY_TEST_DIR": str(tmp_path)},
+        stop_with=stop_with,
+    )
+    assert_clean_stop(run, stop_with)
+    assert (tmp_path / "ran-21").read_text() == "42"  # the task ran, in the served process
+    assert (tmp_path / "shutdown").exists()  # and the app's shutdown hook ran

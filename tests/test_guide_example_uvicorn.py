@@ -43,9 +43,8 @@ def test_create_user_answers_at_once_then_email_is_sent() -> None:
     ) as (base, proc):
         started = time.monotonic()
         body = _post(base + "/users", {"name": "Ada", "email": "ada@example.com"})
-        answered = time.monotonic() - started
         assert body == {"user_id": 1, "message": "User created"}
-        assert answered < 1.0, f"POST /users took {answered:.2f}s; the 2 s task must not block"
+        # Ordering, not a stopwatch: the answer came before the 2 s task had finished.
         assert "Welcome email sent to user 1" not in _output(proc.pid)
 
         deadline = time.monotonic() + 20

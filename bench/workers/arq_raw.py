@@ -28,4 +28,4 @@ class WorkerSettingsTuned:
 
     functions = [job]
     redis_settings = RedisSettings.from_dsn(URL)
-    poll_delay = float(os.environ.get("BENCH_ARQ_POLL", "0.01"))
+    poll_delay = float(os.environ["BENCH_ARQ_POLL"])  # set by bench/redis_queues.py, always

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pacificpy import PacificPy
-from pacificpy.background.decorators import background
+from pacificpy.background.decorators import background, get_backend
 from pacificpy.routing import Request
 
 app = PacificPy(shutdown_timeout=10)
@@ -38,8 +38,13 @@ async def slow_async_marker(name: str, seconds: float) -> str:
 
 
 @background
-def blocking(seconds: float) -> None:
-    time.sleep(seconds)
+def blocking_until_released(n: int) -> None:
+    """Hold a worker thread until the test creates ``release`` (or 60 s pass)."""
+    _marker(f"block-{n}.started").touch()
+    deadline = time.monotonic() + 60
+    while not _marker("release").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    _marker(f"block-{n}.done").touch()
 
 
 @app.post("/disconnect/{name}")
@@ -53,9 +58,9 @@ async def enqueue_then_linger(request: Request) -> dict[str, Any]:
 
 @app.post("/block/{n:int}")
 async def block(request: Request) -> dict[str, Any]:
-    for _ in range(request.path_params["n"]):
-        await blocking.delay(2.0)
-    return {"queued": request.path_params["n"]}
+    for i in range(request.path_params["n"]):
+        await blocking_until_released.delay(i)
+    return {"queued": request.path_params["n"], "workers": get_backend().max_workers}
 
 
 @app.get("/ok")

@@ -103,7 +103,7 @@ def test_shutdown_timeout_marks_leftovers_abandoned(caplog: pytest.LogCaptureFix
             with TestClient(app) as client:
                 client.post("/enqueue")
                 started = time.monotonic()
-            assert time.monotonic() - started < 5
+            assert time.monotonic() - started < 15  # well under the executor's own 30 s
         monitor = get_task_monitor()
         for task_id in ids:
             record = monitor.get(task_id)
@@ -126,7 +126,7 @@ def test_app_shutdown_timeout_none_uses_backend_timeout() -> None:
         started = time.monotonic()
         with TestClient(app) as client:
             client.post("/enqueue")
-        assert time.monotonic() - started < 5  # not 30 s: the executor's own 0.2 s
+        assert time.monotonic() - started < 15  # not 30 s: the executor's own 0.2 s
         assert get_task_monitor().get(ids[0]).status is TaskStatus.ABANDONED  # type: ignore[union-attr]
     finally:
         gate.set()
@@ -141,7 +141,7 @@ async def test_app_shutdown_timeout_overrides_backend_and_is_restored() -> None:
         handle = await held.delay("y")
         started = time.monotonic()
         await app_shutdown(timeout=0.2)
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 15  # well under the executor's own 30 s
         assert executor.shutdown_timeout == 30.0
         assert executor.get_status_sync(handle.id) is TaskStatus.ABANDONED
     finally:

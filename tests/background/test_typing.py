@@ -7,10 +7,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("mypy")
-
 HEADER = """
 from pacificpy.background.decorators import background
 from pacificpy.background.task import TaskHandle

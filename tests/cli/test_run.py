@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 from pacificpy import PacificPy
 from pacificpy.cli import cli
 from pacificpy.cli._loading import LoadError, load_attr
+from tests.support.served_command import assert_clean_stop, enqueue_and_read, run_served
 
 APP_SOURCE = """
 from pacificpy import PacificPy
@@ -176,3 +178,22 @@ def test_main_entry_point(
         main()
     assert exit_info.value.code == 0
     assert "pacificpy, version 0.1.0" in capsys.readouterr().out
+
+
+# -- pacificpy run, for real ------------------------------------------------------------------
+@pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_pacificpy_run_serves_runs_tasks_and_stops_on_a_signal(
+    tmp_path: Path, stop_with: signal.Signals
+) -> None:
+    # The console script `make test` installs, next to this interpreter.
+    script = Path(sys.executable).with_name("pacificpy")
+    assert script.is_file(), f"{script} is missing: install the package (make test does)"
+    run = run_served(
+        lambda port: [str(script), "run", "tests.apps.served_app:app", "--port", str(port)],
+        enqueue_and_read,
+        env={"PACIFICPY_TEST_DIR": str(tmp_path)},
+        stop_with=stop_with,
+    )
+    assert_clean_stop(run, stop_with)
+    assert (tmp_path / "ran-21").read_text() == "42"  # the task ran, in the served process
+    assert (tmp_path / "shutdown").exists()  # and the app's shutdown hook ran

@@ -2,8 +2,8 @@
 
 The rigs reuse the conformance harnesses (``tests/conformance/harness_<name>.py``) to start
 real workers, but against this suite's own redis-server, so killing or starving a worker
-here never disturbs the conformance suite's workers. A backend whose harness is not there
-yet is skipped with that reason.
+here never disturbs the conformance suite's workers. A harness that does not import fails
+the tests that need it.
 """
 
 from __future__ import annotations
@@ -75,14 +75,8 @@ def counter(rel_redis_url: str) -> Iterator[redis.Redis]:
 
 
 def load_harness_module(name: str) -> Any:
-    """``tests.conformance.harness_<name>``, or skip: its backend is not written yet."""
-    try:
-        return importlib.import_module(f"tests.conformance.harness_{name}")
-    except ModuleNotFoundError as exc:
-        # The harness itself, or a test-support module it needs, is not written yet.
-        if not (exc.name or "").startswith("tests."):
-            raise
-        pytest.skip(f"the {name} backend's conformance harness is not ready: {exc}")
+    """``tests.conformance.harness_<name>``; a missing one is an error, never a skip."""
+    return importlib.import_module(f"tests.conformance.harness_{name}")
 
 
 def start_harness(name: str, server: RedisServer) -> tuple[Iterator[Harness], Harness]:

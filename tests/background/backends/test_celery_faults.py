@@ -98,7 +98,7 @@ def test_redis_down_sync_delay_raises_at_once(own_redis: RedisServer) -> None:
         started = time.monotonic()
         with pytest.raises(EnqueueError):
             tasks.add.delay(1, 2)
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 15  # not Celery's connection retries
         own_redis.start()
         tasks.add.delay(1, 2)
         assert backend.queue_length_sync() == 1
