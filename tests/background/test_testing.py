@@ -112,7 +112,7 @@ def test_eager_keeps_call_site_checks() -> None:
     with eager_tasks():
         with pytest.raises(TaskArgumentError):
             send_email.delay("only-one-arg")  # type: ignore[call-arg]
-        with pytest.raises(TaskSerializationError, match="args"):
+        with pytest.raises(TaskSerializationError, match="argument to "):
             send_email.delay(object(), "x")  # type: ignore[arg-type]
         with pytest.raises(TaskSerializationError, match="allow_pickle"):
             takes_blob.delay(Blob())

@@ -7,10 +7,16 @@ Side effects that must be seen across processes go to the suite's Redis, whose U
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
+import enum
 import os
 import time
+import uuid
+from decimal import Decimal
 from typing import Any
 
+import pydantic
 import redis
 
 from pacificpy.background import Retry, current_task
@@ -187,3 +193,52 @@ def slow_sync_retried(seconds: float) -> str:
 @background(timeout=5.0)
 def raise_timeout_error_within_limit(message: str) -> None:
     raise TimeoutError(message)
+
+
+# -- typed arguments (SPEC §10.1) ---------------------------------------------------------
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    x: int
+    y: float
+
+
+class Order(pydantic.BaseModel):
+    placed: dt.date
+    lines: list[Decimal]
+
+
+def _seen(**values: Any) -> dict[str, list[str]]:
+    """What the task received: each argument's type name and repr."""
+    return {name: [type(v).__name__, repr(v)] for name, v in values.items()}
+
+
+@background
+def typed_args(
+    when: dt.datetime,
+    ident: uuid.UUID,
+    amount: Decimal,
+    color: Color,
+    point: Point,
+    *,
+    day: dt.date | None = None,
+    ids: list[uuid.UUID] | None = None,
+    pair: tuple[int, str] | None = None,
+    order: Order | None = None,
+) -> dict[str, list[str]]:
+    return _seen(
+        when=when, ident=ident, amount=amount, color=color, point=point,
+        day=day, ids=ids, pair=pair, order=order,
+    )  # fmt: skip
+
+
+@background
+async def async_typed_args(
+    when: dt.datetime, ident: uuid.UUID, amount: Decimal, color: Color, point: Point
+) -> dict[str, list[str]]:
+    await asyncio.sleep(0)
+    return _seen(when=when, ident=ident, amount=amount, color=color, point=point)

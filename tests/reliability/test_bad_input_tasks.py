@@ -52,12 +52,12 @@ async def test_unbindable_arguments(rig: Harness, counter: redis.Redis) -> None:
 
 
 UNSERIALISABLE: dict[str, tuple[tuple[Any, ...], dict[str, Any], str]] = {
-    "object": ((object(),), {}, "args[0]"),
-    "set in a dict": (({"a": {1, 2}},), {}, "args[0]"),
+    "object": ((object(),), {}, "value"),
+    "set in a dict": (({"a": {1, 2}},), {}, "value"),
     "function kwarg": ((), {"value": lambda: 1}, "value"),
-    "int over 64 bits": ((2**70,), {}, "args[0]"),
-    "bytes": ((b"\x00\x01",), {}, "args[0]"),
-    "non-str dict key": (({1: "a"},), {}, "args[0]"),
+    "int over 64 bits": ((2**70,), {}, "value"),
+    "bytes": ((b"\x00\x01",), {}, "value"),
+    "non-str dict key": (({1: "a"},), {}, "value"),
 }
 
 

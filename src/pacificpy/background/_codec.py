@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from pacificpy.background import registry
 from pacificpy.background.task import TaskEnvelope
 from pacificpy.errors import MessageRejected, TaskSerializationError
 
@@ -181,8 +182,16 @@ def peek(data: bytes | str) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _labeller(env: TaskEnvelope) -> Any:
+    """Names positional arguments by their parameters, when the task is registered here."""
+    try:
+        return registry.get(env.task_name).plan.label
+    except Exception:
+        return lambda i: f"args[{i}]"
+
+
 def _non_finite(env: TaskEnvelope) -> str | None:
-    """The label of the first argument holding a NaN or infinite float, if any."""
+    """The name of the first argument holding a NaN or infinite float, if any."""
 
     def holds(value: Any) -> bool:
         if isinstance(value, float):
@@ -193,9 +202,10 @@ def _non_finite(env: TaskEnvelope) -> str | None:
             return any(holds(v) for v in value.values())
         return False
 
+    label = _labeller(env)
     for i, value in enumerate(env.args):
         if holds(value):
-            return f"args[{i}]"
+            return str(label(i))
     for key, value in env.kwargs.items():
         if holds(value):
             return key
@@ -204,19 +214,20 @@ def _non_finite(env: TaskEnvelope) -> str | None:
 
 def _which_argument(env: TaskEnvelope, dump: Any, exc: Exception) -> TaskSerializationError:
     """Find the first argument ``dump`` cannot carry, for a message that names it."""
-    candidates: list[tuple[str, Any]] = [(f"args[{i}]", v) for i, v in enumerate(env.args)]
+    label = _labeller(env)
+    candidates: list[tuple[str, Any]] = [(str(label(i)), v) for i, v in enumerate(env.args)]
     candidates += [(k, v) for k, v in env.kwargs.items()]
-    for label, value in candidates:
+    for name, value in candidates:
         try:
             dump(value)
         except Exception as inner:
-            what = f"argument {label} ({type(value).__name__})"
+            what = f"argument {name} ({type(value).__name__})"
             return TaskSerializationError(
                 f"task {env.task_name}: {what} cannot be serialized with "
                 f"{env.serializer!r}: {inner}. Pass plain data (str, int, float, bool, None, "
                 "list, dict) or use serializer='pickle'",
                 task_name=env.task_name,
-                argument=label,
+                argument=name,
             )
     return TaskSerializationError(
         f"task {env.task_name}: arguments cannot be serialized with {env.serializer!r}: {exc}",

@@ -77,7 +77,8 @@ class BackgroundTask(Generic[P, T]):
 
         Raises:
             TaskArgumentError: the arguments do not bind to the function.
-            TaskSerializationError: an argument cannot be serialized (named in the message).
+            TaskSerializationError: an argument JSON would not deliver as the type its
+                parameter declares, or cannot carry at all (named by its parameter).
             QueueFull: the local executor's queue is full.
             EnqueueError: no running loop here and the backend refused the task.
         """
@@ -139,6 +140,7 @@ class BackgroundTask(Generic[P, T]):
     ) -> TaskHandle[T]:
         spec = self.spec
         spec.check_args(args, kwargs)
+        args, kwargs = spec.plan.to_wire(args, kwargs)
         backend = get_backend()
         if options:
             _check_options(backend, [o for o in options if o])

@@ -151,6 +151,8 @@ def prepare(
         return reject(data, exc, reason="unknown_task", envelope=env)
     try:
         spec.check_args(env.args, env.kwargs)
+        if spec.plan.typed:
+            spec.plan.from_wire(env.args, env.kwargs)  # converted again at the call
     except TaskArgumentError as exc:
         return reject(data, exc, reason="rejected", envelope=env)
     return env, spec
@@ -319,14 +321,13 @@ async def execute(
     started = time.perf_counter()
     try:
         with _running(env):
+            args, kwargs = spec.plan.from_wire(env.args, env.kwargs)  # declared types
             if spec.is_async:
-                coro = spec.fn(*env.args, **env.kwargs)
+                coro = spec.fn(*args, **kwargs)
                 value = await (_limited(coro, spec.timeout) if spec.timeout else coro)
             else:
                 loop = asyncio.get_running_loop()
-                call = functools.partial(
-                    contextvars.copy_context().run, spec.fn, *env.args, **env.kwargs
-                )
+                call = functools.partial(contextvars.copy_context().run, spec.fn, *args, **kwargs)
                 fut = loop.run_in_executor(thread_executor, call)
                 value = await (_limited(asyncio.shield(fut), spec.timeout) if spec.timeout else fut)
     except _OverTime:
@@ -344,13 +345,14 @@ def call_sync(env: TaskEnvelope, spec: TaskSpec) -> tuple[Any, BaseException | N
     """
     try:
         with _running(env):
+            args, kwargs = spec.plan.from_wire(env.args, env.kwargs)  # declared types
             if spec.is_async:
-                coro = spec.fn(*env.args, **env.kwargs)
+                coro = spec.fn(*args, **kwargs)
                 return (
                     asyncio.run(_limited(coro, spec.timeout) if spec.timeout else coro),
                     None,
                 )
-            return spec.fn(*env.args, **env.kwargs), None
+            return spec.fn(*args, **kwargs), None
     except _OverTime:
         return None, timeout_error(spec)
     except (Exception, SystemExit) as exc:  # a task calling sys.exit() must not end a worker

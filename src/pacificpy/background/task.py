@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from pacificpy.background._argtypes import ArgPlan
 from pacificpy.background._preview import (
     ERROR_CHARS,
     TRACEBACK_CHARS,
@@ -200,6 +201,7 @@ class TaskSpec:
     __slots__ = (
         "_max_pos",
         "_min_pos",
+        "_plan",
         "_simple",
         "fn",
         "is_async",
@@ -236,6 +238,15 @@ class TaskSpec:
         self._simple = all(p.kind in positional for p in params)
         self._max_pos = len(params)
         self._min_pos = sum(1 for p in params if p.default is inspect.Parameter.empty)
+        self._plan: ArgPlan | None = None
+
+    @property
+    def plan(self) -> ArgPlan:
+        """How the arguments travel: built at first use, when forward references resolve."""
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = ArgPlan(self.fn, self.signature, self.name, self.serializer)
+        return plan
 
     def check_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise ``TaskArgumentError`` unless ``args``/``kwargs`` bind to the function."""
