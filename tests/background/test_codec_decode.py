@@ -164,3 +164,20 @@ def test_bytearray_and_memoryview_decode_like_bytes() -> None:
     data = orjson.dumps(message())
     assert _codec.decode(bytearray(data)).task_id == "t1"
     assert _codec.decode(memoryview(data)).task_id == "t1"
+
+
+def test_nesting_deeper_than_a_producer_can_write_is_rejected() -> None:
+    """orjson reads 1,024 levels but writes 254: a deeper message's dead letter or next
+    attempt could not be stored, so it is rejected at decode."""
+
+    def deep(depth: int) -> bytes:
+        return b'{"v":1,"id":"d","t":"x","a":[' + b"[" * depth + b"]" * depth + b"]}"
+
+    env = _codec.decode(sign(deep(252)), signing_key=KEY)
+    orjson.dumps(list(env.args))
+    for depth in (253, 1000):
+        with pytest.raises(MessageRejected, match="nested deeper"):
+            _codec.decode(sign(deep(depth)), signing_key=KEY)
+    # Brackets inside strings are not nesting.
+    text = orjson.dumps({"v": 1, "id": "s", "t": "x", "a": ["[" * 5000]})
+    assert _codec.decode(text).args == ("[" * 5000,)

@@ -24,6 +24,7 @@ __all__ = ["SERIALIZERS", "decode", "encode"]
 SERIALIZERS = frozenset({"json", "pickle"})
 _SIGNED = b"pp1."
 _SIG_LEN = 64  # hex digits of SHA-256
+_MAX_DEPTH = 254  # the deepest nesting orjson writes
 
 
 def encode(
@@ -138,6 +139,16 @@ def decode(
         raise MessageRejected(f"message is not valid JSON: {exc}") from None
     if not isinstance(raw, dict) or raw.get("v") != 1:
         raise MessageRejected("message has the wrong shape: not a PacificPy v1 task message")
+    # orjson reads JSON nested 1,024 deep but writes only 254: a deeper message cannot come
+    # from a producer, and its dead letter or next attempt could not be written. Only a
+    # body with that many brackets can be that deep, so the check is almost always skipped.
+    if body.count(b"[") + body.count(b"{") > _MAX_DEPTH:
+        try:
+            orjson.dumps(raw)
+        except TypeError:
+            raise MessageRejected(
+                f"message is nested deeper than the {_MAX_DEPTH} levels JSON messages may have"
+            ) from None
     try:
         return _envelope(raw, allow_pickle)
     except MessageRejected:

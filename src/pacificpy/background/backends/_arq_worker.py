@@ -5,9 +5,11 @@ Job format. The value of ``arq:job:<id>`` is the PacificPy message itself (the b
 ``_codec.encode`` produced). :func:`job_deserializer` turns it into the dict ARQ expects,
 naming the job function :data:`JOB_NAME` with the message as its one argument; jobs in
 ARQ's own dict format (JSON, as :func:`job_serializer` writes them, e.g. enqueued with
-``ArqRedis.enqueue_job``) pass through, and anything else (garbage, pickle while pickle is
-refused) is handed to the job function as a message, which turns it into a dead letter.
-The deserializer never raises, so a malformed job can never trip ARQ's worker.
+``ArqRedis.enqueue_job``) pass through when every field has a type ARQ can use, and
+anything else (garbage, pickle while pickle is refused or while a signing key is set, a
+PacificPy job without exactly one message argument) is handed to the job function as a
+message, which turns it into a dead letter. The deserializer never raises, so a malformed
+job can never trip ARQ's worker.
 
 Attempts, retries and the poison guard. The envelope's attempt is the source of truth. A
 retry overwrites the job's value with the next attempt's message and raises ARQ's
