@@ -25,6 +25,7 @@ __all__ = ["SERIALIZERS", "decode", "encode"]
 SERIALIZERS = frozenset({"json", "pickle"})
 _SIGNED = b"pp1."
 _SIG_LEN = 64  # hex digits of SHA-256
+_MAX_DEPTH = 254  # the deepest nesting orjson writes
 
 
 def encode(
@@ -104,14 +105,25 @@ def decode(
 ) -> TaskEnvelope:
     """Decode and verify a message.
 
+    With ``signing_key`` set, the signature is checked before anything else is read, so
+    nothing of an unverified message is ever unpickled. Every field's type is checked: a
+    message that decodes is one a worker can run or dead-letter without tripping on it.
+
     Raises:
-        MessageRejected: garbage, the wrong shape, a missing or bad signature while
-            ``signing_key`` is set, or pickle while ``allow_pickle`` is off.
+        MessageRejected: not bytes, garbage, the wrong shape or a field of the wrong type,
+            a missing or bad signature while ``signing_key`` is set, or pickle while
+            ``allow_pickle`` is off.
     """
     if isinstance(data, str):
         data = data.encode("utf-8", "surrogateescape")
+    elif isinstance(data, (bytearray, memoryview)):
+        data = bytes(data)
+    elif not isinstance(data, bytes):
+        raise MessageRejected(f"message is a {type(data).__name__}, not bytes or text")
     if data.startswith(_SIGNED):
         sig = data[len(_SIGNED) : len(_SIGNED) + _SIG_LEN]
+        if data[len(_SIGNED) + _SIG_LEN : len(_SIGNED) + _SIG_LEN + 1] != b".":
+            raise MessageRejected("message has a malformed signature")
         body = data[len(_SIGNED) + _SIG_LEN + 1 :]
         if signing_key is not None:
             good = hmac.new(signing_key, body, hashlib.sha256).hexdigest().encode("ascii")
@@ -121,49 +133,98 @@ def decode(
         if signing_key is not None:
             raise MessageRejected("message is not signed but this worker requires signing")
         body = data
+    # From here on the body is verified (or no key is configured: every producer trusted).
     try:
         raw = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise MessageRejected(f"message is not valid JSON: {exc}") from None
     if not isinstance(raw, dict) or raw.get("v") != 1:
         raise MessageRejected("message has the wrong shape: not a PacificPy v1 task message")
+    # orjson reads JSON nested 1,024 deep but writes only 254: a deeper message cannot come
+    # from a producer, and its dead letter or next attempt could not be written. Only a
+    # body with that many brackets can be that deep, so the check is almost always skipped.
+    if body.count(b"[") + body.count(b"{") > _MAX_DEPTH:
+        try:
+            orjson.dumps(raw)
+        except TypeError:
+            raise MessageRejected(
+                f"message is nested deeper than the {_MAX_DEPTH} levels JSON messages may have"
+            ) from None
     try:
-        task_id = raw["id"]
-        name = raw["t"]
-        args = raw.get("a", [])
-        kwargs = raw.get("k", {})
-        if not (isinstance(task_id, str) and isinstance(name, str)):
-            raise TypeError("id and task name must be strings")
-        if not (isinstance(args, list) and isinstance(kwargs, dict)):
-            raise TypeError("arguments must be a list and a mapping")
-        serializer = raw.get("s", "json")
-        if serializer == "pickle":
-            if not allow_pickle:
-                raise MessageRejected(
-                    f"task {name} {task_id}: pickled message refused; build the backend "
-                    "with allow_pickle=True to accept pickle"
-                )
-            args, kwargs = pickle.loads(base64.b64decode(raw["p"]))
-        elif serializer != "json":
-            raise TypeError(f"unknown serializer {serializer!r}")
-        attempt = int(raw.get("n", 1))
-        return TaskEnvelope(
-            task_id=task_id,
-            task_name=name,
-            args=tuple(args),
-            kwargs=kwargs,
-            queue=str(raw.get("q", "default")),
-            attempt=attempt if attempt >= 1 else 1,
-            enqueued_at=float(raw.get("ts", 0.0)),
-            parent_id=raw.get("pid"),
-            serializer=serializer,
-            idempotency_key=raw.get("ik"),
-            trace=raw.get("tr"),
-        )
+        return _envelope(raw, allow_pickle)
     except MessageRejected:
         raise
     except Exception as exc:
         raise MessageRejected(f"message has the wrong shape: {exc}") from None
+
+
+def _envelope(raw: dict[str, Any], allow_pickle: bool) -> TaskEnvelope:
+    """The envelope of a verified v1 message; ``TypeError`` names the first bad field."""
+    task_id = raw.get("id")
+    name = raw.get("t")
+    if not (isinstance(task_id, str) and isinstance(name, str)):
+        raise TypeError("id and task name must be strings")
+    args = raw.get("a", [])
+    kwargs = raw.get("k", {})
+    if not (isinstance(args, list) and isinstance(kwargs, dict)):
+        raise TypeError("arguments must be a list and a mapping")
+    queue = _field(raw, "q", str, "default")
+    attempt = raw.get("n", 1)
+    if type(attempt) is not int or attempt < 1:
+        raise TypeError(f"attempt (n) must be an integer of at least 1, not {attempt!r:.40}")
+    enqueued_at = raw.get("ts", 0.0)
+    if type(enqueued_at) not in (int, float) or not math.isfinite(enqueued_at):
+        raise TypeError(f"enqueue time (ts) must be a finite number, not {enqueued_at!r:.40}")
+    parent_id = _field(raw, "pid", str, None)
+    idempotency_key = _field(raw, "ik", str, None)
+    trace = raw.get("tr")
+    if trace is not None and not (
+        isinstance(trace, dict)
+        and all(isinstance(v, str) for v in trace.values())  # keys: JSON's are str
+    ):
+        raise TypeError("trace context (tr) must map strings to strings")
+    serializer = raw.get("s", "json")
+    if serializer == "pickle":
+        if not allow_pickle:
+            raise MessageRejected(
+                f"task {name} {task_id}: pickled message refused; build the backend "
+                "with allow_pickle=True to accept pickle"
+            )
+        blob = raw.get("p")
+        if not isinstance(blob, str):
+            raise TypeError("pickled arguments (p) must be a base64 string")
+        # Only reached once decode() verified the signature, when a key is configured.
+        loaded = pickle.loads(base64.b64decode(blob, validate=True))
+        if not (isinstance(loaded, tuple) and len(loaded) == 2):
+            raise TypeError("pickled arguments must be an (args, kwargs) pair")
+        args, kwargs = loaded
+        if not (isinstance(args, (tuple, list)) and isinstance(kwargs, dict)):
+            raise TypeError("pickled arguments must be a sequence and a mapping")
+        if not all(isinstance(k, str) for k in kwargs):
+            raise TypeError("keyword argument names must be strings")
+    elif serializer != "json":
+        raise TypeError(f"unknown serializer {serializer!r:.40}")
+    return TaskEnvelope(
+        task_id=task_id,
+        task_name=name,
+        args=tuple(args),
+        kwargs=kwargs,
+        queue=queue,
+        attempt=attempt,
+        enqueued_at=float(enqueued_at),
+        parent_id=parent_id,
+        serializer=serializer,
+        idempotency_key=idempotency_key,
+        trace=trace,
+    )
+
+
+def _field(raw: dict[str, Any], key: str, kind: type, default: Any) -> Any:
+    """``raw[key]`` if it is a ``kind`` (or absent: ``default``); else ``TypeError``."""
+    value = raw.get(key, default)
+    if value is not default and not isinstance(value, kind):
+        raise TypeError(f"field {key!r} must be a {kind.__name__}, not {type(value).__name__}")
+    return value
 
 
 def peek(data: bytes | str) -> tuple[str | None, str | None]:

@@ -5,9 +5,11 @@ Job format. The value of ``arq:job:<id>`` is the PacificPy message itself (the b
 ``_codec.encode`` produced). :func:`job_deserializer` turns it into the dict ARQ expects,
 naming the job function :data:`JOB_NAME` with the message as its one argument; jobs in
 ARQ's own dict format (JSON, as :func:`job_serializer` writes them, e.g. enqueued with
-``ArqRedis.enqueue_job``) pass through, and anything else (garbage, pickle while pickle is
-refused) is handed to the job function as a message, which turns it into a dead letter.
-The deserializer never raises, so a malformed job can never trip ARQ's worker.
+``ArqRedis.enqueue_job``) pass through when every field has a type ARQ can use, and
+anything else (garbage, pickle while pickle is refused or while a signing key is set, a
+PacificPy job without exactly one message argument) is handed to the job function as a
+message, which turns it into a dead letter. The deserializer never raises, so a malformed
+job can never trip ARQ's worker.
 
 Attempts, retries and the poison guard. The envelope's attempt is the source of truth. A
 retry overwrites the job's value with the next attempt's message and raises ARQ's
@@ -27,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import logging
+import math
 import pickle
 import queue as queue_module
 import threading
@@ -78,16 +81,64 @@ def job_serializer(obj: dict[str, Any]) -> bytes:
     return orjson.dumps(obj, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
 
 
+#: Enqueue times (ms) ARQ is given; outside them ARQ's ``datetime`` conversion would raise.
+_ET_RANGE = (0, 253_402_300_799_000)  # 1970 .. 9999-12-31
+
+
+def _enqueue_ms(ts: Any) -> int:
+    """ARQ's ``et`` for a message enqueued at ``ts`` (seconds); now if ``ts`` is unusable."""
+    if type(ts) in (int, float) and math.isfinite(ts):
+        ms = int(ts * 1000)
+        if _ET_RANGE[0] <= ms <= _ET_RANGE[1]:
+            return ms
+    return int(time.time() * 1000)
+
+
 def _message_job(raw: bytes, ts: Any) -> dict[str, Any]:
-    et = int(ts * 1000) if isinstance(ts, (int, float)) else int(time.time() * 1000)
-    return {"f": JOB_NAME, "a": (raw,), "k": {}, "t": None, "et": et}
+    return {"f": JOB_NAME, "a": (raw,), "k": {}, "t": None, "et": _enqueue_ms(ts)}
 
 
-def make_job_deserializer(allow_pickle: bool) -> Callable[[bytes], dict[str, Any]]:
-    """ARQ ``job_deserializer`` that never raises (see the module docstring)."""
+def _arq_job(d: dict[str, Any]) -> bool:
+    """True if ``d`` is a job in ARQ's own dict format with every field of a type ARQ can use
+    (a wrong one would raise inside ARQ's worker, outside any handler, and the job would be
+    picked up again forever). PacificPy's own job takes exactly one message argument."""
+    d.setdefault("a", [])
+    d.setdefault("k", {})
+    d.setdefault("t", None)
+    d.setdefault("et", 0)
+    args, kwargs, tries, et = d["a"], d["k"], d["t"], d["et"]
+    if not (
+        isinstance(d["f"], str)
+        and isinstance(args, (list, tuple))
+        and isinstance(kwargs, dict)
+        and all(isinstance(k, str) for k in kwargs)
+        and (tries is None or type(tries) is int)
+        and type(et) in (int, float)
+        and math.isfinite(et)
+        and _ET_RANGE[0] <= et <= _ET_RANGE[1]
+    ):
+        return False
+    if d["f"] == JOB_NAME:
+        d["t"] = None  # the envelope counts attempts; a planted try count must not end it
+        return len(args) == 1 and isinstance(args[0], (bytes, str)) and not kwargs
+    return True
+
+
+def make_job_deserializer(
+    allow_pickle: bool, signing_key: Callable[[], bytes | None] | None = None
+) -> Callable[[bytes], dict[str, Any]]:
+    """ARQ ``job_deserializer`` that never raises (see the module docstring).
+
+    ``signing_key`` returns the backend's key when called. While a key is set, a pickled
+    ARQ job is never unpickled, ``allow_pickle`` or not: pickle only arrives inside a
+    signed PacificPy message, whose signature the codec checks before unpickling. The raw
+    bytes go to the job function instead, which dead-letters them as unsigned.
+    """
 
     def job_deserializer(raw: bytes) -> dict[str, Any]:
         try:
+            if not isinstance(raw, bytes):
+                raw = bytes(raw)
             if raw.startswith(b"pp1."):
                 body = orjson.loads(raw[_SIGNED_BODY:])
                 return _message_job(raw, body.get("ts") if isinstance(body, dict) else None)
@@ -95,15 +146,18 @@ def make_job_deserializer(allow_pickle: bool) -> Callable[[bytes], dict[str, Any
                 d = orjson.loads(raw)
                 if isinstance(d, dict):
                     if "f" in d and "v" not in d:
-                        d.setdefault("a", [])
-                        d.setdefault("k", {})
-                        d.setdefault("t", None)
-                        d.setdefault("et", 0)
-                        return d
+                        if _arq_job(d):
+                            return d
+                        return _message_job(raw, None)
                     return _message_job(raw, d.get("ts"))
-            elif allow_pickle and raw[:1] == b"\x80":
+            elif (
+                allow_pickle
+                and raw[:1] == b"\x80"
+                and (signing_key is None or signing_key() is None)
+            ):
+                # No signing key: the user trusts every producer (documented).
                 d = pickle.loads(raw)
-                if isinstance(d, dict) and "f" in d:
+                if isinstance(d, dict) and "f" in d and _arq_job(d):
                     return d
         except Exception:
             pass
@@ -180,6 +234,14 @@ class DaemonThreadPool(cf.Executor):
 
 
 # -- the job function -----------------------------------------------------------------------
+def _shown(value: object) -> bytes:
+    """``value`` as JSON (or its ``repr``), to keep in the dead letter of a non-message."""
+    try:
+        return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+    except Exception:
+        return repr(value)[:100_000].encode("utf-8", "replace")
+
+
 def _jsonable(outcome: dict[str, Any]) -> dict[str, Any]:
     """The outcome dict, with a value JSON cannot carry replaced by a JSON-able form."""
     try:
@@ -240,17 +302,24 @@ class WorkerState:
             pool.shutdown(wait=False)
         await self.backend.state.aclose()
 
-    async def run(self, ctx: dict[str, Any], data: bytes | str) -> dict[str, Any] | None:
+    async def run(self, ctx: dict[str, Any], data: object) -> dict[str, Any] | None:
         """Run one delivery of one message and carry out the decision.
 
         Returns the outcome as a dict, which ARQ stores as the job's result.
         """
-        if isinstance(data, str):
-            data = data.encode("utf-8", "surrogateescape")
         redis = ctx["redis"]
         job_id: str = ctx["job_id"]
         self._start(redis)
         backend = self.backend
+        if isinstance(data, str):
+            data = data.encode("utf-8", "surrogateescape")
+        elif not isinstance(data, bytes):
+            # Only a job deserializer other than PacificPy's lets one through.
+            shown = _shown(data)
+            exc = MessageRejected(f"job argument is a {type(data).__name__}, not a message")
+            return await self._settle(
+                execution.reject(shown, exc, reason="rejected"), shown, redis, job_id
+            )
         prep = execution.prepare(data, backend)
         if isinstance(prep, Decision):
             return await self._settle(prep, data, redis, job_id)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import billiard.common
@@ -38,16 +39,30 @@ __all__ = ["PacificRequest", "carry_out", "deliver", "ended_by_worker", "unknown
 logger = logging.getLogger("pacificpy.background")
 
 
-def deliver(backend: CeleryBackgroundBackend, data: str, *, redelivered: bool = False) -> None:
+def deliver(backend: CeleryBackgroundBackend, data: object, *, redelivered: bool = False) -> None:
     """Run one delivered message in this (worker) process and carry out the decision.
 
     ``redelivered`` (set by the broker when a message comes back unacknowledged) feeds the
     poison guard: past ``backend.max_deliveries`` the message is a dead letter.
 
+    A decision to dead-letter the message is final: the message is acknowledged even if
+    storing the letter or the outcome fails (logged), so it can never loop through the
+    queue adding a letter per delivery.
+
     Raises:
-        Reject: the end of the task could not be recorded; the message goes back.
+        Reject: the end of a task that is not dead-lettered could not be recorded; the
+            message goes back.
     """
     state = backend.state
+    if not isinstance(data, (str, bytes)):
+        shown = repr(data)[:100_000]
+        decision = execution.reject(
+            shown,
+            MessageRejected(f"task argument is a {type(data).__name__}, not a message"),
+            reason="rejected",
+        )
+        _carry_out_final(backend, decision, shown, None)
+        return
     prep = execution.prepare(data, backend)
     counted: tuple[str, int] | None = None
     if not isinstance(prep, Decision) and redelivered:
@@ -76,6 +91,9 @@ def deliver(backend: CeleryBackgroundBackend, data: str, *, redelivered: bool = 
             # It is not: the main process records this attempt (PacificRequest.on_timeout)
             # or the unacknowledged message goes back. Recording it here too would race that.
             raise SystemExit(1)
+    if decision.dead_letter is not None:
+        _carry_out_final(backend, decision, data, counted)
+        return
     try:
         try:
             carry_out(backend, decision, data, counted)
@@ -88,6 +106,53 @@ def deliver(backend: CeleryBackgroundBackend, data: str, *, redelivered: bool = 
             decision.task_id,
         )
         raise Reject(exc, requeue=True) from exc
+
+
+def _carry_out_final(
+    backend: CeleryBackgroundBackend,
+    decision: Decision,
+    data: str | bytes,
+    counted: tuple[str, int] | None,
+) -> None:
+    """Carry out a dead-letter decision without ever sending the message back.
+
+    Requeueing would deliver it again, decide the same, and keep one more letter each time.
+    Each step is tried on its own; a letter that cannot be stored is logged in full instead.
+    """
+    letter = decision.dead_letter
+    assert letter is not None
+    if not letter.data:
+        letter.data = data if isinstance(data, str) else data.decode("utf-8", "replace")
+    state = backend.state
+    if not _once(state.dlq_add, letter):
+        logger.error(
+            "dead letter of task %s not stored; the message is not requeued: %s",
+            decision.task_id, letter.to_dict(),
+        )  # fmt: skip
+    _once(state.settle, decision.task_id, decision.outcome, deliveries=counted,
+          release=_release(decision))  # fmt: skip
+
+
+def _once(step: Callable[..., None], *args: Any, **kwargs: Any) -> bool:
+    """Run one step of a final decision: True if it was done, False (logged) if not."""
+    for _ in range(2):  # the soft time limit fires once: a second try gets through
+        try:
+            step(*args, **kwargs)
+            return True
+        except SoftTimeLimitExceeded:
+            continue
+        except Exception:
+            break
+    logger.exception("could not %s for a dead-lettered message", step.__name__)
+    return False
+
+
+def _release(decision: Decision) -> tuple[str, str] | None:
+    """The idempotency key to release at the end of ``decision`` (not after a success)."""
+    env = decision.envelope
+    if decision.kind != "completed" and env is not None and env.idempotency_key:
+        return (env.task_name, env.idempotency_key)
+    return None
 
 
 def _pool_terminating() -> bool:
@@ -108,7 +173,6 @@ def carry_out(
     ``counted`` is the ``(task_id, attempt)`` whose poison-guard count is then forgotten.
     """
     state = backend.state
-    env = decision.envelope
     if decision.kind == "retry":
         nxt = decision.next_envelope
         assert nxt is not None
@@ -122,10 +186,7 @@ def carry_out(
         if not letter.data:
             letter.data = data if isinstance(data, str) else data.decode("utf-8", "replace")
         state.dlq_add(letter)
-    release = None
-    if decision.kind != "completed" and env is not None and env.idempotency_key:
-        release = (env.task_name, env.idempotency_key)
-    state.settle(decision.task_id, decision.outcome, deliveries=counted, release=release)
+    state.settle(decision.task_id, decision.outcome, deliveries=counted, release=_release(decision))
 
 
 def ended_by_worker(

@@ -387,7 +387,7 @@ class ARQBackgroundBackend(BackgroundBackend):
             "keep_result": self.result_ttl,
             "max_tries": ARQ_MAX_TRIES,
             "job_serializer": job_serializer,
-            "job_deserializer": make_job_deserializer(self.allow_pickle),
+            "job_deserializer": make_job_deserializer(self.allow_pickle, lambda: self.signing_key),
             "job_completion_wait": self.shutdown_timeout,
             "on_startup": state.on_startup,
             "on_shutdown": state.on_shutdown,
