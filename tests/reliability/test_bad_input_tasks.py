@@ -78,7 +78,7 @@ async def test_non_finite_float_is_refused_at_the_call_site(rig: Harness) -> Non
     for value in (math.nan, math.inf, -math.inf):
         with pytest.raises(TaskSerializationError, match="NaN or infinite") as info:
             tasks.echo.delay(value)
-        assert info.value.argument == "args[0]", str(info.value)
+        assert info.value.argument == "value", str(info.value)  # by parameter name
         with pytest.raises(TaskSerializationError, match="NaN or infinite") as info:
             tasks.echo.delay(value={"rows": [1.0, value]})
         assert info.value.argument == "value", str(info.value)
