@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import redis
 from arq.connections import RedisSettings
 from arq.worker import create_worker
 
@@ -58,10 +57,7 @@ def test_local_dead_letter_has_enqueue_and_failure_times() -> None:
 
 @pytest.fixture
 def arq_backend(redis_server: RedisServer) -> Iterator[ARQBackgroundBackend]:
-    if not redis_server.is_running():
-        redis_server.start()
-    url = redis_server.url.rpartition("/")[0] + f"/{DB}"
-    redis.Redis.from_url(url).flushdb()
+    url = redis_server.fresh_db_url(DB)
     backend = ARQBackgroundBackend(redis_settings=RedisSettings.from_dsn(url), shutdown_timeout=1)
     configure_background_tasks(backend, signing_key=b"dead-letter-timestamps-key-0123456")
     yield backend

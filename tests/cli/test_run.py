@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from pacificpy import PacificPy
 from pacificpy.cli import cli
 from pacificpy.cli._loading import LoadError, load_attr
-from tests.support.served_command import assert_clean_stop, enqueue_and_read, run_served
+from tests.support.served_command import assert_served_app_ran, enqueue_and_read, run_served
 
 APP_SOURCE = """
 from pacificpy import PacificPy
@@ -194,6 +194,4 @@ def test_pacificpy_run_serves_runs_tasks_and_stops_on_a_signal(
         env={"PACIFICPY_TEST_DIR": str(tmp_path)},
         stop_with=stop_with,
     )
-    assert_clean_stop(run, stop_with)
-    assert (tmp_path / "ran-21").read_text() == "42"  # the task ran, in the served process
-    assert (tmp_path / "shutdown").exists()  # and the app's shutdown hook ran
+    assert_served_app_ran(run, stop_with, tmp_path)

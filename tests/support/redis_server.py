@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+import redis
+
 from tests.support.net import free_port
 
 __all__ = ["RedisServer", "RedisServerError", "redis_server_binary", "require_redis_server"]
@@ -76,6 +78,14 @@ class RedisServer:
         if self._dir is None:
             raise RedisServerError("the redis-server has not been started yet")
         return self._dir / "redis.log"
+
+    def fresh_db_url(self, db: int) -> str:
+        """The URL of database ``db``, emptied, with the server started again if it was stopped."""
+        if not self.is_running():
+            self.start()
+        url = f"redis://127.0.0.1:{self.port}/{db}"
+        redis.Redis.from_url(url).flushdb()
+        return url
 
     def is_running(self) -> bool:
         """Return whether the server process is alive."""

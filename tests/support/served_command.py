@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import urllib.request
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from tests.support.net import free_port, port_is_open
@@ -43,6 +44,13 @@ def assert_clean_stop(run: ServedRun, stop_with: signal.Signals) -> None:
     assert "Uvicorn running on http://127.0.0.1:" in run.output, run.output
     assert "Application shutdown complete." in run.output, run.output
     assert "Traceback" not in run.output, run.output
+
+
+def assert_served_app_ran(run: ServedRun, stop_with: signal.Signals, out_dir: Path) -> None:
+    """``tests.apps.served_app`` stopped cleanly after running its task and shutdown hook."""
+    assert_clean_stop(run, stop_with)
+    assert (out_dir / "ran-21").read_text() == "42"  # the task ran, in the served process
+    assert (out_dir / "shutdown").exists()  # and the app's shutdown hook ran
 
 
 def http_json(url: str, body: Any = None) -> Any:

@@ -73,10 +73,7 @@ def arq_huge_failure() -> None:
 
 @pytest.fixture
 def db_url(redis_server: RedisServer) -> str:
-    if not redis_server.is_running():
-        redis_server.start()
-    url = redis_server.url.rpartition("/")[0] + f"/{DB}"
-    redis.Redis.from_url(url).flushdb()
+    url = redis_server.fresh_db_url(DB)
     return url
 
 

@@ -36,10 +36,7 @@ WAIT = 30.0
 
 @pytest.fixture
 def fault(redis_server: RedisServer) -> Iterator[dict[str, Any]]:
-    if not redis_server.is_running():
-        redis_server.start()
-    url = redis_server.url.rpartition("/")[0] + f"/{DB}"
-    redis.Redis.from_url(url).flushdb()
+    url = redis_server.fresh_db_url(DB)
     os.environ["PACIFICPY_FAULT_REDIS"] = url
     from tests.apps import arq_fault_app
 

@@ -53,10 +53,7 @@ class Plant:
 
 @pytest.fixture
 def db_url(redis_server: RedisServer) -> str:
-    if not redis_server.is_running():
-        redis_server.start()
-    url = redis_server.url.rpartition("/")[0] + f"/{DB}"
-    redis.Redis.from_url(url).flushdb()
+    url = redis_server.fresh_db_url(DB)
     return url
 
 

@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-import redis
 from arq.connections import RedisSettings
 from celery import Celery
 
@@ -40,10 +39,7 @@ def task_a_b() -> None:
 
 @pytest.fixture
 def db_url(redis_server: RedisServer) -> str:
-    if not redis_server.is_running():
-        redis_server.start()
-    url = redis_server.url.rpartition("/")[0] + f"/{DB}"
-    redis.Redis.from_url(url).flushdb()
+    url = redis_server.fresh_db_url(DB)
     return url
 
 
