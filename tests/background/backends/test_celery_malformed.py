@@ -108,3 +108,25 @@ def test_a_dead_letter_decision_is_final_when_it_cannot_be_stored(
         )
     finally:
         backend.shutdown_sync()
+
+
+def test_celery_calls_with_other_arguments_become_dead_letters(own_redis: RedisServer) -> None:
+    """Celery's own ``send_task`` with no or two arguments: dead letters, not silent acks."""
+    backend = make_backend(own_redis.url)
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        with CeleryWorker(own_redis.url, concurrency=1) as worker:
+            worker.wait_ready()
+            for args, kwargs in [((), {}), (("a", "b"), {}), (("a",), {"extra": 1})]:
+                backend.celery_app.send_task(tasks.add.name, args=args, kwargs=kwargs)
+
+            wait_for(
+                lambda: len(backend.dead_letters_sync(1000)) >= 3, WAIT, what="three dead letters"
+            )
+            wait_for(lambda: queue_is_empty(client, backend), WAIT, what="an empty queue")
+            letters = backend.dead_letters_sync(1000)
+            assert len(letters) == 3
+            assert all(d.reason == "rejected" and not d.requeueable for d in letters)
+            assert tasks.add.delay(1, 2).result_sync(WAIT) == 3  # and the worker goes on
+    finally:
+        backend.shutdown_sync()

@@ -105,13 +105,17 @@ def register_task(app: Celery, spec: TaskSpec, limits: tuple[float | None, float
     names.add(spec.name)
     soft, hard = limits
 
-    def run(task: Any, data: str) -> None:
+    def run(task: Any, *args: Any, **kwargs: Any) -> None:
         from pacificpy.background.backends._celery_worker import deliver
 
         backend = _BACKENDS.get(task.app)
         if backend is None:  # pragma: no cover - the app always has one here
             raise RuntimeError(f"no PacificPy backend serves Celery app {task.app!r}")
         info = task.request.delivery_info or {}
+        # A PacificPy message is the one argument. Anything else (Celery's own send_task with
+        # other arguments) must reach deliver too, which dead-letters it: with a fixed
+        # signature Celery would fail the call itself and ack it with no trace kept.
+        data: object = args[0] if len(args) == 1 and not kwargs else {"args": args, **kwargs}
         deliver(backend, data, redelivered=bool(info.get("redelivered")))
 
     # Celery compiles a ``def <__name__>(...)`` to check call signatures: a task named
