@@ -407,8 +407,8 @@ class RedisMonitorStore(MonitorStore):
         self, item: tuple[Any, ...]
     ) -> tuple[list[Any], dict[str, Any], str | None, float | None, str]:
         """The head of the event script's ARGV for one event (see ``_EVENT_LUA``), the
-        fields it sets, its totals field (``None``: not counted), its duration (for the histogram) and the queue it
-        enqueued to."""
+        fields it sets, its totals field (``None``: not counted), its duration (for the
+        histogram) and the queue it enqueued to."""
         kind, now = item[0], item[1]
         life = attempt = phase = queue = ""
         duration: float | None = None
