@@ -11,6 +11,10 @@ letters), so ``handle.result_sync()`` has the answer at once::
         handle = send_email.delay("a@example.com", "Hi", "...")
         assert handle.result_sync() is None
 
+Both helpers swap in a fresh in-memory task monitor for their block and give the
+previous one back after, so a test needs no Redis even when the app configures
+``configure_task_monitor(redis_url=...)``.
+
 ``capture_tasks()`` records what would have been enqueued instead of running it::
 
     with capture_tasks() as captured:
@@ -44,6 +48,7 @@ from pacificpy.background._memory import InMemoryBackend
 from pacificpy.background.backend import BackgroundBackend
 from pacificpy.background.decorators import _swap_backend
 from pacificpy.background.execution import Decision
+from pacificpy.background.monitor import TaskMonitor, swap_task_monitor
 from pacificpy.background.task import Message, Outcome, TaskHandle
 
 __all__ = [
@@ -69,12 +74,17 @@ class TestClient(_StarletteTestClient):
 
 
 class _InlineBackend(InMemoryBackend):
-    """What the eager and capturing backends share: run messages inline, keep outcomes."""
+    """What the eager and capturing backends share: run messages inline, keep outcomes.
+
+    ``monitor`` is the fresh in-memory monitor that ``get_task_monitor()`` returns inside
+    the helper's block (it stays readable after the block).
+    """
 
     kind = "inline"
 
     def __init__(self, *, allow_pickle: bool = False, max_attempts_inline: int = 100) -> None:
         super().__init__(allow_pickle=allow_pickle)
+        self.monitor = TaskMonitor()
         self._lock = threading.Lock()
         self._max_attempts_inline = max_attempts_inline
 
@@ -418,7 +428,13 @@ def _installed(backend: _InlineBackend, allow_pickle: bool | None) -> Iterator[N
     elif previous is not None:
         backend.allow_pickle = previous.allow_pickle
     _swap_backend(backend)
+    # A fresh in-memory monitor for the block: an app configured for the Redis monitor
+    # store is tested without Redis, and its own monitor is given back untouched after.
+    previous_monitor = swap_task_monitor(backend.monitor)
     try:
         yield
     finally:
+        borrowed = swap_task_monitor(previous_monitor)
+        if borrowed is not backend.monitor and borrowed is not None:
+            borrowed.close()  # configured inside the block: it ends with the block
         _swap_backend(previous)

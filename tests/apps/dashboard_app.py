@@ -21,6 +21,7 @@ app = PacificPy()
 configure_background_tasks(get_local_executor(max_workers=2))
 configure_task_monitor()
 app.include_task_dashboard(token=TOKEN)
+app.include_task_dashboard(path="/_open_tasks")  # no token: read-only, for the first paint
 app.include_metrics(token=TOKEN)
 
 _state = {"broken": True}

@@ -227,3 +227,44 @@ def test_capture_checks_arguments_at_call_site() -> None:
     with capture_tasks() as captured, pytest.raises(TaskArgumentError):
         send_email.delay()  # type: ignore[call-arg]
     assert captured.enqueued == []
+
+
+# -- isolation from the app's monitor store --------------------------------------------------------
+def test_eager_tasks_need_no_redis_for_the_monitor() -> None:
+    """An app configured for the Redis monitor store, tested without Redis: the helpers
+    record into a fresh in-memory monitor for the block, and give the app's back after."""
+    from pacificpy.background.monitor import configure_task_monitor
+    from tests.support.net import free_port
+
+    app_monitor = configure_task_monitor(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    app = PacificPy()
+
+    @app.post("/signup")
+    async def signup(request: Request) -> dict[str, Any]:
+        handle = await send_email.delay((await request.json())["email"], "Welcome")
+        return {"id": handle.id, "result": await handle.result(timeout=1)}
+
+    ran.clear()
+    with eager_tasks() as eager, TestClient(app, raise_server_exceptions=False) as client:
+        response = client.post("/signup", json={"email": "e@x.org"})
+        assert response.status_code == 200, response.text
+        assert response.json()["result"] == "sent to e@x.org"
+        record = get_task_monitor().get(response.json()["id"])
+        assert record is not None and record.status is TaskStatus.COMPLETED
+        assert eager.monitor is get_task_monitor()
+    assert ran == [("email", "e@x.org")]
+    assert get_task_monitor() is app_monitor  # restored, not closed or replaced
+
+
+def test_capture_tasks_need_no_redis_for_the_monitor() -> None:
+    from pacificpy.background.monitor import configure_task_monitor
+    from tests.support.net import free_port
+
+    app_monitor = configure_task_monitor(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    with capture_tasks() as captured:
+        handle = send_email.delay("f@x.org", "Hi")
+        [outcome] = captured.run_all()
+        assert outcome.value == "sent to f@x.org"
+        record = get_task_monitor().get(handle.id)
+        assert record is not None and record.status is TaskStatus.COMPLETED
+    assert get_task_monitor() is app_monitor

@@ -200,13 +200,49 @@ def test_a_token_in_the_query_string_is_not_used(server: str) -> None:
             page.goto(f"{server}/_tasks?token={TOKEN}")
             expect(page.locator("#login")).to_be_visible()
             assert "token=" not in page.url
+            # Without a token the page does not even ask the API: the form is all it shows.
             api_calls = [r for r in requests if "/_tasks/api/" in r.url]
-            assert api_calls and all("authorization" not in r.headers for r in api_calls)
+            assert all("authorization" not in r.headers for r in api_calls)
 
             # A #token= fragment typed into the open tab's address bar is taken at once.
             page.evaluate(f"location.hash = 'token={TOKEN}'")
             expect(page.locator("#app")).to_be_visible()
             page.wait_for_selector("body[data-loaded='1']", timeout=15_000)
             assert "token=" not in page.url
+        finally:
+            browser.close()
+
+
+def test_first_paint_is_the_form_or_the_empty_tables_never_loading(server: str) -> None:
+    """What shows before any script runs, or before the API first answers: the token form
+    on a dashboard with a token, the tables with their headers on one without; never a
+    "loading" placeholder."""
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = chromium_path()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        try:
+            static = browser.new_page(java_script_enabled=False)
+            static.goto(f"{server}/_tasks")
+            expect(static.locator("#login")).to_be_visible()
+            expect(static.locator("#app")).to_be_hidden()
+            assert "loading" not in static.inner_text("body").lower()
+
+            static.goto(f"{server}/_open_tasks")  # the same dashboard without a token
+            expect(static.locator("#login")).to_be_hidden()
+            expect(static.locator("#tasks th")).to_have_count(8)
+            expect(static.locator("#cards [data-status='completed']")).to_be_visible()
+            assert "loading" not in static.inner_text("body").lower()
+
+            # With scripts on, while the API has not answered yet: the empty tables.
+            page = browser.new_page()
+            page.route("**/_tasks/api/**", lambda route: None)  # never answered
+            page.goto(f"{server}/_tasks#token={TOKEN}")
+            expect(page.locator("#app")).to_be_visible()
+            expect(page.locator("#login")).to_be_hidden()
+            expect(page.locator("#tasks th")).to_have_count(8)
+            assert page.get_attribute("body", "data-loaded") is None
+            assert "loading" not in page.inner_text("body").lower()
         finally:
             browser.close()

@@ -360,7 +360,8 @@ class RedisMonitorStore(MonitorStore):
                 entry[2] = value
                 continue
             args, fields, count, duration, queue = self._event_args(item)
-            totals[count] = totals.get(count, 0) + 1
+            if count is not None:
+                totals[count] = totals.get(count, 0) + 1
             if duration is not None:
                 name = args[6]
                 index = bisect.bisect_left(DURATION_BUCKETS, duration)
@@ -404,10 +405,10 @@ class RedisMonitorStore(MonitorStore):
 
     def _event_args(
         self, item: tuple[Any, ...]
-    ) -> tuple[list[Any], dict[str, Any], str, float | None, str]:
+    ) -> tuple[list[Any], dict[str, Any], str | None, float | None, str]:
         """The head of the event script's ARGV for one event (see ``_EVENT_LUA``), the
-        fields it sets, its totals field, its duration (for the histogram) and the queue it
-        enqueued to."""
+        fields it sets, its totals field (``None``: not counted), its duration (for the
+        histogram) and the queue it enqueued to."""
         kind, now = item[0], item[1]
         life = attempt = phase = queue = ""
         duration: float | None = None
@@ -468,7 +469,10 @@ class RedisMonitorStore(MonitorStore):
                     fields["result"] = preview(result)
                 kind = status.value
         args = [task_id, self.ttl, now, life, attempt, phase, name, from_start, more]
-        return args, fields, f"{name}{_SEP}{kind}", duration, queue
+        # Started attempts are not counted, as in the in-memory store: /metrics gets
+        # enqueues and outcomes (its documented statuses), never "running".
+        count = None if kind == "running" else f"{name}{_SEP}{kind}"
+        return args, fields, count, duration, queue
 
     # -- events --------------------------------------------------------------------------
     def task_queued(self, env: TaskEnvelope) -> None:

@@ -236,7 +236,8 @@ _EXTRA_PACKAGES = {
 def _missing_backend(name: str, extra: str, error: ImportError) -> type:
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         raise BackendNotAvailable(
-            f"{name} needs the '{extra}' extra: pip install 'pacificpy[{extra}]' ({error})",
+            f"{name} needs the '{extra}' extra: pip install -e '.[{extra}]' in your clone "
+            f"of PacificPy ({error})",
             cause=error,
         )
 

@@ -124,6 +124,8 @@ def mount_dashboard(app: PacificPy, path: str = "/_tasks", token: str | None = N
     base = "/" + path.strip("/") if path.strip("/") else ""
     api = base + "/api"
     html = page_html()
+    if token is not None:  # not data: tells the page to show its token form at first paint
+        html = html.replace("<body>", '<body data-token="required">', 1)
 
     def guard(request: Request) -> None:
         require_token(request, token)

@@ -219,6 +219,11 @@ def conclude(
             get_task_monitor().task_completed(env, value, duration)
         except Exception:
             logger.exception("task monitor failed on task_completed; the task is unaffected")
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "task %s %s completed in %.3fs (attempt %d)",
+                env.task_name, env.task_id, duration, env.attempt,
+            )  # fmt: skip
         outcome = Outcome(
             TaskStatus.COMPLETED, value=value, attempts=env.attempt, finished_at=time.time()
         )
@@ -226,22 +231,21 @@ def conclude(
     error = f"{type(exc).__name__}: {exc}"
     trace = "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
     policy = spec.retry
+    timed_out = isinstance(exc, TaskTimeout)
+    what = _failure_text(spec, env, exc, error, timed_out)
     if policy.should_retry(exc, env.attempt):
         delay = policy.delay(env.attempt, exc)
+        # One line per retry: the traceback is logged once, with the final failure.
         logger.warning(
-            "task %s %s failed on attempt %d/%d, retrying in %.2fs: %s",
-            env.task_name, env.task_id, env.attempt, policy.max_attempts, delay, error,
-            exc_info=(type(exc), exc, exc.__traceback__),
+            "task %s %s %s; retrying in %.1fs", env.task_name, env.task_id, what, delay,
         )  # fmt: skip
         _monitor_safely("task_retrying", env, error, delay)
         return Decision("retry", env, delay=delay, next_envelope=env.next_attempt())
     logger.error(
-        "task %s %s failed on attempt %d/%d: %s",
-        env.task_name, env.task_id, env.attempt, policy.max_attempts, error,
-        exc_info=(type(exc), exc, exc.__traceback__),
+        "task %s %s %s", env.task_name, env.task_id, what,
+        exc_info=(type(exc), exc, exc.__traceback__) if exc.__traceback__ else None,
     )  # fmt: skip
     _monitor_safely("task_failed", env, error, trace, duration)
-    timed_out = isinstance(exc, TaskTimeout)
     outcome = Outcome(
         TaskStatus.FAILED,
         error=str(exc),
@@ -268,6 +272,21 @@ def conclude(
         requeueable=True,
     )
     return Decision("failed", env, outcome=outcome, dead_letter=letter)
+
+
+def _failure_text(
+    spec: TaskSpec, env: TaskEnvelope, exc: BaseException, error: str, timed_out: bool
+) -> str:
+    """What the log says happened to this attempt, after the task's name and id:
+    ``failed (attempt 1/3): ValueError: boom`` or ``timed out after 2.0s (attempt 1/3)``.
+
+    A timeout PacificPy raised is told by its limit alone: its message would repeat the
+    task's name, and it has no traceback to show.
+    """
+    attempt = f"(attempt {env.attempt}/{spec.retry.max_attempts})"
+    if timed_out and exc.__traceback__ is None and spec.timeout:
+        return f"timed out after {spec.timeout}s {attempt}"
+    return f"failed {attempt}: {error}"
 
 
 def timeout_error(spec: TaskSpec) -> TaskTimeout:
@@ -331,10 +350,30 @@ async def execute(
                 fut = loop.run_in_executor(thread_executor, call)
                 value = await (_limited(asyncio.shield(fut), spec.timeout) if spec.timeout else fut)
     except _OverTime:
+        if not spec.is_async:
+            _thread_runs_on(env, spec, fut)
         return conclude(env, spec, started, exc=timeout_error(spec), data=data)
     except (Exception, SystemExit) as exc:  # a task calling sys.exit() must not end a worker
         return conclude(env, spec, started, exc=exc, data=data)
     return conclude(env, spec, started, value=value)
+
+
+def _thread_runs_on(env: TaskEnvelope, spec: TaskSpec, fut: asyncio.Future[Any]) -> None:
+    """Say, every time, that a sync task past its timeout keeps its thread (Python cannot
+    stop a thread; Celery's worker kills the process instead), and say when it returns."""
+    logger.warning(
+        "task %s %s passed its timeout of %ss; a sync task cannot be stopped, so its "
+        "thread keeps running until the function returns (its result will be discarded)",
+        env.task_name, env.task_id, spec.timeout,
+    )  # fmt: skip
+
+    def returned(_: asyncio.Future[Any]) -> None:
+        logger.warning(
+            "timed-out task %s %s finally returned; its result is discarded",
+            env.task_name, env.task_id,
+        )  # fmt: skip
+
+    fut.add_done_callback(returned)
 
 
 def call_sync(env: TaskEnvelope, spec: TaskSpec) -> tuple[Any, BaseException | None]:

@@ -8,7 +8,8 @@ Redis monitor store they cover every process sharing it):
                                               ``status`` (``queued`` counts enqueues;
                                               then ``completed``, ``failed``,
                                               ``retrying``, ``dead``, ``abandoned``)
-``pacificpy_task_duration_seconds`` histogram run time of finished attempts, by ``name``
+``pacificpy_task_duration_seconds`` histogram run time of tasks that completed or failed
+                                              for good (their last attempt), by ``name``
 ``pacificpy_queue_length``          gauge     tasks waiting, by ``queue``, read from the
                                               configured backend for each queue seen
 ``<name>`` (user metric)            summary   ``record_metric(name, value, **labels)``:
@@ -85,7 +86,7 @@ class TaskMetricsCollector(Collector):
 
         hist = HistogramMetricFamily(
             "pacificpy_task_duration_seconds",
-            "Run time of finished task attempts, by task name.",
+            "Run time of finished tasks (their last attempt), by task name.",
             labels=["name"],
         )
         for name, (buckets, total, count) in sorted(snap.durations.items()):

@@ -66,6 +66,7 @@ __all__ = [
     "record_metric",
     "record_task_start",
     "reset_task_monitor",
+    "swap_task_monitor",
     "update_task_status",
 ]
 
@@ -761,6 +762,18 @@ def reset_task_monitor() -> None:
         previous, _monitor = _monitor, None
     if previous is not None:
         _close_quietly(previous)
+
+
+def swap_task_monitor(monitor: TaskMonitor | None) -> TaskMonitor | None:
+    """Install ``monitor`` as it is and return the one it replaces, neither closed.
+
+    For code that borrows the monitor for a while and gives it back (the testing helpers
+    of :mod:`pacificpy.testing`); ``configure_task_monitor`` is for everything else.
+    """
+    global _monitor
+    with _monitor_lock:
+        previous, _monitor = _monitor, monitor
+    return previous
 
 
 def record_task_start(task_id: str, name: str) -> None:

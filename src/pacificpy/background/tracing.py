@@ -82,15 +82,16 @@ def enable_tracing(tracer_provider: Any = None) -> None:
     Calling it again replaces the provider; it never installs the hooks twice.
 
     Raises:
-        ConfigurationError: OpenTelemetry is not installed (``pip install
-            'pacificpy[otel]'``).
+        ConfigurationError: OpenTelemetry is not installed (``pip install -e '.[otel]'``
+            in a clone of PacificPy).
     """
     global _tracer
     try:
         from opentelemetry import trace
     except ImportError as exc:
         raise ConfigurationError(
-            f"tracing needs OpenTelemetry: pip install 'pacificpy[otel]' ({exc})"
+            f"tracing needs OpenTelemetry: pip install -e '.[otel]' in your clone of "
+            f"PacificPy ({exc})"
         ) from exc
     from pacificpy import __version__
     from pacificpy.background import decorators, execution

@@ -42,13 +42,14 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_pref
 from arq.worker import Retry as ArqRetry
 
 from pacificpy.background import _codec, execution
+from pacificpy.background._preview import preview_call
 from pacificpy.background.execution import Decision
 from pacificpy.errors import MessageRejected
 
 if TYPE_CHECKING:
     from pacificpy.background.backends.arq_backend import ARQBackgroundBackend
 
-__all__ = ["JOB_NAME", "WorkerState", "job_deserializer", "job_serializer"]
+__all__ = ["JOB_NAME", "JobMessage", "WorkerState", "job_deserializer", "job_serializer"]
 
 logger = logging.getLogger("pacificpy.background")
 
@@ -94,8 +95,42 @@ def _enqueue_ms(ts: Any) -> int:
     return int(time.time() * 1000)
 
 
+class JobMessage(bytes):
+    """The message bytes handed to the job function, shown by its task in arq's log.
+
+    Stock ``arq`` logs every job as ``<job id>:pacificpy(<repr of the argument>)``; this
+    ``repr`` is the task's name and a short preview of its arguments, secrets hidden
+    (``send_email('ann@example.com', subject='Hi')``), not the raw message.
+    """
+
+    def __repr__(self) -> str:
+        return job_listing(self)
+
+
+#: Room for the arguments in a job's listing (arq cuts its whole line at 80 characters).
+_LISTING_ARGS = 60
+
+
+def job_listing(raw: bytes) -> str:
+    """``task_name(args preview)`` of a PacificPy message, for logs; never raises."""
+    try:
+        body = raw[_SIGNED_BODY:] if raw.startswith(b"pp1.") else bytes(raw)
+        d = orjson.loads(body)
+        name = d["t"]
+        if not isinstance(name, str):
+            raise TypeError(name)
+        if d.get("s") == "pickle":
+            return f"{name}(<pickled arguments>)"
+        args, kwargs = d.get("a", []), d.get("k", {})
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise TypeError(args)
+        return f"{name}({preview_call(args, kwargs, _LISTING_ARGS, task=name)})"
+    except Exception:
+        return f"<not a PacificPy message: {len(raw)} bytes>"
+
+
 def _message_job(raw: bytes, ts: Any) -> dict[str, Any]:
-    return {"f": JOB_NAME, "a": (raw,), "k": {}, "t": None, "et": _enqueue_ms(ts)}
+    return {"f": JOB_NAME, "a": (JobMessage(raw),), "k": {}, "t": None, "et": _enqueue_ms(ts)}
 
 
 def _arq_job(d: dict[str, Any]) -> bool:
@@ -311,7 +346,9 @@ class WorkerState:
         job_id: str = ctx["job_id"]
         self._start(redis)
         backend = self.backend
-        if isinstance(data, str):
+        if type(data) is JobMessage:
+            data = bytes(data)  # orjson reads plain bytes only
+        elif isinstance(data, str):
             data = data.encode("utf-8", "surrogateescape")
         elif not isinstance(data, bytes):
             # Only a job deserializer other than PacificPy's lets one through.
