@@ -67,13 +67,20 @@ _SECURITY_HEADERS = {
 }
 
 
-def page_html() -> str:
-    """The dashboard page (packaged as ``_dashboard_static/index.html``)."""
-    return (
+def page_html(*, token_required: bool = False) -> str:
+    """The dashboard page (packaged as ``_dashboard_static/index.html``).
+
+    With ``token_required`` the body is marked so that the first paint is the token form.
+    That is no data: the page is the same for every visitor.
+    """
+    html = (
         importlib.resources.files("pacificpy.background")
         .joinpath("_dashboard_static/index.html")
         .read_text(encoding="utf-8")
     )
+    if token_required:
+        html = html.replace("<body>", '<body data-token="required">', 1)
+    return html
 
 
 def dead_letter_view(letter: DeadLetter) -> dict[str, Any]:
@@ -123,9 +130,7 @@ def mount_dashboard(app: PacificPy, path: str = "/_tasks", token: str | None = N
     token = checked_token(token, where="include_task_dashboard")
     base = "/" + path.strip("/") if path.strip("/") else ""
     api = base + "/api"
-    html = page_html()
-    if token is not None:  # not data: tells the page to show its token form at first paint
-        html = html.replace("<body>", '<body data-token="required">', 1)
+    html = page_html(token_required=token is not None)
 
     def guard(request: Request) -> None:
         require_token(request, token)
