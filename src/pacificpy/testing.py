@@ -257,7 +257,12 @@ class CapturingBackend(_InlineBackend):
     def enqueue_sync(self, message: Message, *, delay: float | None = None) -> None:
         self.submit(message, delay)
 
+    def queued_hint(self, task_id: str) -> str:
+        """Captured tasks run only when the test says so."""
+        return "a capturing backend runs its tasks only in run_all() / arun_all()"
+
     # -- assertions ----------------------------------------------------------------------
+
     def tasks(self, task: Any = None) -> list[CapturedTask]:
         """The captured calls, of ``task`` only when given (a task or its name)."""
         if task is None:

@@ -172,10 +172,77 @@ def test_help_and_missing_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert bad.exit_code == 1 and "could not import module" in bad.output
 
 
-def test_without_an_app_uses_the_default_backend_and_notes_the_local_monitor() -> None:
-    result = CliRunner().invoke(cli, ["tasks", "list"])
-    assert result.exit_code == 0
-    assert "monitor is in memory" in result.output
+MEMORY_APP = """
+from pacificpy.background.decorators import configure_background_tasks
+from pacificpy.background.local import get_local_executor
+
+configure_background_tasks(get_local_executor(max_workers=1))
+"""
+
+
+def real_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Any:
+    """``pacificpy ARGS`` as a process of its own, as a user runs it."""
+    full_env = {k: v for k, v in os.environ.items() if k != "PACIFICPY_APP"}
+    path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    full_env.update({"PYTHONPATH": path, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-c", "from pacificpy.cli import main; main()", *args],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("list",), ("stats",), ("dlq", "list"), ("dlq", "requeue", "x"), ("dlq", "purge", "--yes")],
+)
+def test_without_an_app_is_an_error_naming_the_option(args: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(cli, ["tasks", *args], env={"PACIFICPY_APP": None})
+    assert result.exit_code == 2, result.output
+    assert "no app given" in result.output
+    assert "-A/--app MODULE" in result.output and "PACIFICPY_APP" in result.output
+
+
+def test_without_an_app_the_real_command_fails(tmp_path: Path) -> None:
+    proc = real_cli("tasks", "list", cwd=tmp_path)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Tasks (" not in proc.stdout
+    assert "-A/--app MODULE" in proc.stderr and "PACIFICPY_APP" in proc.stderr
+    named = real_cli("tasks", "list", cwd=tmp_path, env={"PACIFICPY_APP": "memory_app"})
+    assert "no app given" not in named.stderr  # the variable names it (here: no such module)
+
+
+def test_an_in_memory_monitor_says_why_the_list_is_empty(tmp_path: Path) -> None:
+    (tmp_path / "memory_app.py").write_text(MEMORY_APP)
+    for args in (("list",), ("stats",)):
+        proc = real_cli("tasks", "-A", "memory_app", *args, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        note = " ".join(proc.stderr.split())
+        assert "the task monitor of memory_app is in memory" in note, note
+        assert "sees none of the tasks your app and its workers ran" in note, note
+        assert "configure_task_monitor(redis_url=...) in memory_app so" in note, note
+    listed = real_cli("tasks", "-A", "memory_app", "list", cwd=tmp_path)
+    assert "Tasks (0)" in listed.stdout
+
+
+def test_ids_stay_whole_on_one_line_in_a_narrow_terminal(app_module: ModuleType) -> None:
+    ok_id, bad_id = run_tasks(app_module)
+    get_task_monitor().flush()
+    for columns in ("60", "100", "200"):
+        listed = real_cli("tasks", "-A", "cli_tasks_app", "list", cwd=Path.cwd(),
+                          env={"COLUMNS": columns})  # fmt: skip
+        assert listed.returncode == 0, listed.stderr
+        lines = listed.stdout.splitlines()
+        for task_id in (ok_id, bad_id):
+            assert any(task_id in line for line in lines), (columns, listed.stdout)
+        assert "feed is down" in listed.stdout or columns == "100"
+        assert max(len(line) for line in lines) <= int(columns), listed.stdout
+        # The local executor's dead letters live in this process: list them from here.
+        letters = CliRunner(env={"COLUMNS": columns}).invoke(
+            cli, ["tasks", "-A", "cli_tasks_app", "dlq", "list"], catch_exceptions=False
+        )
+        assert letters.exit_code == 0, letters.output
+        (letter,) = get_backend().dead_letters_sync()
+        assert any(letter.id in line for line in letters.output.splitlines()), letters.output
 
 
 def test_task_data_is_shown_as_written_never_as_markup(app_module: ModuleType) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pacificpy.background.dead_letter import DeadLetter
-from pacificpy.background.monitor import get_task_monitor
+from pacificpy.background.monitor import InMemoryMonitorStore, get_task_monitor
 from pacificpy.background.task import Message, Outcome, TaskHandle
 from pacificpy.errors import BackendNotAvailable, EnqueueError, PacificPyError
 from pacificpy.types import TaskStatus
@@ -147,6 +147,36 @@ class BackgroundBackend(abc.ABC):
         rec = get_task_monitor().get(task_id)
         return rec.status if rec is not None else None
 
+    def get_handle(self, task_id: str) -> TaskHandle[Any]:
+        """The handle of any task id, as ``.delay()`` would have returned it.
+
+        The id may come from another process (a request that enqueued it, a worker, the
+        CLI): ``status()`` and ``result()`` read this backend's stored outcomes and the
+        monitor. An id nobody knows has status ``None``, and ``result(timeout)`` on it
+        waits, then raises ``TimeoutError``.
+
+        Raises:
+            TypeError: ``task_id`` is not a string.
+        """
+        if not isinstance(task_id, str):
+            raise TypeError(f"a task id is a string, not {type(task_id).__name__}: {task_id!r}")
+        try:
+            rec = get_task_monitor().get(task_id)
+        except Exception:  # a monitor store that cannot answer now: the name is cosmetic
+            rec = None
+        return TaskHandle(task_id, rec.name if rec is not None else "", self)
+
+    def queued_hint(self, task_id: str) -> str:
+        """Why a task may still be queued after a ``result()`` wait gave up, and what to do.
+
+        By default: no worker may consume its queue (named when the monitor knows it).
+        """
+        queue = _queue_of(task_id)
+        if queue is None:
+            return "is a worker consuming its queue? (pacificpy worker MODULE)"
+        option = "" if queue == "default" else f" -Q {queue}"
+        return f"is a worker consuming queue {queue!r}? (pacificpy worker MODULE{option})"
+
     # -- queues --------------------------------------------------------------------------
     @abc.abstractmethod
     async def queue_length(self, queue: str = "default") -> int:
@@ -219,6 +249,21 @@ class BackgroundBackend(abc.ABC):
         loop, self._portal_loop = self._portal_loop, None
         if loop is not None:
             loop.call_soon_threadsafe(loop.stop)
+
+
+def monitor_in_memory() -> bool:
+    """True when this process's task monitor keeps its records in memory (no other process
+    sees them, and it sees no other process's)."""
+    return isinstance(get_task_monitor().store, InMemoryMonitorStore)
+
+
+def _queue_of(task_id: str) -> str | None:
+    """The queue the monitor recorded for ``task_id``, if it can say."""
+    try:
+        rec = get_task_monitor().get(task_id)
+    except Exception:
+        return None
+    return rec.queue if rec is not None else None
 
 
 _LAZY = {

@@ -518,6 +518,13 @@ class LocalExecutor(InMemoryBackend):
             return TaskStatus.RUNNING
         return super().get_status_sync(task_id)
 
+    def queued_hint(self, task_id: str) -> str:
+        """No worker to start here: the executor runs every queue in this process."""
+        return (
+            "the local executor runs every queue in this process, so it waits out a "
+            f"countdown or eta, or for a free worker (all {self.max_workers} busy?)"
+        )
+
     # -- queues and dead letters ---------------------------------------------------------
     async def queue_length(self, queue: str = "default") -> int:
         return self.queue_length_sync(queue)

@@ -265,6 +265,8 @@ class TaskHandle(Generic[T]):
 
     ``await handle`` returns the handle once the backend confirmed the enqueue, raising
     ``EnqueueError`` if it failed. ``await handle.result()`` waits for the return value.
+    ``pacificpy.background.get_handle(task_id)`` gives the same handle for any task id, in
+    any process (its ``name`` is empty when nothing this process can read recorded it).
     """
 
     __slots__ = ("_backend", "_error", "_pending", "id", "name")
@@ -310,11 +312,20 @@ class TaskHandle(Generic[T]):
 
         Raises:
             TaskFailed: the task failed (``TaskTimeout`` if it ran past its timeout).
-            TimeoutError: ``timeout`` seconds passed first.
+            TimeoutError: ``timeout`` seconds passed first; the message gives the task's
+                status then (and, for a task still queued, asks whether a worker consumes
+                its queue).
             EnqueueError: the task was never enqueued.
         """
         await self._confirm()
-        outcome = await self._backend.wait_result(self.id, timeout)
+        try:
+            outcome = await self._backend.wait_result(self.id, timeout)
+        except TimeoutError as exc:
+            try:
+                status = await self._backend.get_status(self.id)
+            except Exception:
+                raise exc from None  # the look-up failed too: the plain timeout stands
+            raise TimeoutError(self._waited_too_long(timeout, status)) from None
         value: T = outcome.unwrap(self.id, self.name)
         return value
 
@@ -322,12 +333,32 @@ class TaskHandle(Generic[T]):
         """Blocking form of :meth:`result`, for code with no running event loop."""
         if self._error is not None:
             raise self._error
-        outcome = self._backend.wait_result_sync(self.id, timeout)
+        try:
+            outcome = self._backend.wait_result_sync(self.id, timeout)
+        except TimeoutError as exc:
+            try:
+                status = self._backend.get_status_sync(self.id)
+            except Exception:
+                raise exc from None
+            raise TimeoutError(self._waited_too_long(timeout, status)) from None
         value: T = outcome.unwrap(self.id, self.name)
         return value
 
+    def _waited_too_long(self, timeout: float | None, status: TaskStatus | None) -> str:
+        """The message of a ``result(timeout)`` that gave up: what state the task is in."""
+        task = f"task {self.name} {self.id}" if self.name else f"task {self.id}"
+        waited = f"{timeout:g} s" if timeout is not None else "the wait"
+        if status is None:
+            return (
+                f"{task} did not finish within {waited}, and nothing knows it (status None): "
+                "no stored outcome and no monitor record has this id"
+            )
+        if status is TaskStatus.QUEUED:
+            return f"{task} is still queued after {waited}: {self._backend.queued_hint(self.id)}"
+        return f"{task} did not finish within {waited} (status: {status.value})"
+
     async def status(self) -> TaskStatus | None:
-        """The task's current state as the backend or monitor knows it."""
+        """The task's current state as the backend or monitor knows it (``None``: unknown)."""
         return await self._backend.get_status(self.id)
 
     def status_sync(self) -> TaskStatus | None:

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from pacificpy.background import decorators
 from pacificpy.cli._loading import load_module, split_spec
 
 __all__ = ["command"]
@@ -77,14 +78,49 @@ def _json(value: Any) -> None:
     click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
 
 
-def _note_if_local_monitor(console: Console) -> None:
-    from pacificpy.background.monitor import InMemoryMonitorStore, get_task_monitor
+#: Below this many columns, lists print one block per task instead of a table, so that
+#: every column stays readable and no id is cut.
+COMPACT_WIDTH = 120
+#: What ``_app`` answers for a process that configured its backend itself.
+THIS_PROCESS = "this process"
 
-    if isinstance(get_task_monitor().store, InMemoryMonitorStore):
-        Console(stderr=True).print(
-            "[dim]note: the monitor is in memory, so only tasks of this command's own process "
-            "show; configure_task_monitor(redis_url=...) shares records between processes[/dim]"
+
+def _note_if_local_monitor(app: str, shown: int) -> None:
+    """Say why a list read from an in-memory monitor may be empty, and how to fix it."""
+    from pacificpy.background.backend import monitor_in_memory
+
+    if not monitor_in_memory():
+        return
+    if shown:
+        why = "only tasks of this command's own process show"
+    else:
+        why = (
+            "this command runs in its own process, so it sees none of the tasks your app "
+            "and its workers ran"
         )
+    where = "your app module" if app == THIS_PROCESS else app
+    Console(stderr=True, soft_wrap=False).print(
+        Text(
+            f"note: the task monitor of {app} is in memory: {why}. Call "
+            f"configure_task_monitor(redis_url=...) in {where} so the app, its workers "
+            "and this command share their task records.",
+            style="dim",
+        )
+    )
+
+
+def _blocks(console: Console, title: str, rows: list[tuple[str, Text, list[Text]]]) -> None:
+    """A narrow terminal's list: per row, its id on a line of its own (never wrapped, so
+    it can be copied whole), then its details indented."""
+    console.print(Text(title, style="bold"))
+    for ident, head, details in rows:
+        line = Text(ident, style="bold")
+        line.append("  ")
+        line.append_text(head)
+        console.print(line, no_wrap=True, overflow="ignore", crop=False)
+        for detail in details:
+            if detail.plain:
+                console.print(Text("  ").append_text(detail))
 
 
 @click.group("tasks")
@@ -106,13 +142,35 @@ def command(ctx: click.Context, app_module: str | None) -> None:
     ctx.obj = {"app": app_module}
 
 
+def _app(ctx: click.Context) -> str:
+    """The ``-A`` module's name, or a usage error naming ``-A``/``PACIFICPY_APP``.
+
+    Without a module this process has no backend and no monitor of the app's, so every
+    answer would be an empty one. A process that configured its backend itself (a test
+    calling the command in-process) needs none.
+    """
+    app_module: str | None = (ctx.obj or {}).get("app")
+    if app_module:
+        return split_spec(app_module)[0]
+    if decorators._backend is not None:  # configured here, by the caller's own code
+        return THIS_PROCESS
+    raise click.UsageError(
+        "no app given: name the module that configures your backend and task monitor "
+        "with -A/--app MODULE (pacificpy tasks -A myapp list) or the PACIFICPY_APP "
+        "environment variable",
+        ctx,
+    )
+
+
 @command.command("stats")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def stats_command(as_json: bool) -> None:
+@click.pass_context
+def stats_command(ctx: click.Context, as_json: bool) -> None:
     """Counts per status, queue lengths, and p50/p95/throughput per task name."""
     from pacificpy.background.decorators import get_backend
     from pacificpy.background.monitor import get_task_monitor
 
+    app = _app(ctx)
     monitor = get_task_monitor()
     stats = monitor.stats()
     backend = get_backend()
@@ -126,7 +184,6 @@ def stats_command(as_json: bool) -> None:
         _json({**stats, "backend": backend.kind, "queues": queues})
         return
     console = _console()
-    _note_if_local_monitor(console)
     counts = Table(title=_cell(f"Tasks ({backend.kind} backend)"), title_justify="left")
     for status in stats["counts"]:
         counts.add_column(_status(status), justify="right")
@@ -160,6 +217,7 @@ def stats_command(as_json: bool) -> None:
     if not stats["tasks"]:
         names.add_row("(no tasks recorded)", "", "", "", "", "", "")
     console.print(names)
+    _note_if_local_monitor(app, len(stats["tasks"]))
 
 
 @command.command("list")
@@ -174,31 +232,47 @@ def stats_command(as_json: bool) -> None:
 @click.option("--name", help="Only tasks with this name.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def list_command(status: str | None, name: str | None, limit: int, as_json: bool) -> None:
+@click.pass_context
+def list_command(
+    ctx: click.Context, status: str | None, name: str | None, limit: int, as_json: bool
+) -> None:
     """Recent tasks, newest first."""
     from pacificpy.background.monitor import get_task_monitor
 
+    app = _app(ctx)
     records = get_task_monitor().list(status=status, name=name, limit=limit)
     if as_json:
         _json([r.to_dict() for r in records])
         return
     console = _console()
-    _note_if_local_monitor(console)
-    table = Table(title=f"Tasks ({len(records)})", title_justify="left")
-    for col in ("id", "task", "status", "attempts", "updated", "duration", "result / error"):
-        table.add_column(col, no_wrap=col in ("status", "updated"), overflow="fold")
-    for r in records:
-        outcome = _cell(_cut(r.error), "red") if r.error else _cell(_cut(r.result_preview))
-        table.add_row(
-            _cell(r.id),
-            _cell(r.name),
-            _status(r.status.value),
-            str(r.attempts),
-            _when(r.updated_at),
-            _duration(r.duration),
-            outcome,
-        )
-    console.print(table)
+    title = f"Tasks ({len(records)})"
+    if console.width < COMPACT_WIDTH:
+        _blocks(console, title, [
+            (r.id, _status(r.status.value), [
+                _cell(f"{r.name} · attempts {r.attempts} · {_when(r.updated_at)}"
+                      + (f" · {_duration(r.duration)}" if r.duration is not None else "")),
+                _cell(_cut(r.error), "red") if r.error else _cell(_cut(r.result_preview)),
+            ])
+            for r in records
+        ])  # fmt: skip
+    else:
+        table = Table(title=title, title_justify="left")
+        for col in ("id", "task", "status", "attempts", "updated", "duration", "result / error"):
+            # The id never wraps (a wrapped id cannot be copied); the others give way.
+            table.add_column(col, no_wrap=col in ("id", "status", "updated"), overflow="fold")
+        for r in records:
+            outcome = _cell(_cut(r.error), "red") if r.error else _cell(_cut(r.result_preview))
+            table.add_row(
+                _cell(r.id),
+                _cell(r.name),
+                _status(r.status.value),
+                str(r.attempts),
+                _when(r.updated_at),
+                _duration(r.duration),
+                outcome,
+            )
+        console.print(table)
+    _note_if_local_monitor(app, len(records))
 
 
 @command.group("dlq")
@@ -209,20 +283,36 @@ def dlq() -> None:
 @dlq.command("list")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def dlq_list(limit: int, as_json: bool) -> None:
+@click.pass_context
+def dlq_list(ctx: click.Context, limit: int, as_json: bool) -> None:
     """Dead letters, newest first (arguments shown as redacted previews)."""
     from pacificpy.background.dashboard import dead_letter_view
     from pacificpy.background.decorators import get_backend
 
+    _app(ctx)
     letters = [dead_letter_view(letter) for letter in get_backend().dead_letters_sync(limit)]
     if as_json:
         _json(letters)
         return
-    table = Table(title=f"Dead letters ({len(letters)})", title_justify="left")
+    console = _console()
+    title = f"Dead letters ({len(letters)})"
+    errors = [f"{d['error_type']}: {d['error']}" if d["error_type"] else d["error"]
+              for d in letters]  # fmt: skip
+    if console.width < COMPACT_WIDTH:
+        _blocks(console, title, [
+            (d["id"], _cell(d["reason"]), [
+                _cell(f"task {d['task_name'] or '?'} {d['task_id'] or ''}"),
+                _cell(f"attempts {d['attempts']} · failed {_when(d['failed_at'])}"),
+                _cell(f"arguments {_cut(d['args_preview'], 40) or '()'}"),
+                _cell(_cut(error), "red"),
+            ])
+            for d, error in zip(letters, errors, strict=True)
+        ])  # fmt: skip
+        return
+    table = Table(title=title, title_justify="left")
     for col in ("id", "task", "reason", "attempts", "failed", "arguments", "error"):
-        table.add_column(col, no_wrap=col == "failed", overflow="fold")
-    for d in letters:
-        error = f"{d['error_type']}: {d['error']}" if d["error_type"] else d["error"]
+        table.add_column(col, no_wrap=col in ("id", "failed"), overflow="fold")
+    for d, error in zip(letters, errors, strict=True):
         table.add_row(
             _cell(d["id"]),
             _cell(d["task_name"] or "?"),
@@ -232,12 +322,13 @@ def dlq_list(limit: int, as_json: bool) -> None:
             _cell(_cut(d["args_preview"], 40)),
             _cell(_cut(error), "red"),
         )
-    _console().print(table)
+    console.print(table)
 
 
 @dlq.command("requeue")
 @click.argument("letter_id")
-def dlq_requeue(letter_id: str) -> None:
+@click.pass_context
+def dlq_requeue(ctx: click.Context, letter_id: str) -> None:
     """Enqueue dead letter LETTER_ID again as a fresh first attempt (same task id).
 
     A letter that cannot be requeued (never verified, no longer decodes, or the backend
@@ -246,6 +337,7 @@ def dlq_requeue(letter_id: str) -> None:
     from pacificpy.background.decorators import get_backend
     from pacificpy.errors import DeadLetterError, EnqueueError
 
+    _app(ctx)
     try:
         task_id = get_backend().requeue_dead_letter_sync(letter_id)
     except KeyError:
@@ -259,10 +351,12 @@ def dlq_requeue(letter_id: str) -> None:
 
 @dlq.command("purge")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def dlq_purge(yes: bool) -> None:
+@click.pass_context
+def dlq_purge(ctx: click.Context, yes: bool) -> None:
     """Delete every dead letter."""
     from pacificpy.background.decorators import get_backend
 
+    _app(ctx)
     if not yes:
         click.confirm("Delete every dead letter?", abort=True)
     purged = get_backend().purge_dead_letters_sync()

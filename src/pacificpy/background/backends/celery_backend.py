@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from celery import Celery
 
 from pacificpy.background import _codec, execution, registry
-from pacificpy.background.backend import BackgroundBackend
+from pacificpy.background.backend import BackgroundBackend, monitor_in_memory
 from pacificpy.background.backends import _celery_app
 from pacificpy.background.backends._celery_app import AT_LEAST_ONCE_DEFAULTS, backend_for
 from pacificpy.background.backends._celery_cli import answer_celery_cli
@@ -382,6 +382,17 @@ class CeleryBackgroundBackend(BackgroundBackend):
             return outcome.status
         rec = get_task_monitor().get(task_id)
         return rec.status if rec is not None else None
+
+    def queued_hint(self, task_id: str) -> str:
+        """Celery keeps no "running" mark of its own: before the outcome, the status is the
+        monitor's, and an in-memory monitor never sees a worker start the task."""
+        hint = super().queued_hint(task_id)
+        if monitor_in_memory():
+            hint += (
+                "; or it is running: this process's task monitor is in memory and cannot "
+                "see a worker start it (configure_task_monitor(redis_url=...) shares it)"
+            )
+        return hint
 
     # -- queues and dead letters ---------------------------------------------------------
     async def queue_length(self, queue: str = "default") -> int:
