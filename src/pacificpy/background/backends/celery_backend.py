@@ -90,7 +90,10 @@ class CeleryBackgroundBackend(BackgroundBackend):
             Celery's hard limit, which kills the worker process.
 
     Unless set on the Celery app, ``task_acks_late=True``, ``task_reject_on_worker_lost=True``
-    and ``worker_prefetch_multiplier=1`` are applied (at-least-once delivery).
+    and ``worker_prefetch_multiplier=1`` are applied (at-least-once delivery), and the
+    broker's ``visibility_timeout`` (how long a message of a dead worker waits before it is
+    delivered again) is 300 s, or longer to cover every declared task timeout and retry
+    delay (:func:`~._celery_app.visibility_timeout_for`).
 
     Raises:
         ConfigurationError: ``celery_app`` is not a Celery app.
