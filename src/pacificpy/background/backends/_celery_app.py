@@ -1,12 +1,14 @@
-"""What the Celery backend does to the user's Celery app: at-least-once defaults, which
-PacificPy backend serves the app, ``@background`` tasks registered as Celery tasks, and
-worker signals (default queues, unknown task names become dead letters).
+"""What the Celery backend does to the user's Celery app: at-least-once defaults (the
+broker's visibility timeout among them), which PacificPy backend serves the app,
+``@background`` tasks registered as Celery tasks, and worker signals (default queues,
+unknown task names become dead letters).
 """
 
 from __future__ import annotations
 
 import logging
 import weakref
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
@@ -19,12 +21,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AT_LEAST_ONCE_DEFAULTS",
+    "VISIBILITY_TIMEOUT_FLOOR",
+    "VISIBILITY_TIMEOUT_MARGIN",
     "apply_defaults",
     "attach",
     "backend_for",
     "connect_worker_signals",
     "register_task",
     "task_queues",
+    "visibility_timeout_for",
 ]
 
 logger = logging.getLogger("pacificpy.background")
@@ -37,10 +42,23 @@ AT_LEAST_ONCE_DEFAULTS: dict[str, Any] = {
     "broker_connection_retry_on_startup": True,
 }
 
+#: The broker visibility timeout PacificPy sets (unless the user set one) is at least this
+#: many seconds: a message whose whole worker died is delivered again this long after it
+#: was taken (kombu's own default is one hour).
+VISIBILITY_TIMEOUT_FLOOR = 300.0
+#: ... and at least this much longer than the longest declared task timeout (plus
+#: ``time_limit_grace``) or retry delay, so that no declared task is redelivered while it
+#: still runs or waits for its retry.
+VISIBILITY_TIMEOUT_MARGIN = 60.0
+
 _REQUEST_CLS = "pacificpy.background.backends._celery_worker:PacificRequest"
 
 # Celery app -> the backend that serves it (the last one attached), for worker-side hooks.
 _BACKENDS: weakref.WeakKeyDictionary[Celery, CeleryBackgroundBackend] = weakref.WeakKeyDictionary()
+
+# Celery app -> [time_limit_grace, the visibility timeout PacificPy last set], for apps whose
+# visibility timeout PacificPy sets (the user set none).
+_VISIBILITY: weakref.WeakKeyDictionary[Celery, list[float]] = weakref.WeakKeyDictionary()
 
 # Celery app -> task names registered on it (``app.tasks`` would finalize the app).
 _REGISTERED: weakref.WeakKeyDictionary[Celery, set[str]] = weakref.WeakKeyDictionary()
@@ -69,13 +87,34 @@ def _user_set(conf: Any, key: str) -> bool:
     return any(key in m for m in maps[:-1])
 
 
-def apply_defaults(app: Celery) -> None:
-    """Apply :data:`AT_LEAST_ONCE_DEFAULTS` once the app's configuration is loaded."""
+def visibility_timeout_for(specs: Iterable[TaskSpec], grace: float) -> float:
+    """The broker visibility timeout PacificPy sets: :data:`VISIBILITY_TIMEOUT_FLOOR`, or
+    the longest declared timeout (plus ``grace``) or retry delay plus
+    :data:`VISIBILITY_TIMEOUT_MARGIN` if that is longer."""
+    longest = 0.0
+    for spec in specs:
+        if spec.timeout is not None:
+            longest = max(longest, spec.timeout + grace)
+        policy = spec.retry
+        if policy.retries > 0:
+            exponent = min(policy.retries - 1, 64)
+            longest = max(longest, min(policy.backoff_max, policy.backoff * 2.0**exponent))
+    return max(VISIBILITY_TIMEOUT_FLOOR, longest + VISIBILITY_TIMEOUT_MARGIN)
+
+
+def apply_defaults(app: Celery, time_limit_grace: float = 5.0) -> None:
+    """Apply :data:`AT_LEAST_ONCE_DEFAULTS` once the app's configuration is loaded, and a
+    broker visibility timeout (:func:`visibility_timeout_for`) unless the user set one in
+    ``broker_transport_options``."""
 
     def apply(conf: Any) -> None:
         for key, value in AT_LEAST_ONCE_DEFAULTS.items():
             if not _user_set(conf, key):
                 conf[key] = value
+        options = conf.get("broker_transport_options") or {}
+        if "visibility_timeout" not in options and app not in _VISIBILITY:
+            _VISIBILITY[app] = [time_limit_grace, -1.0]
+        _set_visibility_timeout(app, conf)
 
     if app.configured:
         apply(app.conf)
@@ -85,6 +124,27 @@ def apply_defaults(app: Celery) -> None:
         apply(source if source is not None else app.conf)
 
     app.on_after_configure.connect(on_configured, weak=False)
+
+
+def _set_visibility_timeout(app: Celery, conf: Any) -> None:
+    """Set the visibility timeout PacificPy owns on ``app`` to cover the declared tasks.
+
+    A value the user set afterwards (any other than the one PacificPy last set) is theirs.
+    """
+    owned = _VISIBILITY.get(app)
+    if owned is None:
+        return
+    grace, last = owned
+    options = dict(conf.get("broker_transport_options") or {})
+    current = options.get("visibility_timeout")
+    if current is not None and current != last:
+        del _VISIBILITY[app]  # the user set it since
+        return
+    value = visibility_timeout_for(registry.all_specs(), grace)
+    if current != value:
+        options["visibility_timeout"] = value
+        conf["broker_transport_options"] = options
+        owned[1] = value
 
 
 # -- tasks ---------------------------------------------------------------------------------
@@ -125,6 +185,8 @@ def register_task(app: Celery, spec: TaskSpec, limits: tuple[float | None, float
     run.__qualname__ = run.__name__
     run.__module__ = getattr(spec.fn, "__module__", __name__)
     run.__doc__ = getattr(spec.fn, "__doc__", None)
+    if app.configured:  # else the defaults, applied once it is, count this task
+        _set_visibility_timeout(app, app.conf)
     app.task(
         name=spec.name,
         bind=True,

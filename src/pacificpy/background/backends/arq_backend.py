@@ -46,7 +46,13 @@ from pacificpy.background.backends._arq_worker import (
     job_serializer,
     make_job_deserializer,
 )
-from pacificpy.background.backends._common import poll_outcome, poll_outcome_sync
+from pacificpy.background.backends._common import (
+    check_reachable,
+    poll_outcome,
+    poll_outcome_sync,
+    record_requeue_failed,
+    record_requeued,
+)
 from pacificpy.background.backends._redis import RedisState
 from pacificpy.background.dead_letter import DeadLetter
 from pacificpy.background.monitor import get_task_monitor
@@ -317,10 +323,12 @@ class ARQBackgroundBackend(BackgroundBackend):
         message = execution.requeue_message(letter, self)  # raises with the letter in place
         if await self.state.adlq_pop(letter_id) is None:  # requeued or purged meanwhile
             raise KeyError(f"no dead letter with id {letter_id!r}")
+        await asyncio.to_thread(record_requeued, message.envelope)
         try:
             await self.enqueue(message)
         except BaseException:
             await self.state.adlq_add(letter)  # not queued: back where it was
+            record_requeue_failed(message.envelope, letter)
             raise
         return message.task_id
 
@@ -331,10 +339,12 @@ class ARQBackgroundBackend(BackgroundBackend):
         message = execution.requeue_message(letter, self)  # raises with the letter in place
         if self.state.dlq_pop(letter_id) is None:  # requeued or purged meanwhile
             raise KeyError(f"no dead letter with id {letter_id!r}")
+        record_requeued(message.envelope)
         try:
             self.enqueue_sync(message)
         except BaseException:
             self.state.dlq_add(letter)  # not queued: back where it was
+            record_requeue_failed(message.envelope, letter)
             raise
         return message.task_id
 
@@ -345,6 +355,10 @@ class ARQBackgroundBackend(BackgroundBackend):
         return self.state.dlq_purge()
 
     # -- lifecycle -----------------------------------------------------------------------
+    async def startup(self) -> None:
+        """At app startup, PING Redis; if it does not answer, log a WARNING and go on."""
+        await check_reachable("ARQ", self.url, self.state.aio().ping)
+
     async def shutdown(self) -> None:
         """Wait (up to ``shutdown_timeout``) for enqueues started on this loop; close clients."""
         loop = asyncio.get_running_loop()

@@ -44,7 +44,13 @@ from pacificpy.background.backends._celery_publish import (
     celery_frame,
     time_limits,
 )
-from pacificpy.background.backends._common import poll_outcome, poll_outcome_sync
+from pacificpy.background.backends._common import (
+    check_reachable,
+    poll_outcome,
+    poll_outcome_sync,
+    record_requeue_failed,
+    record_requeued,
+)
 from pacificpy.background.backends._redis import RedisState
 from pacificpy.background.dead_letter import DeadLetter
 from pacificpy.background.monitor import get_task_monitor
@@ -84,7 +90,10 @@ class CeleryBackgroundBackend(BackgroundBackend):
             Celery's hard limit, which kills the worker process.
 
     Unless set on the Celery app, ``task_acks_late=True``, ``task_reject_on_worker_lost=True``
-    and ``worker_prefetch_multiplier=1`` are applied (at-least-once delivery).
+    and ``worker_prefetch_multiplier=1`` are applied (at-least-once delivery), and the
+    broker's ``visibility_timeout`` (how long a message of a dead worker waits before it is
+    delivered again) is 300 s, or longer to cover every declared task timeout and retry
+    delay (:func:`~._celery_app.visibility_timeout_for`).
 
     Raises:
         ConfigurationError: ``celery_app`` is not a Celery app.
@@ -125,7 +134,7 @@ class CeleryBackgroundBackend(BackgroundBackend):
         self._lock = threading.Lock()
         self._publisher: Publisher | None = None
         self._subscribed = False
-        _celery_app.apply_defaults(celery_app)
+        _celery_app.apply_defaults(celery_app, time_limit_grace)
         _celery_app.attach(celery_app, self)
         self._subscribe()
         _celery_app.connect_worker_signals()
@@ -196,6 +205,19 @@ class CeleryBackgroundBackend(BackgroundBackend):
         return client
 
     # -- lifecycle -----------------------------------------------------------------------
+    async def startup(self) -> None:
+        """At app startup, check that the broker answers; if not, log a WARNING and go on."""
+        info = self._broker()
+        await check_reachable("Celery", info.safe_url, lambda: asyncio.to_thread(self._ping))
+
+    def _ping(self) -> None:
+        """One round trip to the broker (PING on Redis; a connection on others)."""
+        if self._broker().redis:
+            self._redis().ping()
+            return
+        with self.celery_app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1)
+
     async def shutdown(self) -> None:
         """Wait up to ``shutdown_timeout`` for enqueues in flight, then release resources."""
         await asyncio.to_thread(self.shutdown_sync)
@@ -429,9 +451,11 @@ class CeleryBackgroundBackend(BackgroundBackend):
             raise KeyError(f"no dead letter with id {letter_id!r}")
         try:
             self.state.result_clear(message.task_id)
+            record_requeued(message.envelope)
             self.enqueue_sync(message)
         except BaseException:
             self.state.dlq_add(letter)  # not queued: back where it was
+            record_requeue_failed(message.envelope, letter)
             raise
         return message.task_id
 
