@@ -587,12 +587,12 @@ def test_run_falls_back_without_uvloop_and_httptools(
 
 def test_dashboard_and_metrics_delegate(app: PacificPy, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[str, Any, dict[str, Any]]] = []
-    dashboard = types.ModuleType("pacificpy.background.dashboard")
-    metrics = types.ModuleType("pacificpy.background.metrics")
+    dashboard = types.ModuleType("pacificpy.web.dashboard")
+    metrics = types.ModuleType("pacificpy.web.metrics")
     dashboard.mount_dashboard = lambda app, **kw: calls.append(("dashboard", app, kw))  # type: ignore[attr-defined]
     metrics.mount_metrics = lambda app, **kw: calls.append(("metrics", app, kw))  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "pacificpy.background.dashboard", dashboard)
-    monkeypatch.setitem(sys.modules, "pacificpy.background.metrics", metrics)
+    monkeypatch.setitem(sys.modules, "pacificpy.web.dashboard", dashboard)
+    monkeypatch.setitem(sys.modules, "pacificpy.web.metrics", metrics)
 
     app.include_task_dashboard()
     app.include_task_dashboard(path="/admin/tasks", token="s3cret")

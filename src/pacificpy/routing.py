@@ -33,6 +33,7 @@ __all__ = [
     "Route",
     "coerce_response",
     "error_response",
+    "http_error_response",
 ]
 
 Handler = Callable[..., Any]
@@ -105,6 +106,13 @@ def error_response(
     if extra:
         content.update(extra)
     return ORJSONResponse(content, status_code=status_code, headers=headers)
+
+
+def http_error_response(exc: HTTPException) -> Response:
+    """The JSON error response for ``exc``: its status, detail and headers."""
+    detail = exc.detail
+    message = detail if isinstance(detail, str) else str(detail)
+    return error_response(exc.status_code, message, headers=exc.headers)
 
 
 def coerce_response(value: Any) -> Response:

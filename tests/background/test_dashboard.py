@@ -232,3 +232,25 @@ def test_requeue_errors_answer_json_and_keep_the_letter(executor: LocalExecutor)
         kept = client.get("/_tasks/api/dead-letters", headers=AUTH).json()["dead_letters"]
         assert sorted(d["id"] for d in kept) == sorted([failed["id"], rejected["id"]])
         assert all(d in kept for d in (failed, rejected))
+
+
+def test_the_routes_are_a_list_any_starlette_app_mounts(executor: LocalExecutor) -> None:
+    """``dashboard_routes`` and ``metrics_routes`` are plain Starlette route lists."""
+    from starlette.applications import Starlette
+
+    from pacificpy.background.metrics import make_registry
+    from pacificpy.web.dashboard import dashboard_routes
+    from pacificpy.web.metrics import metrics_routes
+
+    greet.delay("ann").result_sync(5)
+    registry = make_registry(queue_lengths=False)
+    app = Starlette(
+        routes=[*dashboard_routes("/admin", token=TOKEN), *metrics_routes(registry, "/m")]
+    )
+    with TestClient(app) as client:
+        assert client.get("/admin").status_code == 200
+        assert client.get("/admin/api/stats").status_code == 401
+        stats = client.get("/admin/api/stats", headers=AUTH)
+        assert stats.status_code == 200 and stats.json()["backend"] == "local"
+        scrape = client.get("/m")
+        assert scrape.status_code == 200 and "pacificpy_tasks_total" in scrape.text

@@ -25,8 +25,7 @@ from pacificpy.background._preview import (
     preview_call,
 )
 from pacificpy.background.backend import CeleryBackgroundBackend
-from pacificpy.background.dashboard import dead_letter_view
-from pacificpy.background.dead_letter import DeadLetter
+from pacificpy.background.dead_letter import DeadLetter, dead_letter_view
 from pacificpy.background.decorators import background, configure_background_tasks
 from pacificpy.background.local import LocalExecutor, get_local_executor
 from pacificpy.background.monitor import InMemoryMonitorStore, TaskMonitor, get_task_monitor

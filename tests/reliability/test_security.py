@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from pacificpy import PacificPy
-from pacificpy.background import _codec, dashboard, metrics
+from pacificpy.background import _codec
 from pacificpy.background._memory import InMemoryBackend
 from pacificpy.background.backend import BackgroundBackend
 from pacificpy.background.backends.arq_backend import ARQBackgroundBackend
@@ -40,6 +40,7 @@ from pacificpy.errors import (
     TaskFailed,
 )
 from pacificpy.testing import TestClient
+from pacificpy.web import dashboard, metrics
 from tests.conformance import tasks
 from tests.conformance.harness import SIGNING_KEY, Harness
 from tests.reliability import _support
@@ -511,7 +512,7 @@ def test_an_empty_presented_token_never_matches() -> None:
     from starlette.exceptions import HTTPException
     from starlette.requests import Request
 
-    from pacificpy.background._http_auth import require_token
+    from pacificpy.web.auth import require_token
 
     for header in (b"Bearer ", b"Bearer", b"bearer   ", b"", b"Basic "):
         request = Request({"type": "http", "headers": [(b"authorization", header)]})

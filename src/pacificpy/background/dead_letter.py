@@ -8,9 +8,9 @@ import time
 from collections import OrderedDict
 from typing import Any, Protocol
 
-from pacificpy.background._preview import cap_error, cap_traceback
+from pacificpy.background._preview import cap_error, cap_traceback, preview_call
 
-__all__ = ["DeadLetter", "DeadLetterStore", "MemoryDeadLetterStore"]
+__all__ = ["DeadLetter", "DeadLetterStore", "MemoryDeadLetterStore", "dead_letter_view"]
 
 
 @dataclasses.dataclass
@@ -59,6 +59,26 @@ class DeadLetter:
         """Inverse of :meth:`to_dict` (unknown keys are ignored)."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in names})
+
+
+def dead_letter_view(letter: DeadLetter) -> dict[str, Any]:
+    """What a person is shown of a dead letter (the dashboard's API, ``pacificpy tasks``):
+    no raw message, the arguments as a redacted preview."""
+    return {
+        "id": letter.id,
+        "task_id": letter.task_id,
+        "task_name": letter.task_name,
+        "reason": letter.reason,
+        "error": letter.error,
+        "error_type": letter.error_type,
+        "traceback": letter.traceback,
+        "args_preview": preview_call(letter.args, letter.kwargs, task=letter.task_name),
+        "attempts": letter.attempts,
+        "queue": letter.queue,
+        "enqueued_at": letter.enqueued_at,
+        "failed_at": letter.failed_at,
+        "requeueable": letter.requeueable,
+    }
 
 
 class DeadLetterStore(Protocol):

@@ -1,7 +1,9 @@
-"""Prometheus metrics of background tasks: ``app.include_metrics(path="/metrics")``.
+"""Prometheus metrics of background tasks, served by ``app.include_metrics(path="/metrics")``.
 
-Exposed, computed at scrape time from the configured monitor's counters (so with the
-Redis monitor store they cover every process sharing it):
+This module holds the collector (it reads the monitor and the backend, and speaks no HTTP);
+the route that serves it is :mod:`pacificpy.web.metrics`. Exposed, computed at scrape time
+from the configured monitor's counters (so with the Redis monitor store they cover every
+process sharing it):
 
 =================================== ========= ==========================================
 ``pacificpy_tasks_total``           counter   tasks entering a state, by ``name`` and
@@ -25,10 +27,8 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -36,17 +36,10 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from starlette.responses import Response
 
-from pacificpy.background._http_auth import checked_token, require_token
 from pacificpy.background.monitor import DURATION_BUCKETS, get_task_monitor
 
-if TYPE_CHECKING:
-    from starlette.requests import Request
-
-    from pacificpy.app import PacificPy
-
-__all__ = ["TaskMetricsCollector", "make_registry", "mount_metrics"]
+__all__ = ["TaskMetricsCollector", "make_registry", "metric_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -140,36 +133,3 @@ def make_registry(*, queue_lengths: bool = True) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(TaskMetricsCollector(queue_lengths=queue_lengths))
     return registry
-
-
-def mount_metrics(
-    app: PacificPy,
-    path: str = "/metrics",
-    token: str | None = None,
-    registry: CollectorRegistry | None = None,
-) -> CollectorRegistry:
-    """Serve Prometheus metrics at ``GET path``; return the registry served.
-
-    Args:
-        app: the application.
-        path: where to serve them.
-        token: when given, scrapes must send ``Authorization: Bearer <token>`` (401
-            without, 403 with a wrong or empty one; ``?token=`` is not read).
-        registry: serve this registry instead of a fresh :func:`make_registry` (register
-            your own collectors on the returned one to add metrics).
-
-    Raises:
-        ConfigurationError: ``token`` is empty or blank.
-    """
-    token = checked_token(token, where="include_metrics")
-    served = registry if registry is not None else make_registry()
-
-    def metrics_endpoint(request: Request) -> Response:
-        # A plain function: Starlette runs it in the thread pool, so reading queue lengths
-        # or the Redis monitor store never blocks the event loop.
-        require_token(request, token)
-        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encoder(served), headers={"Content-Type": content_type})
-
-    app.add_route(path, metrics_endpoint, methods=["GET"], include_in_schema=False)
-    return served

@@ -286,7 +286,7 @@ def dlq() -> None:
 @click.pass_context
 def dlq_list(ctx: click.Context, limit: int, as_json: bool) -> None:
     """Dead letters, newest first (arguments shown as redacted previews)."""
-    from pacificpy.background.dashboard import dead_letter_view
+    from pacificpy.background.dead_letter import dead_letter_view
     from pacificpy.background.decorators import get_backend
 
     _app(ctx)

@@ -23,6 +23,9 @@ token is a ``ConfigurationError`` at mount time. Without a token the POST routes
 answer 403, so nothing changes without one. Argument previews hide the values of
 arguments and keys named like ``password``, ``token``, ``secret`` or ``authorization``;
 raw message bytes are never sent.
+
+:func:`dashboard_routes` returns these routes as a Starlette route list;
+:func:`mount_dashboard` (what ``include_task_dashboard`` calls) adds them to an app.
 """
 
 from __future__ import annotations
@@ -33,24 +36,24 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.exceptions import HTTPException
 from starlette.responses import HTMLResponse
+from starlette.routing import BaseRoute
 
-from pacificpy.background._http_auth import checked_token, require_token
-from pacificpy.background.monitor import get_task_monitor, preview_call
-from pacificpy.errors import (
-    DeadLetterNotRequeueable,
-    DeadLetterUndecodable,
-    EnqueueError,
-)
+from pacificpy.background import get_backend
+from pacificpy.background.dead_letter import dead_letter_view
+from pacificpy.background.monitor import get_task_monitor
+from pacificpy.errors import DeadLetterNotRequeueable, DeadLetterUndecodable, EnqueueError
+from pacificpy.routing import Handler, Route
+from pacificpy.web.auth import checked_token, require_token
 
 if TYPE_CHECKING:
     from starlette.requests import Request
 
     from pacificpy.app import PacificPy
-    from pacificpy.background.dead_letter import DeadLetter
 
-__all__ = ["dead_letter_view", "mount_dashboard", "page_html"]
+__all__ = ["dashboard_routes", "mount_dashboard", "page_html"]
 
-logger = logging.getLogger(__name__)
+# The name the dashboard has always logged under, which logging configurations refer to.
+logger = logging.getLogger("pacificpy.background.dashboard")
 
 MAX_LIMIT = 1000
 
@@ -68,38 +71,19 @@ _SECURITY_HEADERS = {
 
 
 def page_html(*, token_required: bool = False) -> str:
-    """The dashboard page (packaged as ``_dashboard_static/index.html``).
+    """The dashboard page (packaged as ``pacificpy/web/static/index.html``).
 
     With ``token_required`` the body is marked so that the first paint is the token form.
     That is no data: the page is the same for every visitor.
     """
     html = (
-        importlib.resources.files("pacificpy.background")
-        .joinpath("_dashboard_static/index.html")
+        importlib.resources.files("pacificpy.web")
+        .joinpath("static/index.html")
         .read_text(encoding="utf-8")
     )
     if token_required:
         html = html.replace("<body>", '<body data-token="required">', 1)
     return html
-
-
-def dead_letter_view(letter: DeadLetter) -> dict[str, Any]:
-    """What the API shows of a dead letter: no raw message, arguments as a redacted preview."""
-    return {
-        "id": letter.id,
-        "task_id": letter.task_id,
-        "task_name": letter.task_name,
-        "reason": letter.reason,
-        "error": letter.error,
-        "error_type": letter.error_type,
-        "traceback": letter.traceback,
-        "args_preview": preview_call(letter.args, letter.kwargs, task=letter.task_name),
-        "attempts": letter.attempts,
-        "queue": letter.queue,
-        "enqueued_at": letter.enqueued_at,
-        "failed_at": letter.failed_at,
-        "requeueable": letter.requeueable,
-    }
 
 
 def _limit(request: Request, default: int = 100) -> int:
@@ -118,8 +102,18 @@ def _limit(request: Request, default: int = 100) -> int:
 def mount_dashboard(app: PacificPy, path: str = "/_tasks", token: str | None = None) -> None:
     """Add the dashboard page and its JSON API to ``app`` under ``path``.
 
+    ``app.include_task_dashboard(path, token)`` calls this; see :func:`dashboard_routes`.
+
+    Raises:
+        ConfigurationError: ``token`` is empty or blank.
+    """
+    app.router.routes.extend(dashboard_routes(path, token))
+
+
+def dashboard_routes(path: str = "/_tasks", token: str | None = None) -> list[BaseRoute]:
+    """The dashboard page and its JSON API under ``path``, as a Starlette route list.
+
     Args:
-        app: the application.
         path: where the page is served; the API is under ``path + "/api/"``.
         token: when given, every API route needs ``Authorization: Bearer <token>``;
             without it the mutating routes (requeue, purge) answer 403.
@@ -168,8 +162,6 @@ def mount_dashboard(app: PacificPy, path: str = "/_tasks", token: str | None = N
         return record.to_dict()
 
     def stats(request: Request) -> dict[str, Any]:
-        from pacificpy.background.decorators import get_backend
-
         guard(request)
         monitor = get_task_monitor()
         result = monitor.stats()
@@ -179,8 +171,6 @@ def mount_dashboard(app: PacificPy, path: str = "/_tasks", token: str | None = N
         return result
 
     def queues(request: Request) -> dict[str, Any]:
-        from pacificpy.background.decorators import get_backend
-
         guard(request)
         backend = get_backend()
         names = sorted(get_task_monitor().metrics().queues | {"default"})
@@ -194,15 +184,11 @@ def mount_dashboard(app: PacificPy, path: str = "/_tasks", token: str | None = N
         return {"queues": out}
 
     def dead_letters(request: Request) -> dict[str, Any]:
-        from pacificpy.background.decorators import get_backend
-
         guard(request)
         letters = get_backend().dead_letters_sync(_limit(request))
         return {"dead_letters": [dead_letter_view(letter) for letter in letters]}
 
     def requeue(request: Request) -> dict[str, Any]:
-        from pacificpy.background.decorators import get_backend
-
         guard_mutation(request)
         letter_id = request.path_params["letter_id"]
         try:
@@ -223,24 +209,24 @@ def mount_dashboard(app: PacificPy, path: str = "/_tasks", token: str | None = N
         return {"requeued": letter_id, "task_id": task_id}
 
     def purge(request: Request) -> dict[str, Any]:
-        from pacificpy.background.decorators import get_backend
-
         guard_mutation(request)
         purged = get_backend().purge_dead_letters_sync()
         logger.info("%d dead letters purged from the dashboard", purged)
         return {"purged": purged}
 
-    add = app.add_route
-    add(base or "/", page, methods=["GET"], include_in_schema=False)
-    add(api + "/tasks", tasks, methods=["GET"], include_in_schema=False)
-    add(api + "/tasks/{task_id}", task, methods=["GET"], include_in_schema=False)
-    add(api + "/stats", stats, methods=["GET"], include_in_schema=False)
-    add(api + "/queues", queues, methods=["GET"], include_in_schema=False)
-    add(api + "/dead-letters", dead_letters, methods=["GET"], include_in_schema=False)
-    add(api + "/dead-letters/purge", purge, methods=["POST"], include_in_schema=False)
-    add(
-        api + "/dead-letters/{letter_id}/requeue",
-        requeue,
-        methods=["POST"],
-        include_in_schema=False,
-    )
+    def get(route_path: str, handler: Handler) -> Route:
+        return Route(route_path, handler, methods=["GET"], include_in_schema=False)
+
+    def post(route_path: str, handler: Handler) -> Route:
+        return Route(route_path, handler, methods=["POST"], include_in_schema=False)
+
+    return [
+        get(base or "/", page),
+        get(api + "/tasks", tasks),
+        get(api + "/tasks/{task_id}", task),
+        get(api + "/stats", stats),
+        get(api + "/queues", queues),
+        get(api + "/dead-letters", dead_letters),
+        post(api + "/dead-letters/purge", purge),
+        post(api + "/dead-letters/{letter_id}/requeue", requeue),
+    ]

@@ -1,4 +1,4 @@
-"""Bearer-token checks shared by the metrics and dashboard routes.
+"""Bearer-token checks shared by the web layer's routes (metrics, dashboard).
 
 A token travels only in ``Authorization: Bearer <token>``: never in a query string, which
 lands in access logs, browser history and proxies.
