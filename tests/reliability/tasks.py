@@ -18,6 +18,16 @@ def slow_count(key: str, seconds: float) -> int:
 
 
 @background
+def gated_count(key: str, gate: str) -> int:
+    """Note the start, wait while ``gate`` exists, then ``INCR`` the counter of ``key``."""
+    client = tasks.store()
+    client.incr(f"pacificpy-test:started:{gate}")
+    while client.exists(f"pacificpy-test:{gate}"):
+        time.sleep(0.02)
+    return int(client.incr(f"pacificpy-test:{key}"))
+
+
+@background
 def takes_secrets(user: str, password: str, **extra: Any) -> str:
     """A task whose arguments carry secrets (for the redaction tests)."""
     return user
