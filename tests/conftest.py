@@ -7,17 +7,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from pacificpy.background.decorators import reset_background_tasks
-from pacificpy.background.monitor import reset_task_monitor
+from pacificpy.background.config import reset_all
 from tests.support.redis_server import RedisServer, RedisServerError, redis_server_binary
 
 
 @pytest.fixture(autouse=True)
 def _reset_globals() -> Iterator[None]:
-    """Every test starts with no configured backend and a fresh monitor."""
+    """Every test starts as a fresh process would: no configured backend, a fresh monitor,
+    no hooks (tracing off), no cached state (``config.reset_all``)."""
     yield
-    reset_background_tasks()
-    reset_task_monitor()
+    reset_all()
 
 
 @pytest.fixture(scope="session")

@@ -46,7 +46,7 @@ with warnings.catch_warnings():
 from pacificpy.background import execution
 from pacificpy.background._memory import InMemoryBackend
 from pacificpy.background.backend import BackgroundBackend
-from pacificpy.background.decorators import _swap_backend
+from pacificpy.background.config import configured_backend, swap_backend
 from pacificpy.background.execution import Decision
 from pacificpy.background.monitor import TaskMonitor, swap_task_monitor
 from pacificpy.background.task import Message, Outcome, TaskHandle
@@ -424,15 +424,13 @@ def capture_tasks(*, allow_pickle: bool | None = None) -> Iterator[CapturingBack
 
 @contextlib.contextmanager
 def _installed(backend: _InlineBackend, allow_pickle: bool | None) -> Iterator[None]:
-    from pacificpy.background import decorators
-
-    previous = decorators._backend
+    previous = configured_backend()
     backend.adopt(previous)
     if allow_pickle is not None:
         backend.allow_pickle = allow_pickle
     elif previous is not None:
         backend.allow_pickle = previous.allow_pickle
-    _swap_backend(backend)
+    swap_backend(backend)
     # A fresh in-memory monitor for the block: an app configured for the Redis monitor
     # store is tested without Redis, and its own monitor is given back untouched after.
     previous_monitor = swap_task_monitor(backend.monitor)
@@ -442,4 +440,4 @@ def _installed(backend: _InlineBackend, allow_pickle: bool | None) -> Iterator[N
         borrowed = swap_task_monitor(previous_monitor)
         if borrowed is not backend.monitor and borrowed is not None:
             borrowed.close()  # configured inside the block: it ends with the block
-        _swap_backend(previous)
+        swap_backend(previous)

@@ -14,8 +14,6 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from pacificpy.background._monitor_redis import RedisMonitorStore
-from pacificpy.background._preview import ERROR_CHARS, TRACEBACK_CHARS
 from pacificpy.background.decorators import background, configure_background_tasks
 from pacificpy.background.local import get_local_executor
 from pacificpy.background.monitor import (
@@ -26,6 +24,8 @@ from pacificpy.background.monitor import (
     record_task_start,
     update_task_status,
 )
+from pacificpy.background.monitor.previews import ERROR_CHARS, TRACEBACK_CHARS
+from pacificpy.background.monitor.redis import RedisMonitorStore
 from pacificpy.background.task import TaskEnvelope
 from pacificpy.errors import TaskFailed
 from pacificpy.types import TaskStatus
@@ -42,7 +42,7 @@ CHILD = textwrap.dedent(
     from pacificpy.background.decorators import background, configure_background_tasks
     from pacificpy.background.local import get_local_executor
     from pacificpy.background.monitor import configure_task_monitor, get_task_monitor
-    from pacificpy.background._monitor_redis import RedisMonitorStore
+    from pacificpy.background.monitor.redis import RedisMonitorStore
 
     configure_task_monitor(RedisMonitorStore(os.environ["URL"], prefix=os.environ["PREFIX"]))
     executor = get_local_executor(max_workers=2)
@@ -90,7 +90,14 @@ def test_a_task_run_in_another_process_is_visible_with_its_final_state(
 ) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", CHILD],
-        env={**os.environ, "URL": redis_url, "PREFIX": prefix, "PYTHONPATH": str(REPO_ROOT)},
+        env={
+            **os.environ,
+            "URL": redis_url,
+            "PREFIX": prefix,
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])
+            ),
+        },
         capture_output=True,
         text=True,
         timeout=60,

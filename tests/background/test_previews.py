@@ -16,7 +16,12 @@ import redis
 from celery import Celery
 
 from pacificpy.background._outcomes import EvictedOutcome, OutcomeBoard
-from pacificpy.background._preview import (
+from pacificpy.background.backend import CeleryBackgroundBackend
+from pacificpy.background.dead_letter import DeadLetter, dead_letter_view
+from pacificpy.background.decorators import background, configure_background_tasks
+from pacificpy.background.local import LocalExecutor, get_local_executor
+from pacificpy.background.monitor import InMemoryMonitorStore, TaskMonitor, get_task_monitor
+from pacificpy.background.monitor.previews import (
     ERROR_CHARS,
     PREVIEW_CHARS,
     TRACEBACK_CHARS,
@@ -24,11 +29,6 @@ from pacificpy.background._preview import (
     cap_traceback,
     preview_call,
 )
-from pacificpy.background.backend import CeleryBackgroundBackend
-from pacificpy.background.dead_letter import DeadLetter, dead_letter_view
-from pacificpy.background.decorators import background, configure_background_tasks
-from pacificpy.background.local import LocalExecutor, get_local_executor
-from pacificpy.background.monitor import InMemoryMonitorStore, TaskMonitor, get_task_monitor
 from pacificpy.background.task import Outcome, TaskEnvelope
 from pacificpy.errors import BackgroundError, TaskFailed
 from pacificpy.types import TaskStatus

@@ -32,7 +32,7 @@ from pacificpy import PacificPy
 from pacificpy.background.decorators import background, configure_background_tasks
 from pacificpy.background.local import get_local_executor
 from pacificpy.background.monitor import configure_task_monitor
-from pacificpy.background._monitor_redis import RedisMonitorStore
+from pacificpy.background.monitor.redis import RedisMonitorStore
 
 app = PacificPy()
 executor = get_local_executor(max_workers=2)
@@ -153,7 +153,9 @@ def test_another_process_reads_the_shared_monitor(app_module: ModuleType) -> Non
         [sys.executable, "-c", "from pacificpy.cli import main; main()",
          "tasks", "-A", "cli_tasks_app", "list", "--json"],
         cwd=os.getcwd(),
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])
+        )},
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -9,7 +9,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from pacificpy.background._preview import approx_size, cap_error, cap_traceback
+from pacificpy.background.monitor.previews import approx_size, cap_error, cap_traceback
 from pacificpy.background.task import Outcome
 from pacificpy.errors import BackgroundError
 from pacificpy.types import TaskStatus

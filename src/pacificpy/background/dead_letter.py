@@ -8,7 +8,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Protocol
 
-from pacificpy.background._preview import cap_error, cap_traceback, preview_call
+from pacificpy.background.monitor.previews import cap_error, cap_traceback, preview_call
 
 __all__ = ["DeadLetter", "DeadLetterStore", "MemoryDeadLetterStore", "dead_letter_view"]
 
@@ -24,7 +24,7 @@ class DeadLetter:
     decoded and verified, so a forged message can never be requeued into a valid one.
     ``error`` keeps at most ``ERROR_CHARS`` (4 KiB) characters, its head, and
     ``traceback`` at most ``TRACEBACK_CHARS`` (16 KiB), its tail (see
-    :mod:`pacificpy.background._preview`).
+    :mod:`pacificpy.background.monitor.previews`).
     """
 
     id: str

@@ -11,7 +11,6 @@ import datetime as dt
 import functools
 import hashlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar, overload
@@ -20,6 +19,12 @@ from typing_extensions import ParamSpec
 
 from pacificpy.background import _codec, registry
 from pacificpy.background.backend import BackgroundBackend
+from pacificpy.background.config import (
+    get_backend,
+    reset_background_tasks,
+    swap_backend,
+    trace_injectors,
+)
 from pacificpy.background.monitor import get_task_monitor
 from pacificpy.background.retry import RetryPolicy
 from pacificpy.background.task import (
@@ -45,9 +50,6 @@ logger = logging.getLogger("pacificpy.background")
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-#: Called at ``.delay()`` to add trace headers to the envelope (tracing plugs in here).
-trace_injectors: list[Callable[[], dict[str, str] | None]] = []
 
 
 class BackgroundTask(Generic[P, T]):
@@ -308,12 +310,7 @@ def background(
     return decorate
 
 
-# -- the configured backend ---------------------------------------------------------------
-_backend: BackgroundBackend | None = None
-_default: BackgroundBackend | None = None
-_lock = threading.Lock()
-
-
+# -- the configured backend (held by ``config``) ----------------------------------------
 def configure_background_tasks(
     backend: BackgroundBackend,
     *,
@@ -326,6 +323,10 @@ def configure_background_tasks(
     Tasks look the backend up when ``.delay()`` is called, so calling this again swaps
     backends for later calls without re-decorating anything.
 
+    The backend is held by :mod:`pacificpy.background.config`. This is where it takes over
+    the process (its ``attach()``: for Celery, the app's worker hooks and the task
+    registry listener); constructing a backend changes nothing process-wide.
+
     Args:
         backend: a local executor, ``CeleryBackgroundBackend`` or ``ARQBackgroundBackend``.
         signing_key: sign every message with HMAC-SHA256; workers configured with the same
@@ -336,7 +337,6 @@ def configure_background_tasks(
     Raises:
         ConfigurationError: ``backend`` does not implement ``BackgroundBackend``.
     """
-    global _backend
     if not isinstance(backend, BackgroundBackend):
         raise ConfigurationError(
             f"configure_background_tasks needs a BackgroundBackend (local executor, Celery or "
@@ -349,44 +349,7 @@ def configure_background_tasks(
     backend.signing_key = signing_key
     backend.max_payload_bytes = max_payload_bytes
     backend.idempotency_ttl = idempotency_ttl
-    with _lock:
-        _backend = backend
+    swap_backend(backend)
     attach = getattr(backend, "attach", None)
     if attach is not None:
         attach()
-
-
-def get_backend() -> BackgroundBackend:
-    """The configured backend; without any configuration, a local executor made on first use."""
-    global _default
-    backend = _backend
-    if backend is not None:
-        return backend
-    with _lock:
-        if _backend is not None:
-            return _backend
-        if _default is None:
-            from pacificpy.background.local import get_local_executor
-
-            _default = get_local_executor()
-        return _default
-
-
-def reset_background_tasks() -> None:
-    """Forget the configured backend and shut down the default executor made here (tests)."""
-    global _backend, _default
-    with _lock:
-        default, _default = _default, None
-        _backend = None
-    if default is not None:
-        shutdown_sync = getattr(default, "shutdown_sync", None)
-        if shutdown_sync is not None:
-            shutdown_sync(timeout=5.0)
-
-
-def _swap_backend(backend: BackgroundBackend | None) -> BackgroundBackend | None:
-    """Install ``backend`` as configured (``None``: unconfigured) and return the previous one."""
-    global _backend
-    with _lock:
-        previous, _backend = _backend, backend
-    return previous

@@ -18,12 +18,12 @@ import functools
 import logging
 import time
 import traceback as tb_module
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from pacificpy.background import _codec, registry
+from pacificpy.background.config import get_task_monitor, run_wrappers
 from pacificpy.background.dead_letter import DeadLetter
-from pacificpy.background.monitor import get_task_monitor
 from pacificpy.background.task import (
     Message,
     Outcome,
@@ -59,9 +59,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("pacificpy.background")
-
-#: Context-manager factories entered around every task run (tracing plugs in here).
-run_wrappers: list[Callable[[TaskEnvelope], contextlib.AbstractContextManager[Any]]] = []
 
 
 @dataclasses.dataclass

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pacificpy.background import config
 from pacificpy.background.task import TaskSpec
 from pacificpy.errors import ConfigurationError, TaskNotFound
 
 __all__ = ["all_specs", "clear", "get", "names", "register", "subscribe", "unsubscribe"]
 
+# Declared tasks: filled as modules are imported, so no reset_all() forgets them.
 _tasks: dict[str, TaskSpec] = {}
+# Who hears of each task declared (a configured Celery backend); reset with the rest.
 _listeners: list[Callable[[TaskSpec], None]] = []
+
+
+@config.resets(__name__, "_listeners")
+def _drop_listeners() -> None:
+    _listeners.clear()
 
 
 def _same_function(a: TaskSpec, b: TaskSpec) -> bool:
@@ -46,8 +54,11 @@ def subscribe(listener: Callable[[TaskSpec], None]) -> None:
     """Call ``listener`` for every task registered so far and every one registered later.
 
     Backends that must announce tasks to their transport (Celery) use this, so a task
-    may be declared before or after ``configure_background_tasks``.
+    may be declared before or after ``configure_background_tasks``. Subscribing a
+    listener already subscribed does nothing.
     """
+    if listener in _listeners:
+        return
     _listeners.append(listener)
     for spec in list(_tasks.values()):
         listener(spec)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pacificpy.background._argtypes import ArgPlan
-from pacificpy.background._preview import (
+from pacificpy.background.monitor.previews import (
     ERROR_CHARS,
     TRACEBACK_CHARS,
     cap_error,

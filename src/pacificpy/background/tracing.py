@@ -26,6 +26,7 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from pacificpy.background import config
 from pacificpy.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -94,25 +95,23 @@ def enable_tracing(tracer_provider: Any = None) -> None:
             f"PacificPy ({exc})"
         ) from exc
     from pacificpy import __version__
-    from pacificpy.background import decorators, execution
 
     _tracer = trace.get_tracer("pacificpy.background", __version__, tracer_provider=tracer_provider)
-    if _inject not in decorators.trace_injectors:
-        decorators.trace_injectors.append(_inject)
-    if _task_span not in execution.run_wrappers:
-        execution.run_wrappers.append(_task_span)
+    if _inject not in config.trace_injectors:
+        config.trace_injectors.append(_inject)
+    if _task_span not in config.run_wrappers:
+        config.run_wrappers.append(_task_span)
 
 
+@config.resets(__name__, "_tracer")
 def disable_tracing() -> None:
     """Remove the tracing hooks (messages carry no trace context, runs make no spans)."""
     global _tracer
-    from pacificpy.background import decorators, execution
-
     _tracer = None
     with contextlib.suppress(ValueError):
-        decorators.trace_injectors.remove(_inject)
+        config.trace_injectors.remove(_inject)
     with contextlib.suppress(ValueError):
-        execution.run_wrappers.remove(_task_span)
+        config.run_wrappers.remove(_task_span)
 
 
 def tracing_enabled() -> bool:

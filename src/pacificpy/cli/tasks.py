@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pacificpy.background import decorators
+from pacificpy.background import config
 from pacificpy.cli._loading import load_module, split_spec
 
 __all__ = ["command"]
@@ -152,7 +152,7 @@ def _app(ctx: click.Context) -> str:
     app_module: str | None = (ctx.obj or {}).get("app")
     if app_module:
         return split_spec(app_module)[0]
-    if decorators._backend is not None:  # configured here, by the caller's own code
+    if config.configured_backend() is not None:  # configured here, by the caller's own code
         return THIS_PROCESS
     raise click.UsageError(
         "no app given: name the module that configures your backend and task monitor "

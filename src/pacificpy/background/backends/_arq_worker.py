@@ -42,8 +42,8 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_pref
 from arq.worker import Retry as ArqRetry
 
 from pacificpy.background import _codec, execution
-from pacificpy.background._preview import preview_call
 from pacificpy.background.execution import Decision
+from pacificpy.background.monitor.previews import preview_call
 from pacificpy.errors import MessageRejected
 
 if TYPE_CHECKING:

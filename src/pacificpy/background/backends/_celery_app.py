@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
-from pacificpy.background import registry
+from pacificpy.background import config, registry
 from pacificpy.background.task import TaskSpec
 
 if TYPE_CHECKING:
@@ -218,6 +218,19 @@ def connect_worker_signals() -> None:
     signals.celeryd_after_setup.connect(_on_worker_setup, weak=False)
     signals.task_unknown.connect(_on_unknown_task, weak=False)
     _signals_connected = True
+
+
+@config.resets(__name__, "_BACKENDS", "_signals_connected")
+def _detach_all() -> None:
+    """Forget which backend serves each app and disconnect the worker signals."""
+    global _signals_connected
+    _BACKENDS.clear()
+    if _signals_connected:
+        from celery import signals
+
+        signals.celeryd_after_setup.disconnect(_on_worker_setup)
+        signals.task_unknown.disconnect(_on_unknown_task)
+        _signals_connected = False
 
 
 def _on_worker_setup(sender: Any = None, instance: Any = None, **_: Any) -> None:

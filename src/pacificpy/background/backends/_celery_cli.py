@@ -14,10 +14,17 @@ from typing import Any
 
 from celery import Celery
 
+from pacificpy.background import config
+
 __all__ = ["answer_celery_cli"]
 
 # module name -> the Celery app ``celery -A <module>`` should find in it.
 _CLI_APPS: dict[str, Celery] = {}
+
+
+@config.resets(__name__, "_CLI_APPS")
+def _forget_cli_apps() -> None:
+    _CLI_APPS.clear()
 
 
 class _CeleryCLIModule(ModuleType):

@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from pacificpy.background._preview import call_reprs
+from pacificpy.background import config
+from pacificpy.background.monitor.previews import call_reprs
 from pacificpy.background.task import Message, TaskSpec, new_task_id
 from pacificpy.errors import EnqueueError
 
@@ -115,6 +116,12 @@ def time_limits(spec: TaskSpec | None, grace: float) -> tuple[float | None, floa
 
 
 _origin: tuple[int, str] = (0, "")
+
+
+@config.resets(__name__, "_origin")
+def _forget_origin() -> None:
+    global _origin
+    _origin = (0, "")
 
 
 def _origin_name() -> str:

@@ -133,11 +133,11 @@ class CeleryBackgroundBackend(BackgroundBackend):
         self._client_pid = 0
         self._lock = threading.Lock()
         self._publisher: Publisher | None = None
-        self._subscribed = False
         _celery_app.apply_defaults(celery_app, time_limit_grace)
-        _celery_app.attach(celery_app, self)
-        self._subscribe()
-        _celery_app.connect_worker_signals()
+        # The tasks declared so far go on the app now; the process-wide parts (registry
+        # listener, worker signals, app -> backend link) wait for attach().
+        for spec in registry.all_specs():
+            self._register_task(spec)
 
     def __repr__(self) -> str:
         return f"<CeleryBackgroundBackend app={self.celery_app.main!r}>"
@@ -146,13 +146,9 @@ class CeleryBackgroundBackend(BackgroundBackend):
     def attach(self) -> None:
         """Called by ``configure_background_tasks``: serve this Celery app and its CLI."""
         _celery_app.attach(self.celery_app, self)
-        self._subscribe()
+        registry.subscribe(self._register_task)
+        _celery_app.connect_worker_signals()
         answer_celery_cli(self.celery_app)
-
-    def _subscribe(self) -> None:
-        if not self._subscribed:
-            self._subscribed = True
-            registry.subscribe(self._register_task)
 
     def _register_task(self, spec: TaskSpec) -> None:
         """Register ``spec`` with Celery under its own name (the worker runs it by name)."""
@@ -227,9 +223,7 @@ class CeleryBackgroundBackend(BackgroundBackend):
         publisher, self._publisher = self._publisher, None
         if publisher is not None:
             publisher.stop(self.shutdown_timeout if timeout is None else timeout)
-        if self._subscribed:
-            registry.unsubscribe(self._register_task)
-            self._subscribed = False
+        registry.unsubscribe(self._register_task)
         with self._lock:
             client, self._client = self._client, None
             state, self._state = self._state, None

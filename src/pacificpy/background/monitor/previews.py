@@ -17,6 +17,8 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pacificpy.background import config
+
 __all__ = [
     "ARGSREPR_CHARS",
     "ERROR_CHARS",
@@ -144,6 +146,11 @@ def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
 #: positionals (``*args`` named like a secret), hide extra keywords (``**kwargs`` likewise),
 #: names of the named parameters)
 _shapes: dict[str, tuple[inspect.Signature, tuple[bool, ...], bool, bool, frozenset[str]]] = {}
+
+
+@config.resets(__name__, "_shapes")
+def _forget_shapes() -> None:
+    _shapes.clear()
 
 
 def _shape(

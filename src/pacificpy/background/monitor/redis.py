@@ -33,16 +33,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from pacificpy.background._preview import cap_error, cap_traceback
-from pacificpy.background.monitor import (
+from pacificpy.background.monitor.previews import cap_error, cap_traceback, preview, preview_call
+from pacificpy.background.monitor.store import (
     DURATION_BUCKETS,
     LabelSet,
     MetricsSnapshot,
     MonitorStore,
     Rows,
     TaskRecord,
-    preview,
-    preview_call,
 )
 from pacificpy.types import TaskStatus
 
@@ -107,13 +105,17 @@ redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - 1)
 return n + #gone
 """
 
+# Every live store, for the fork hook (weak: a store dropped is forgotten).
 _stores: weakref.WeakSet[RedisMonitorStore] = weakref.WeakSet()
-_fork_hook_installed = False
 
 
 def _after_fork_in_child() -> None:
     for store in list(_stores):
         store._reset_after_fork()
+
+
+# Installed once, with the module: a forked child starts its stores' threads afresh.
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _flush_at_exit(ref: weakref.ref[RedisMonitorStore]) -> None:
@@ -168,7 +170,6 @@ class RedisMonitorStore(MonitorStore):
         ttl: float = 86_400.0,
         max_buffer: int = 100_000,
     ) -> None:
-        global _fork_hook_installed
         if max_records < 1:
             raise ValueError("max_records must be at least 1")
         self.url = url
@@ -187,9 +188,6 @@ class RedisMonitorStore(MonitorStore):
         self._atexit_registered = False
         self._init_runtime()
         _stores.add(self)
-        if not _fork_hook_installed:
-            os.register_at_fork(after_in_child=_after_fork_in_child)
-            _fork_hook_installed = True
 
     def __repr__(self) -> str:
         return f"<RedisMonitorStore {self.url} prefix={self.prefix!r}>"
