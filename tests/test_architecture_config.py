@@ -52,12 +52,16 @@ ALLOWED: dict[str, str] = {
         "per Celery app (weak keys), the task names registered on that app: the app's own "
         "state, which a reset cannot take back from the app"
     ),
+    "pacificpy.background.backends._celery_app:_VISIBILITY": (
+        "per Celery app (weak keys), the visibility timeout PacificPy set on that app's "
+        "configuration: the app's own state, which a reset cannot take back from the app"
+    ),
     "pacificpy.background.backends._celery_app:AT_LEAST_ONCE_DEFAULTS": "read-only table",
     "pacificpy.background.backends._celery_publish:_EMBED": "read-only table",
     "pacificpy.background._argtypes:_RANK": "read-only table",
     "pacificpy.background.backend:_LAZY": "read-only table",
     "pacificpy.background.backend:_EXTRA_PACKAGES": "read-only table",
-    "pacificpy.background.dashboard:_SECURITY_HEADERS": "read-only table",
+    "pacificpy.web.dashboard:_SECURITY_HEADERS": "read-only table",
     "pacificpy.cli.tasks:_STYLES": "read-only table",
 }
 
@@ -260,7 +264,12 @@ _FRESH_ON_RESET = frozenset(
 
 
 #: Weak-keyed tables of per-object state: a new object gets its entry there, nothing else.
-_PER_OBJECT = frozenset({"pacificpy.background.backends._celery_app:_REGISTERED"})
+_PER_OBJECT = frozenset(
+    {
+        "pacificpy.background.backends._celery_app:_REGISTERED",
+        "pacificpy.background.backends._celery_app:_VISIBILITY",
+    }
+)
 
 
 def _make_backends() -> list[Any]:

@@ -21,7 +21,7 @@ from pacificpy.background.backends._celery_app import (
     VISIBILITY_TIMEOUT_MARGIN,
     visibility_timeout_for,
 )
-from pacificpy.background.decorators import background
+from pacificpy.background.decorators import background, configure_background_tasks
 
 BROKER = "redis://127.0.0.1:1/0"  # never contacted
 
@@ -44,6 +44,7 @@ def test_default_is_five_minutes_not_an_hour() -> None:
 def test_default_covers_the_longest_declared_timeout_and_retry_delay() -> None:
     app = Celery("vt-long", broker=BROKER, set_as_current=False)
     backend = CeleryBackgroundBackend(celery_app=app, time_limit_grace=7.0)
+    configure_background_tasks(backend)  # from here on, tasks declared later reach the app
     name = f"vt-long-{uuid.uuid4().hex[:8]}"
     try:
 
