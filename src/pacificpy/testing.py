@@ -123,10 +123,10 @@ class _InlineBackend(InMemoryBackend):
 
     def _settle(self, decision: Decision, message: Message) -> Message | None:
         """Carry out ``decision``; return the retry's message if one is due."""
-        if decision.kind == "retry":
-            return self._retry_message(decision)
-        self._finish(decision, message)
-        return None
+        nxt: Message | None = execution.settle(
+            decision, message.data, self.state, _next, signing_key=self.signing_key
+        )
+        return nxt
 
     async def queue_length(self, queue: str = "default") -> int:
         return self.queue_length_sync(queue)
@@ -174,6 +174,11 @@ class EagerBackend(_InlineBackend):
 
     def enqueue_sync(self, message: Message, *, delay: float | None = None) -> None:
         self.submit(message, delay)
+
+
+def _next(message: Message, delay: float) -> Message:
+    """An inline backend's "publish" of a retry: run it next, at once."""
+    return message
 
 
 def _is_async(message: Message) -> bool:

@@ -165,7 +165,7 @@ def _plant(backend: BackgroundBackend, letter: DeadLetter) -> None:
         backend._dead.add(letter)
     else:
         assert isinstance(backend, CeleryBackgroundBackend | ARQBackgroundBackend)
-        backend.state.dlq_add(letter)
+        backend.state.add_dead_letter(letter)
 
 
 def _letter(task_id: str, name: str, data: bytes, *, queue: str = "default") -> DeadLetter:

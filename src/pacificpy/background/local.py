@@ -231,7 +231,7 @@ class LocalExecutor(InMemoryBackend):
             self._started = False
         for task_id, name in leftovers:
             execution.abandon(task_id, name)
-            self._outcomes.post(
+            self.state.store_outcome(
                 task_id,
                 Outcome(
                     TaskStatus.ABANDONED,
@@ -504,16 +504,18 @@ class LocalExecutor(InMemoryBackend):
 
     # -- outcomes ------------------------------------------------------------------------
     def _settle(self, decision: Decision, message: Message) -> None:
-        if decision.kind == "retry":
-            self._put(self._retry_message(decision), decision.delay, enforce_limit=False)
-        else:
+        if decision.kind != "retry":
             # The run ends before its outcome and dead letter are seen: whoever reacts to
             # them (a requeue of the letter, say) must find the id free.
             self._done(message)
-            self._finish(decision, message)
+        execution.settle(decision, message.data, self.state, self._publish_retry,
+                         signing_key=self.signing_key)  # fmt: skip
+
+    def _publish_retry(self, message: Message, delay: float) -> None:
+        self._put(message, delay, enforce_limit=False)
 
     def get_status_sync(self, task_id: str) -> TaskStatus | None:
-        outcome = self._outcomes.get(task_id)
+        outcome = self.state.get_outcome(task_id)
         if outcome is None and task_id in self._running:
             return TaskStatus.RUNNING
         return super().get_status_sync(task_id)
