@@ -99,26 +99,24 @@ class _InlineBackend(InMemoryBackend):
     # -- running -------------------------------------------------------------------------
     def _run_sync(self, message: Message) -> Outcome | None:
         """Run ``message`` (and its retries, at once) in this thread; return its outcome."""
-        data = message.data
         for _ in range(self._max_attempts_inline):
-            decision = execution.execute_sync(data, self)
+            decision = execution.execute_sync(message.data, self)
             nxt = self._settle(decision, message)
             if nxt is None:
                 return decision.outcome
             message = nxt
-            data = nxt.data
         return None
 
     async def _run_async(self, message: Message) -> Outcome | None:
         """Run ``message`` (and its retries, at once) on the running loop."""
-        data = message.data
+        current: Message | None = message
+        outcome = None
         for _ in range(self._max_attempts_inline):
-            decision = await execution.execute(data, self)
-            nxt = self._settle(decision, message)
-            if nxt is None:
-                return decision.outcome
-            message = nxt
-            data = nxt.data
+            assert current is not None
+            decision = await execution.execute(current.data, self)
+            current, outcome = self._settle(decision, current), decision.outcome
+            if current is None:
+                return outcome
         return None
 
     def _settle(self, decision: Decision, message: Message) -> Message | None:

@@ -7,6 +7,7 @@ process; the dead letters, results and idempotency of the base backend work over
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from pacificpy.background import registry
 from pacificpy.background._outcomes import OutcomeBoard
@@ -28,18 +29,8 @@ class InMemoryBackend(BackgroundBackend):
 
     blocking = False
 
-    def __init__(
-        self,
-        *,
-        allow_pickle: bool = False,
-        shutdown_timeout: float = 30.0,
-        max_deliveries: int = 5,
-    ) -> None:
-        super().__init__(
-            allow_pickle=allow_pickle,
-            shutdown_timeout=shutdown_timeout,
-            max_deliveries=max_deliveries,
-        )
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
         self._state = MemoryTaskState(clock=lambda: _clock())
 
     @property

@@ -229,7 +229,7 @@ class BackgroundBackend(abc.ABC):
 
     def dead_letters_sync(self, limit: int = 100) -> list[DeadLetter]:
         """Blocking form of :meth:`dead_letters`."""
-        return self.state.dead_letters(limit)
+        return self.state.list_dead_letters(limit)
 
     async def requeue_dead_letter(self, letter_id: str) -> str:
         """Enqueue the dead letter's task again as a fresh first attempt; return its task id.
@@ -286,16 +286,22 @@ class BackgroundBackend(abc.ABC):
 
     def purge_dead_letters_sync(self) -> int:
         """Blocking form of :meth:`purge_dead_letters`."""
-        return self.state.purge_dead_letters()
+        return self.state.clear_dead_letters()
 
     # -- idempotency and the poison guard -------------------------------------------------
+    @staticmethod
+    def key_to_claim(env: TaskEnvelope) -> str | None:
+        """The idempotency key enqueueing ``env`` takes: a first attempt's, if it has one
+        (a retry or a requeue keeps the key its first attempt took)."""
+        return env.idempotency_key if env.attempt == 1 else None
+
     def claim_key(self, env: TaskEnvelope) -> bool:
         """Take ``env``'s idempotency key; False when an earlier task holds it (enqueue
-        nothing). Only a first attempt with a key claims; anything else is free to go."""
-        if env.attempt != 1 or env.idempotency_key is None:
+        nothing). A message with no key to claim is free to go."""
+        key = self.key_to_claim(env)
+        if key is None:
             return True
-        return self.state.claim(env.task_name, env.idempotency_key, env.task_id,
-                                self.idempotency_ttl)  # fmt: skip
+        return self.state.claim(env.task_name, key, env.task_id, self.idempotency_ttl)
 
     def publish_claimed(self, message: Message, publish: Callable[[], None]) -> None:
         """Claim ``message``'s idempotency key, then ``publish()``; a duplicate publishes
@@ -316,16 +322,25 @@ class BackgroundBackend(abc.ABC):
         try:
             publish()
         except BaseException:
-            if env.attempt == 1 and env.idempotency_key is not None:
+            key = self.key_to_claim(env)
+            if key is not None:
                 try:
-                    self.state.release(env.task_name, env.idempotency_key)
+                    self.state.release(env.task_name, key)
                 except Exception:
                     logger.exception("could not release idempotency key of task %s", env.task_id)
             raise
 
+    #: What to check after an enqueue failed ("Is the broker running?").
+    enqueue_hint: ClassVar[str] = ""
+
+    def enqueue_where(self) -> str:
+        """Where an enqueue failed ("on the Celery broker redis://..."), for its error."""
+        return ""
+
     def enqueue_error(self, message: Message, exc: BaseException) -> EnqueueError:
-        """The ``EnqueueError`` of a transport failure (a backend names where it failed)."""
-        return EnqueueError.of(message.task_name, message.task_id, exc)
+        """The ``EnqueueError`` of a transport failure, saying where and what to check."""
+        return EnqueueError.of(message.task_name, message.task_id, exc,
+                               where=self.enqueue_where(), hint=self.enqueue_hint)  # fmt: skip
 
     def poison_guard(
         self,

@@ -449,22 +449,22 @@ def _final_steps(
     data: bytes | str,
     counted: tuple[str, int] | None,
     store_outcome: bool,
-) -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
+) -> list[tuple[str, Any]]:
     """The state writes of a final decision, in order: keep the letter, then finish."""
-    steps: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+    steps: list[tuple[str, Any]] = []
     letter = decision.dead_letter
     if letter is not None:
         if not letter.data:
             letter.data = _data_text(data)
-        steps.append(("add_dead_letter", (letter,), {}))
+        steps.append(("add_dead_letter", letter))
     env = decision.envelope
     release = None
     if decision.kind != "completed" and env is not None and env.idempotency_key:
         release = (env.task_name, env.idempotency_key)
+    from pacificpy.background.backends.state import Ending
+
     outcome = decision.outcome if store_outcome else None
-    steps.append(
-        ("finish", (decision.task_id, outcome), {"deliveries": counted, "release": release})
-    )
+    steps.append(("finish", Ending(decision.task_id, outcome, counted, release)))
     return steps
 
 
@@ -513,9 +513,9 @@ def settle(
             _retrying(interrupts, state.forget_deliveries, *counted)
         return result
     final = decision.dead_letter is not None
-    for name, args, kwargs in _final_steps(decision, data, counted, store_outcome):
+    for name, arg in _final_steps(decision, data, counted, store_outcome):
         try:
-            _retrying(interrupts, getattr(state, name), *args, **kwargs)
+            _retrying(interrupts, getattr(state, name), arg)
         except Exception as exc:
             if not final:
                 raise
@@ -545,9 +545,9 @@ async def settle_async(
     if decision.kind == "retry":
         return await publish(next_message(decision, signing_key), decision.delay)
     final = decision.dead_letter is not None
-    for name, args, kwargs in _final_steps(decision, data, None, store_outcome):
+    for name, arg in _final_steps(decision, data, None, store_outcome):
         try:
-            await getattr(state, "a" + name)(*args, **kwargs)
+            await getattr(state, "a" + name)(arg)
         except Exception as exc:
             if not final:
                 raise

@@ -18,7 +18,6 @@ idempotency keys live in Redis
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -49,12 +48,10 @@ from pacificpy.background.backends._common import check_reachable
 from pacificpy.background.backends.redis.state import RedisTaskState
 from pacificpy.background.monitor import get_task_monitor
 from pacificpy.background.task import Message, Outcome
-from pacificpy.errors import ConfigurationError, EnqueueError
+from pacificpy.errors import ConfigurationError
 from pacificpy.types import TaskStatus
 
 __all__ = ["ARQBackgroundBackend", "RedisSettings", "arq_queue_name"]
-
-logger = logging.getLogger("pacificpy.background")
 
 
 def arq_queue_name(queue: str) -> str:
@@ -184,7 +181,7 @@ class ARQBackgroundBackend(BackgroundBackend):
         env = message.envelope
         now_ms = int(time.time() * 1000)
         delay_ms = int(delay * 1000) if delay is not None and delay > 0 else 0
-        idem = env.idempotency_key if env.attempt == 1 else None
+        idem = self.key_to_claim(env)
         task_id = env.task_id
         keys = [
             job_key_prefix + task_id,
@@ -202,14 +199,10 @@ class ARQBackgroundBackend(BackgroundBackend):
         ]
         return keys, args
 
-    def enqueue_error(self, message: Message, exc: BaseException) -> EnqueueError:
-        return EnqueueError.of(
-            message.task_name,
-            message.task_id,
-            exc,
-            where=f"on ARQ at {self.url.rpartition('@')[2]}",
-            hint="Is Redis running?",
-        )
+    enqueue_hint = "Is Redis running?"
+
+    def enqueue_where(self) -> str:
+        return f"on ARQ at {self.url.rpartition('@')[2]}"
 
     async def enqueue(self, message: Message, *, delay: float | None = None) -> None:
         """Write the job and queue it, in one round trip (``arq_enqueue.lua``).

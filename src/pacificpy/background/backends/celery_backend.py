@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
-import logging
 import threading
 from typing import Any, ClassVar
 
@@ -47,11 +46,9 @@ from pacificpy.background.backends._common import check_reachable
 from pacificpy.background.backends.redis.clients import RedisClients
 from pacificpy.background.backends.redis.state import RedisTaskState
 from pacificpy.background.task import Message, TaskEnvelope, TaskHandle, TaskSpec, new_task_id
-from pacificpy.errors import ConfigurationError, EnqueueError, PacificPyError
+from pacificpy.errors import ConfigurationError, PacificPyError
 
 __all__ = ["AT_LEAST_ONCE_DEFAULTS", "CeleryBackgroundBackend", "backend_for"]
-
-logger = logging.getLogger("pacificpy.background")
 
 
 class CeleryBackgroundBackend(BackgroundBackend):
@@ -224,14 +221,10 @@ class CeleryBackgroundBackend(BackgroundBackend):
             limits=self._limits(name),
         )
 
-    def enqueue_error(self, message: Message, exc: BaseException) -> EnqueueError:
-        return EnqueueError.of(
-            message.task_name,
-            message.task_id,
-            exc,
-            where=f"on the Celery broker {self._broker().safe_url}",
-            hint="Is the broker running?",
-        )
+    enqueue_hint = "Is the broker running?"
+
+    def enqueue_where(self) -> str:
+        return f"on the Celery broker {self._broker().safe_url}"
 
     def _push(self, message: Message, delay: float | None, name: str | None = None) -> None:
         """One blocking publish: ``LPUSH`` of the frame on Redis, else ``send_task``."""
@@ -281,7 +274,7 @@ class CeleryBackgroundBackend(BackgroundBackend):
     def _blocking_only(self, env: TaskEnvelope) -> bool:
         """True if ``env`` cannot go through the publisher thread: an idempotency key to
         claim first, or a broker that is not Redis."""
-        return (env.idempotency_key is not None and env.attempt == 1) or not self._broker().redis
+        return self.key_to_claim(env) is not None or not self._broker().redis
 
     async def enqueue(self, message: Message, *, delay: float | None = None) -> None:
         """Publish ``message`` without blocking the event loop.

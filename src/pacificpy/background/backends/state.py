@@ -31,15 +31,28 @@ import heapq
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
 from pacificpy.background._outcomes import OutcomeBoard
 from pacificpy.background.dead_letter import DeadLetter, MemoryDeadLetterStore
 from pacificpy.background.task import Outcome
 
-__all__ = ["MemoryTaskState", "TaskState", "poll_outcome", "poll_outcome_sync"]
+__all__ = ["Ending", "MemoryTaskState", "TaskState", "poll_outcome", "poll_outcome_sync"]
 
 _FIRST_PAUSE = 0.005
 _MAX_PAUSE = 0.1
+
+
+class Ending(NamedTuple):
+    """What the end of one delivery writes to the state."""
+
+    #: The task whose ``outcome`` is stored (nothing stored when either is None).
+    task_id: str | None
+    outcome: Outcome | None
+    #: ``(task_id, attempt)`` whose delivery count is forgotten.
+    deliveries: tuple[str, int] | None = None
+    #: ``(task name, idempotency key)`` to release.
+    release: tuple[str, str] | None = None
 
 
 class TaskState(abc.ABC):
@@ -84,7 +97,7 @@ class TaskState(abc.ABC):
         """Keep ``letter`` (the oldest go once the store is full)."""
 
     @abc.abstractmethod
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+    def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The newest ``limit`` dead letters, newest first."""
 
     @abc.abstractmethod
@@ -96,7 +109,7 @@ class TaskState(abc.ABC):
         """Take the letter with that id out; None if it is not there (any more)."""
 
     @abc.abstractmethod
-    def purge_dead_letters(self) -> int:
+    def clear_dead_letters(self) -> int:
         """Delete every dead letter; return how many there were."""
 
     async def aadd_dead_letter(self, letter: DeadLetter) -> None:
@@ -124,36 +137,19 @@ class TaskState(abc.ABC):
         """The attempt ended: drop its count."""
 
     # -- the end of a delivery -----------------------------------------------------------
-    def finish(
-        self,
-        task_id: str | None,
-        outcome: Outcome | None,
-        *,
-        deliveries: tuple[str, int] | None = None,
-        release: tuple[str, str] | None = None,
-    ) -> None:
-        """Everything a delivery writes when it ends (a state may do it in one round trip).
+    def finish(self, end: Ending) -> None:
+        """Everything a delivery writes when it ends (a state may do it in one round trip):
+        forget the delivery count, release the key, then store the outcome, so whoever
+        waits for the outcome finds the key free."""
+        if end.deliveries is not None:
+            self.forget_deliveries(*end.deliveries)
+        if end.release is not None:
+            self.release(*end.release)
+        if end.task_id is not None and end.outcome is not None:
+            self.store_outcome(end.task_id, end.outcome)
 
-        Forget ``deliveries`` (``(task_id, attempt)``), release ``release`` (``(task name,
-        key)``), then store ``outcome`` under ``task_id`` (when neither is None): whoever
-        waits for the outcome finds the key free.
-        """
-        if deliveries is not None:
-            self.forget_deliveries(*deliveries)
-        if release is not None:
-            self.release(*release)
-        if task_id is not None and outcome is not None:
-            self.store_outcome(task_id, outcome)
-
-    async def afinish(
-        self,
-        task_id: str | None,
-        outcome: Outcome | None,
-        *,
-        deliveries: tuple[str, int] | None = None,
-        release: tuple[str, str] | None = None,
-    ) -> None:
-        self.finish(task_id, outcome, deliveries=deliveries, release=release)
+    async def afinish(self, end: Ending) -> None:
+        self.finish(end)
 
     # -- resources -----------------------------------------------------------------------
     def close(self) -> None:  # noqa: B027 - optional hook
@@ -197,7 +193,7 @@ class MemoryTaskState(TaskState):
     def add_dead_letter(self, letter: DeadLetter) -> None:
         self.letters.add(letter)
 
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+    def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         return self.letters.list(limit)
 
     def get_dead_letter(self, letter_id: str) -> DeadLetter | None:
@@ -206,7 +202,7 @@ class MemoryTaskState(TaskState):
     def pop_dead_letter(self, letter_id: str) -> DeadLetter | None:
         return self.letters.pop(letter_id)
 
-    def purge_dead_letters(self) -> int:
+    def clear_dead_letters(self) -> int:
         return self.letters.purge()
 
     def claim(self, name: str, key: str, task_id: str, ttl: float) -> bool:

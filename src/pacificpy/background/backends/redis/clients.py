@@ -10,6 +10,7 @@ with their loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 import weakref
@@ -23,17 +24,10 @@ if TYPE_CHECKING:
 __all__ = ["RedisClients", "lua"]
 
 
-_LUA: dict[str, str] = {}
-
-
+@functools.cache
 def lua(name: str) -> str:
-    """The text of ``name``.lua, a script shipped next to this module."""
-    text = _LUA.get(name)
-    if text is None:
-        text = _LUA[name] = (
-            resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
-        )
-    return text
+    """The text of ``name``.lua, a script shipped next to this module (read once)."""
+    return resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
 
 class RedisClients:

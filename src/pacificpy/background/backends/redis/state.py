@@ -11,7 +11,7 @@ import orjson
 
 from pacificpy.background.backends.redis.clients import RedisClients
 from pacificpy.background.backends.redis.keys import Keys
-from pacificpy.background.backends.state import TaskState
+from pacificpy.background.backends.state import Ending, TaskState
 from pacificpy.background.dead_letter import DeadLetter
 from pacificpy.background.task import Outcome
 
@@ -77,7 +77,7 @@ class RedisTaskState(TaskState):
         return self.load_outcome(await self.aio().get(self.outcome_key(task_id)))
 
     def store_outcome(self, task_id: str, outcome: Outcome) -> None:
-        self.finish(task_id, outcome)
+        self.finish(Ending(task_id, outcome))
 
     def clear_outcome(self, task_id: str) -> None:
         self.sync.delete(self.outcome_key(task_id))
@@ -101,7 +101,7 @@ class RedisTaskState(TaskState):
         if size > MAX_DEAD_LETTERS:
             await self.clients.ascript("dlq_trim")(self._trim_keys, [MAX_DEAD_LETTERS])
 
-    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+    def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         ids = self.sync.zrevrange(self.keys.dlq_index, 0, limit - 1)
         if not ids:
             return []
@@ -120,7 +120,7 @@ class RedisTaskState(TaskState):
         raw = pipe.execute()[0]
         return DeadLetter.from_dict(orjson.loads(raw)) if raw else None
 
-    def purge_dead_letters(self) -> int:
+    def clear_dead_letters(self) -> int:
         pipe = self.sync.pipeline(transaction=True)
         pipe.zcard(self.keys.dlq_index)
         pipe.delete(self.keys.dlq, self.keys.dlq_index)
@@ -145,48 +145,24 @@ class RedisTaskState(TaskState):
         self.sync.delete(self.keys.deliveries(task_id, attempt))
 
     # -- the end of a delivery, in one round trip ----------------------------------------
-    def _finish_pipe(
-        self,
-        client: Any,
-        task_id: str | None,
-        outcome: Outcome | None,
-        deliveries: tuple[str, int] | None,
-        release: tuple[str, str] | None,
-    ) -> Any:
+    def _finish_pipe(self, client: Any, end: Ending) -> Any:
         pipe = client.pipeline(transaction=False)
-        if deliveries is not None:
-            pipe.delete(self.keys.deliveries(*deliveries))
-        if release is not None:
-            pipe.delete(self.keys.idem(*release))
-        if task_id is not None and outcome is not None:
-            pipe.set(
-                self.outcome_key(task_id),
-                orjson.dumps(outcome.to_dict()),
-                ex=int(self.result_ttl),
-            )
+        if end.deliveries is not None:
+            pipe.delete(self.keys.deliveries(*end.deliveries))
+        if end.release is not None:
+            pipe.delete(self.keys.idem(*end.release))
+        if end.task_id is not None and end.outcome is not None:
+            outcome = orjson.dumps(end.outcome.to_dict())
+            pipe.set(self.outcome_key(end.task_id), outcome, ex=int(self.result_ttl))
         return pipe
 
-    def finish(
-        self,
-        task_id: str | None,
-        outcome: Outcome | None,
-        *,
-        deliveries: tuple[str, int] | None = None,
-        release: tuple[str, str] | None = None,
-    ) -> None:
-        pipe = self._finish_pipe(self.sync, task_id, outcome, deliveries, release)
+    def finish(self, end: Ending) -> None:
+        pipe = self._finish_pipe(self.sync, end)
         if len(pipe):
             pipe.execute()
 
-    async def afinish(
-        self,
-        task_id: str | None,
-        outcome: Outcome | None,
-        *,
-        deliveries: tuple[str, int] | None = None,
-        release: tuple[str, str] | None = None,
-    ) -> None:
-        pipe = self._finish_pipe(self.aio(), task_id, outcome, deliveries, release)
+    async def afinish(self, end: Ending) -> None:
+        pipe = self._finish_pipe(self.aio(), end)
         if len(pipe):
             await pipe.execute()
 
