@@ -22,10 +22,10 @@ import redis
 
 from pacificpy import PacificPy
 from pacificpy.background import _codec
-from pacificpy.background._memory import InMemoryBackend
 from pacificpy.background.backend import BackgroundBackend
 from pacificpy.background.backends.arq_backend import ARQBackgroundBackend
 from pacificpy.background.backends.celery_backend import CeleryBackgroundBackend
+from pacificpy.background.backends.memory import InMemoryBackend
 from pacificpy.background.dead_letter import DeadLetter
 from pacificpy.background.decorators import configure_background_tasks
 from pacificpy.background.local import LocalExecutor, get_local_executor

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 import logging
 import threading
 from collections.abc import Callable, Coroutine
@@ -65,6 +66,9 @@ class BackgroundBackend(abc.ABC):
     supported_options: ClassVar[frozenset[str]] = BASE_OPTIONS
     #: Human name used in messages and the CLI ("local", "celery", "arq").
     kind: ClassVar[str] = "backend"
+    #: The form of :meth:`enqueue` the backend writes ("async" or "sync"); the base
+    #: derives the other.
+    primary: ClassVar[str] = "async"
     #: True when the sync forms do network I/O: their async twins run them on a thread.
     #: False when they never block (in-memory state): the twins call them directly.
     blocking: ClassVar[bool] = True
@@ -98,16 +102,26 @@ class BackgroundBackend(abc.ABC):
         self._stop_portal()
 
     # -- producing -----------------------------------------------------------------------
-    @abc.abstractmethod
     async def enqueue(self, message: Message, *, delay: float | None = None) -> None:
         """Hand ``message`` to the transport, to run after ``delay`` seconds if given.
+
+        A backend whose :attr:`primary` form is ``"async"`` writes this; for a ``"sync"``
+        one it is the twin of :meth:`enqueue_sync`.
 
         Raises:
             EnqueueError: the transport did not take it.
         """
+        if self.primary != "sync":
+            raise NotImplementedError(f"{type(self).__name__} must implement enqueue()")
+        await self._twin(functools.partial(self.enqueue_sync, message, delay=delay))
 
     def enqueue_sync(self, message: Message, *, delay: float | None = None) -> None:
-        """Blocking form of :meth:`enqueue`, for threads with no running event loop."""
+        """Blocking form of :meth:`enqueue`, for threads with no running event loop.
+
+        For an ``"async"`` backend, the twin: :meth:`enqueue` run on a private loop thread.
+        """
+        if self.primary == "sync":
+            raise NotImplementedError(f"{type(self).__name__} must implement enqueue_sync()")
         self.call_sync(self.enqueue(message, delay=delay))
 
     def submit(self, message: Message, delay: float | None) -> TaskHandle[Any]:
@@ -214,13 +228,13 @@ class BackgroundBackend(abc.ABC):
         return f"is a worker consuming queue {queue!r}? (pacificpy worker MODULE{option})"
 
     # -- queues --------------------------------------------------------------------------
-    @abc.abstractmethod
     async def queue_length(self, queue: str = "default") -> int:
         """How many tasks wait in ``queue`` (not counting running ones)."""
+        return await self._twin(self.queue_length_sync, queue)
 
+    @abc.abstractmethod
     def queue_length_sync(self, queue: str = "default") -> int:
         """Blocking form of :meth:`queue_length`."""
-        return self.call_sync(self.queue_length(queue))
 
     # -- dead letters --------------------------------------------------------------------
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:

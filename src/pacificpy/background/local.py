@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pacificpy.background import _codec, execution, registry
-from pacificpy.background._memory import InMemoryBackend
+from pacificpy.background.backends.memory import InMemoryBackend
 from pacificpy.background.execution import Decision
 from pacificpy.background.task import (
     Message,
@@ -257,9 +257,6 @@ class LocalExecutor(InMemoryBackend):
         """Queue ``message`` now (this backend never needs the caller to await)."""
         self._put(message, delay, enforce_limit=True)
         return TaskHandle(message.task_id, message.task_name, self)
-
-    async def enqueue(self, message: Message, *, delay: float | None = None) -> None:
-        self._put(message, delay, enforce_limit=True)
 
     def enqueue_sync(self, message: Message, *, delay: float | None = None) -> None:
         self._put(message, delay, enforce_limit=True)
@@ -528,9 +525,6 @@ class LocalExecutor(InMemoryBackend):
         )
 
     # -- queues and dead letters ---------------------------------------------------------
-    async def queue_length(self, queue: str = "default") -> int:
-        return self.queue_length_sync(queue)
-
     def queue_length_sync(self, queue: str = "default") -> int:
         """Tasks waiting in ``queue``: ready for a worker, or waiting out a countdown/retry."""
         return self._waiting.get(queue, 0)

@@ -78,6 +78,7 @@ class CeleryBackgroundBackend(BackgroundBackend):
     """
 
     kind: ClassVar[str] = "celery"
+    primary: ClassVar[str] = "sync"
 
     def __init__(
         self,
@@ -334,12 +335,8 @@ class CeleryBackgroundBackend(BackgroundBackend):
         return hint
 
     # -- queues ----------------------------------------------------------------------------
-    async def queue_length(self, queue: str = "default") -> int:
-        """Messages waiting in ``queue`` on the broker (``LLEN``; ETA-held ones excluded)."""
-        return await asyncio.to_thread(self.queue_length_sync, queue)
-
     def queue_length_sync(self, queue: str = "default") -> int:
-        """Blocking form of :meth:`queue_length`."""
+        """Messages waiting in ``queue`` on the broker (``LLEN``; ETA-held ones excluded)."""
         info = self._broker()
         if not info.redis:
             with self.celery_app.connection_for_read() as conn:
