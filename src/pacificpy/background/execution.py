@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from pacificpy.background import _codec, registry
+from pacificpy.background.backends.state import Ending
 from pacificpy.background.config import get_task_monitor, run_wrappers
 from pacificpy.background.dead_letter import DeadLetter
 from pacificpy.background.task import (
@@ -461,8 +462,6 @@ def _final_steps(
     release = None
     if decision.kind != "completed" and env is not None and env.idempotency_key:
         release = (env.task_name, env.idempotency_key)
-    from pacificpy.background.backends.state import Ending
-
     outcome = decision.outcome if store_outcome else None
     steps.append(("finish", Ending(decision.task_id, outcome, counted, release)))
     return steps
