@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pacificpy.background import _memory
+from pacificpy.background.backends import memory as _memory
 from pacificpy.background.decorators import background, configure_background_tasks, get_backend
 from pacificpy.background.local import LocalExecutor, get_local_executor
 from pacificpy.background.task import TaskEnvelope

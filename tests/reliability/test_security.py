@@ -22,10 +22,10 @@ import redis
 
 from pacificpy import PacificPy
 from pacificpy.background import _codec
-from pacificpy.background._memory import InMemoryBackend
 from pacificpy.background.backend import BackgroundBackend
 from pacificpy.background.backends.arq_backend import ARQBackgroundBackend
 from pacificpy.background.backends.celery_backend import CeleryBackgroundBackend
+from pacificpy.background.backends.memory import InMemoryBackend
 from pacificpy.background.dead_letter import DeadLetter
 from pacificpy.background.decorators import configure_background_tasks
 from pacificpy.background.local import LocalExecutor, get_local_executor
@@ -165,7 +165,7 @@ def _plant(backend: BackgroundBackend, letter: DeadLetter) -> None:
         backend._dead.add(letter)
     else:
         assert isinstance(backend, CeleryBackgroundBackend | ARQBackgroundBackend)
-        backend.state.dlq_add(letter)
+        backend.state.add_dead_letter(letter)
 
 
 def _letter(task_id: str, name: str, data: bytes, *, queue: str = "default") -> DeadLetter:

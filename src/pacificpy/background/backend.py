@@ -1,8 +1,15 @@
 """The backend contract, and lazy access to the Celery and ARQ backends.
 
-A backend moves encoded messages from the caller to a worker and back the outcome. It
-does not retry, record or decide what is dead: :mod:`pacificpy.background.execution`
-does that, once, for all of them.
+A backend is a transport (publish, consume, queue length) over a
+:class:`~pacificpy.background.backends.state.TaskState`. It does not retry, record or
+decide what is dead: :mod:`pacificpy.background.execution` decides, and
+:func:`~pacificpy.background.execution.settle` carries the decision out. What is written
+once over the state lives here: dead-letter list / requeue / purge, ``wait_result``,
+idempotency claims and the poison guard.
+
+Each backend declares its primary form with :attr:`BackgroundBackend.blocking`: a
+backend whose sync methods do network I/O gets async twins that run them on a thread;
+one whose sync methods never block (in memory) gets twins that call them directly.
 
 ``CeleryBackgroundBackend`` and ``ARQBackgroundBackend`` are importable from here without
 their extras installed; constructing one without its extra raises ``BackendNotAvailable``
@@ -13,21 +20,33 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pacificpy.background.dead_letter import DeadLetter
 from pacificpy.background.monitor import InMemoryMonitorStore, get_task_monitor
-from pacificpy.background.task import Message, Outcome, TaskHandle
-from pacificpy.errors import BackendNotAvailable, EnqueueError, PacificPyError
+from pacificpy.background.task import Message, Outcome, TaskEnvelope, TaskHandle
+from pacificpy.errors import (
+    BackendNotAvailable,
+    EnqueueError,
+    MessageRejected,
+    PacificPyError,
+    TaskFailed,
+)
 from pacificpy.types import TaskStatus
+
+if TYPE_CHECKING:
+    from pacificpy.background.backends.state import TaskState
+    from pacificpy.background.execution import Decision
 
 __all__ = ["ARQBackgroundBackend", "BackgroundBackend", "CeleryBackgroundBackend"]
 
 logger = logging.getLogger("pacificpy.background")
 R = TypeVar("R")
+A = TypeVar("A")
 
 #: Options every backend understands; a backend may extend the set.
 BASE_OPTIONS = frozenset(
@@ -38,15 +57,21 @@ BASE_OPTIONS = frozenset(
 class BackgroundBackend(abc.ABC):
     """Transport for task messages: accept them now, run them later.
 
-    Subclasses implement :meth:`enqueue` (and usually :meth:`enqueue_sync`), the result
-    and status look-ups, queue length and the dead-letter operations. Every I/O method is
-    async with a ``_sync`` twin; the base class derives whichever a subclass leaves out
-    by running the async form on a private event-loop thread.
+    Subclasses supply the transport (:meth:`enqueue` and usually :meth:`enqueue_sync`,
+    :meth:`queue_length`) and a :attr:`state`; results, status, dead letters, idempotency
+    and the poison guard are written here over the state. Every I/O method is async with
+    a ``_sync`` twin; see :attr:`blocking` for how the base derives the twin.
     """
 
     supported_options: ClassVar[frozenset[str]] = BASE_OPTIONS
     #: Human name used in messages and the CLI ("local", "celery", "arq").
     kind: ClassVar[str] = "backend"
+    #: The form of :meth:`enqueue` the backend writes ("async" or "sync"); the base
+    #: derives the other.
+    primary: ClassVar[str] = "async"
+    #: True when the sync forms do network I/O: their async twins run them on a thread.
+    #: False when they never block (in-memory state): the twins call them directly.
+    blocking: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -77,16 +102,26 @@ class BackgroundBackend(abc.ABC):
         self._stop_portal()
 
     # -- producing -----------------------------------------------------------------------
-    @abc.abstractmethod
     async def enqueue(self, message: Message, *, delay: float | None = None) -> None:
         """Hand ``message`` to the transport, to run after ``delay`` seconds if given.
+
+        A backend whose :attr:`primary` form is ``"async"`` writes this; for a ``"sync"``
+        one it is the twin of :meth:`enqueue_sync`.
 
         Raises:
             EnqueueError: the transport did not take it.
         """
+        if self.primary != "sync":
+            raise NotImplementedError(f"{type(self).__name__} must implement enqueue()")
+        await self._twin(functools.partial(self.enqueue_sync, message, delay=delay))
 
     def enqueue_sync(self, message: Message, *, delay: float | None = None) -> None:
-        """Blocking form of :meth:`enqueue`, for threads with no running event loop."""
+        """Blocking form of :meth:`enqueue`, for threads with no running event loop.
+
+        For an ``"async"`` backend, the twin: :meth:`enqueue` run on a private loop thread.
+        """
+        if self.primary == "sync":
+            raise NotImplementedError(f"{type(self).__name__} must implement enqueue_sync()")
         self.call_sync(self.enqueue(message, delay=delay))
 
     def submit(self, message: Message, delay: float | None) -> TaskHandle[Any]:
@@ -125,25 +160,40 @@ class BackgroundBackend(abc.ABC):
         except Exception:
             logger.exception("task monitor failed while recording an enqueue failure")
 
-    # -- results -------------------------------------------------------------------------
+    @property
     @abc.abstractmethod
+    def state(self) -> TaskState:
+        """Outcomes, dead letters, idempotency keys and delivery counts."""
+
+    # -- deriving twins --------------------------------------------------------------------
+    async def _twin(self, fn: Callable[..., A], *args: Any) -> A:
+        """The async twin of the sync ``fn``: on a thread if :attr:`blocking`, else direct."""
+        if self.blocking:
+            return await asyncio.to_thread(fn, *args)
+        return fn(*args)
+
+    # -- results -------------------------------------------------------------------------
     async def wait_result(self, task_id: str, timeout: float | None = None) -> Outcome:
         """Wait for the final outcome of ``task_id``.
 
         Raises:
             TimeoutError: ``timeout`` seconds passed first.
         """
+        return await self.state.await_outcome(task_id, timeout)
 
     def wait_result_sync(self, task_id: str, timeout: float | None = None) -> Outcome:
         """Blocking form of :meth:`wait_result`."""
-        return self.call_sync(self.wait_result(task_id, timeout))
+        return self.state.wait_outcome(task_id, timeout)
 
     async def get_status(self, task_id: str) -> TaskStatus | None:
-        """The task's state; by default what the monitor recorded."""
-        return self.get_status_sync(task_id)
+        """The stored outcome's status, else what the monitor recorded."""
+        return await self._twin(self.get_status_sync, task_id)
 
     def get_status_sync(self, task_id: str) -> TaskStatus | None:
         """Blocking form of :meth:`get_status`."""
+        outcome = self.state.get_outcome(task_id)
+        if outcome is not None:
+            return outcome.status
         rec = get_task_monitor().get(task_id)
         return rec.status if rec is not None else None
 
@@ -178,20 +228,23 @@ class BackgroundBackend(abc.ABC):
         return f"is a worker consuming queue {queue!r}? (pacificpy worker MODULE{option})"
 
     # -- queues --------------------------------------------------------------------------
-    @abc.abstractmethod
     async def queue_length(self, queue: str = "default") -> int:
         """How many tasks wait in ``queue`` (not counting running ones)."""
+        return await self._twin(self.queue_length_sync, queue)
 
+    @abc.abstractmethod
     def queue_length_sync(self, queue: str = "default") -> int:
         """Blocking form of :meth:`queue_length`."""
-        return self.call_sync(self.queue_length(queue))
 
     # -- dead letters --------------------------------------------------------------------
-    @abc.abstractmethod
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The newest ``limit`` dead letters, newest first."""
+        return await self._twin(self.dead_letters_sync, limit)
 
-    @abc.abstractmethod
+    def dead_letters_sync(self, limit: int = 100) -> list[DeadLetter]:
+        """Blocking form of :meth:`dead_letters`."""
+        return self.state.list_dead_letters(limit)
+
     async def requeue_dead_letter(self, letter_id: str) -> str:
         """Enqueue the dead letter's task again as a fresh first attempt; return its task id.
 
@@ -204,22 +257,134 @@ class BackgroundBackend(abc.ABC):
             DeadLetterUndecodable: its message no longer decodes with this backend's settings.
             EnqueueError: the transport did not take the task (the letter is put back).
         """
-
-    @abc.abstractmethod
-    async def purge_dead_letters(self) -> int:
-        """Delete every dead letter; return how many there were."""
-
-    def dead_letters_sync(self, limit: int = 100) -> list[DeadLetter]:
-        """Blocking form of :meth:`dead_letters`."""
-        return self.call_sync(self.dead_letters(limit))
+        return await self._twin(self.requeue_dead_letter_sync, letter_id)
 
     def requeue_dead_letter_sync(self, letter_id: str) -> str:
         """Blocking form of :meth:`requeue_dead_letter`."""
-        return self.call_sync(self.requeue_dead_letter(letter_id))
+        from pacificpy.background import execution
+
+        state = self.state
+        letter = state.get_dead_letter(letter_id)
+        if letter is None:
+            raise KeyError(f"no dead letter with id {letter_id!r}")
+        message = execution.requeue_message(letter, self)  # raises with the letter in place
+        if state.pop_dead_letter(letter_id) is None:  # requeued or purged meanwhile
+            raise KeyError(f"no dead letter with id {letter_id!r}")
+        try:
+            self._resubmit(message, letter)
+        except TaskFailed:
+            raise  # an eager backend ran it (and failed again): the letter was used
+        except BaseException:
+            state.add_dead_letter(letter)  # not queued: back where it was
+            raise
+        return message.task_id
+
+    def _resubmit(self, message: Message, letter: DeadLetter) -> None:
+        """Enqueue a requeued letter's message: a new life of its task id.
+
+        The monitor forgets the old record and is told ``queued`` before the message is
+        published (a worker's ``running`` event written first would make a late ``queued``
+        event stale); if the transport refuses it, the monitor says ``dead`` again.
+        """
+        self.state.clear_outcome(message.task_id)
+        record_requeued(message.envelope)
+        try:
+            self.enqueue_sync(message)
+        except BaseException:
+            record_requeue_failed(message.envelope, letter)
+            raise
+
+    async def purge_dead_letters(self) -> int:
+        """Delete every dead letter; return how many there were."""
+        return await self._twin(self.purge_dead_letters_sync)
 
     def purge_dead_letters_sync(self) -> int:
         """Blocking form of :meth:`purge_dead_letters`."""
-        return self.call_sync(self.purge_dead_letters())
+        return self.state.clear_dead_letters()
+
+    # -- idempotency and the poison guard -------------------------------------------------
+    @staticmethod
+    def key_to_claim(env: TaskEnvelope) -> str | None:
+        """The idempotency key enqueueing ``env`` takes: a first attempt's, if it has one
+        (a retry or a requeue keeps the key its first attempt took)."""
+        return env.idempotency_key if env.attempt == 1 else None
+
+    def claim_key(self, env: TaskEnvelope) -> bool:
+        """Take ``env``'s idempotency key; False when an earlier task holds it (enqueue
+        nothing). A message with no key to claim is free to go."""
+        key = self.key_to_claim(env)
+        if key is None:
+            return True
+        return self.state.claim(env.task_name, key, env.task_id, self.idempotency_ttl)
+
+    def publish_claimed(self, message: Message, publish: Callable[[], None]) -> None:
+        """Claim ``message``'s idempotency key, then ``publish()``; a duplicate publishes
+        nothing, and a failed publish releases the key (a retry of the call may run).
+
+        Raises:
+            EnqueueError: the state or the transport failed.
+        """
+        env = message.envelope
+        try:
+            claimed = self.claim_key(env)
+        except PacificPyError:
+            raise
+        except Exception as exc:
+            raise self.enqueue_error(message, exc) from exc
+        if not claimed:
+            return
+        try:
+            publish()
+        except BaseException:
+            key = self.key_to_claim(env)
+            if key is not None:
+                try:
+                    self.state.release(env.task_name, key)
+                except Exception:
+                    logger.exception("could not release idempotency key of task %s", env.task_id)
+            raise
+
+    #: What to check after an enqueue failed ("Is the broker running?").
+    enqueue_hint: ClassVar[str] = ""
+
+    def enqueue_where(self) -> str:
+        """Where an enqueue failed ("on the Celery broker redis://..."), for its error."""
+        return ""
+
+    def enqueue_error(self, message: Message, exc: BaseException) -> EnqueueError:
+        """The ``EnqueueError`` of a transport failure, saying where and what to check."""
+        return EnqueueError.of(message.task_name, message.task_id, exc,
+                               where=self.enqueue_where(), hint=self.enqueue_hint)  # fmt: skip
+
+    def poison_guard(
+        self,
+        data: bytes | str,
+        env: TaskEnvelope,
+        *,
+        deliveries: int | None = None,
+        count: bool = False,
+    ) -> Decision | None:
+        """The dead-letter decision of a poison message, or None to run it.
+
+        ``deliveries`` is how many times this attempt was begun, this one included, when
+        the transport counts them (ARQ's ``job_try``); with ``count`` the state counts them
+        (a redelivered Celery message). Past :attr:`max_deliveries` its worker died each
+        time: the message is poison.
+        """
+        if deliveries is None:
+            if not count:
+                return None
+            deliveries = self.state.count_delivery(env.task_id, env.attempt) + 1
+        if deliveries <= self.max_deliveries:
+            return None
+        from pacificpy.background import execution
+
+        exc = MessageRejected(
+            f"poison message: attempt {env.attempt} was delivered {deliveries - 1} times "
+            f"without finishing (its worker died each time); max_deliveries="
+            f"{self.max_deliveries}"
+        )
+        return execution.reject(data, exc, reason="poison", envelope=env)
 
     # -- helpers for subclasses ----------------------------------------------------------
     def call_sync(self, coro: Coroutine[Any, Any, R]) -> R:
@@ -255,6 +420,24 @@ def monitor_in_memory() -> bool:
     """True when this process's task monitor keeps its records in memory (no other process
     sees them, and it sees no other process's)."""
     return isinstance(get_task_monitor().store, InMemoryMonitorStore)
+
+
+def record_requeued(env: TaskEnvelope) -> None:
+    """Record the requeued task as ``queued`` (with its argument preview), written now."""
+    try:
+        monitor = get_task_monitor()
+        monitor.task_queued(env)
+        monitor.flush()
+    except Exception:
+        logger.exception("task monitor failed while recording requeued task %s", env.task_id)
+
+
+def record_requeue_failed(env: TaskEnvelope, letter: DeadLetter) -> None:
+    """The requeue did not reach the transport and the letter is back: say ``dead`` again."""
+    try:
+        get_task_monitor().task_dead(env.task_id, env.task_name, letter.error)
+    except Exception:
+        logger.exception("task monitor failed while restoring dead task %s", env.task_id)
 
 
 def _queue_of(task_id: str) -> str | None:

@@ -18,10 +18,11 @@ import functools
 import logging
 import time
 import traceback as tb_module
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from pacificpy.background import _codec, registry
+from pacificpy.background.backends.state import Ending
 from pacificpy.background.config import get_task_monitor, run_wrappers
 from pacificpy.background.dead_letter import DeadLetter
 from pacificpy.background.task import (
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Executor
 
     from pacificpy.background.backend import BackgroundBackend
+    from pacificpy.background.backends.state import TaskState
 
 __all__ = [
     "Decision",
@@ -56,6 +58,8 @@ __all__ = [
     "prepare",
     "reject",
     "run_wrappers",
+    "settle",
+    "settle_async",
 ]
 
 logger = logging.getLogger("pacificpy.background")
@@ -431,6 +435,123 @@ def _monitor_safely(event: str, *args: Any) -> None:
         getattr(get_task_monitor(), event)(*args)
     except Exception:
         logger.exception("task monitor failed on %s; the task's outcome is unaffected", event)
+
+
+# -- carrying out a decision ---------------------------------------------------------------
+def next_message(decision: Decision, signing_key: bytes | None) -> Message:
+    """The message of a retry decision's next attempt."""
+    nxt = decision.next_envelope
+    assert nxt is not None
+    return Message(nxt, _codec.encode(nxt, signing_key=signing_key), trusted=True)
+
+
+def _final_steps(
+    decision: Decision,
+    data: bytes | str,
+    counted: tuple[str, int] | None,
+    store_outcome: bool,
+) -> list[tuple[str, Any]]:
+    """The state writes of a final decision, in order: keep the letter, then finish."""
+    steps: list[tuple[str, Any]] = []
+    letter = decision.dead_letter
+    if letter is not None:
+        if not letter.data:
+            letter.data = _data_text(data)
+        steps.append(("add_dead_letter", letter))
+    env = decision.envelope
+    release = None
+    if decision.kind != "completed" and env is not None and env.idempotency_key:
+        release = (env.task_name, env.idempotency_key)
+    outcome = decision.outcome if store_outcome else None
+    steps.append(("finish", Ending(decision.task_id, outcome, counted, release)))
+    return steps
+
+
+def _step_failed(decision: Decision, name: str, exc: BaseException) -> None:
+    """A step of a dead-letter decision failed: log it (the letter in full), go on."""
+    if name == "add_dead_letter" and decision.dead_letter is not None:
+        logger.error(
+            "dead letter of task %s not stored (%s: %s); the message is not requeued: %s",
+            decision.task_id, type(exc).__name__, exc, decision.dead_letter.to_dict(),
+        )  # fmt: skip
+    else:
+        logger.error(
+            "could not %s for dead-lettered task %s (%s: %s); the message is not requeued",
+            name, decision.task_id, type(exc).__name__, exc,
+        )  # fmt: skip
+
+
+def settle(
+    decision: Decision,
+    data: bytes | str,
+    state: TaskState,
+    publish: Callable[[Message, float], Any],
+    *,
+    signing_key: bytes | None = None,
+    counted: tuple[str, int] | None = None,
+    store_outcome: bool = True,
+    interrupts: tuple[type[BaseException], ...] = (),
+) -> Any:
+    """Carry out ``decision``, once, for any backend.
+
+    A retry publishes the next attempt's message with ``publish(message, delay)`` (and
+    returns what it returns). A final decision keeps the dead letter and finishes in the
+    ``state``: forget the ``counted`` delivery ``(task_id, attempt)``, release the
+    idempotency key (not after a success), store the outcome (unless the transport stores
+    it: ``store_outcome=False``).
+
+    A dead-letter decision is final: each step is tried on its own, and a failure is
+    logged, never raised, so the caller acknowledges the message (sending it back would
+    decide the same again and keep one more letter each time). Any other failure raises.
+    ``interrupts`` are exceptions that fire once at any point (Celery's soft time limit):
+    a step they interrupt is tried once more.
+    """
+    if decision.kind == "retry":
+        result = _retrying(interrupts, publish, next_message(decision, signing_key), decision.delay)
+        if counted is not None:
+            _retrying(interrupts, state.forget_deliveries, *counted)
+        return result
+    final = decision.dead_letter is not None
+    for name, arg in _final_steps(decision, data, counted, store_outcome):
+        try:
+            _retrying(interrupts, getattr(state, name), arg)
+        except Exception as exc:
+            if not final:
+                raise
+            _step_failed(decision, name, exc)
+    return None
+
+
+def _retrying(
+    interrupts: tuple[type[BaseException], ...], step: Callable[..., Any], *args: Any, **kw: Any
+) -> Any:
+    try:
+        return step(*args, **kw)
+    except interrupts:
+        return step(*args, **kw)
+
+
+async def settle_async(
+    decision: Decision,
+    data: bytes | str,
+    state: TaskState,
+    publish: Callable[[Message, float], Awaitable[Any]],
+    *,
+    signing_key: bytes | None = None,
+    store_outcome: bool = True,
+) -> Any:
+    """:func:`settle` for an event-loop worker: the state's async methods, awaited."""
+    if decision.kind == "retry":
+        return await publish(next_message(decision, signing_key), decision.delay)
+    final = decision.dead_letter is not None
+    for name, arg in _final_steps(decision, data, None, store_outcome):
+        try:
+            await getattr(state, "a" + name)(arg)
+        except Exception as exc:
+            if not final:
+                raise
+            _step_failed(decision, name, exc)
+    return None
 
 
 def requeue_message(letter: DeadLetter, backend: BackgroundBackend) -> Message:

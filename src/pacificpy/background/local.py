@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pacificpy.background import _codec, execution, registry
-from pacificpy.background._memory import InMemoryBackend
+from pacificpy.background.backends.memory import InMemoryBackend
 from pacificpy.background.execution import Decision
 from pacificpy.background.task import (
     Message,
@@ -231,7 +231,7 @@ class LocalExecutor(InMemoryBackend):
             self._started = False
         for task_id, name in leftovers:
             execution.abandon(task_id, name)
-            self._outcomes.post(
+            self.state.store_outcome(
                 task_id,
                 Outcome(
                     TaskStatus.ABANDONED,
@@ -257,9 +257,6 @@ class LocalExecutor(InMemoryBackend):
         """Queue ``message`` now (this backend never needs the caller to await)."""
         self._put(message, delay, enforce_limit=True)
         return TaskHandle(message.task_id, message.task_name, self)
-
-    async def enqueue(self, message: Message, *, delay: float | None = None) -> None:
-        self._put(message, delay, enforce_limit=True)
 
     def enqueue_sync(self, message: Message, *, delay: float | None = None) -> None:
         self._put(message, delay, enforce_limit=True)
@@ -504,16 +501,18 @@ class LocalExecutor(InMemoryBackend):
 
     # -- outcomes ------------------------------------------------------------------------
     def _settle(self, decision: Decision, message: Message) -> None:
-        if decision.kind == "retry":
-            self._put(self._retry_message(decision), decision.delay, enforce_limit=False)
-        else:
+        if decision.kind != "retry":
             # The run ends before its outcome and dead letter are seen: whoever reacts to
             # them (a requeue of the letter, say) must find the id free.
             self._done(message)
-            self._finish(decision, message)
+        execution.settle(decision, message.data, self.state, self._publish_retry,
+                         signing_key=self.signing_key)  # fmt: skip
+
+    def _publish_retry(self, message: Message, delay: float) -> None:
+        self._put(message, delay, enforce_limit=False)
 
     def get_status_sync(self, task_id: str) -> TaskStatus | None:
-        outcome = self._outcomes.get(task_id)
+        outcome = self.state.get_outcome(task_id)
         if outcome is None and task_id in self._running:
             return TaskStatus.RUNNING
         return super().get_status_sync(task_id)
@@ -526,9 +525,6 @@ class LocalExecutor(InMemoryBackend):
         )
 
     # -- queues and dead letters ---------------------------------------------------------
-    async def queue_length(self, queue: str = "default") -> int:
-        return self.queue_length_sync(queue)
-
     def queue_length_sync(self, queue: str = "default") -> int:
         """Tasks waiting in ``queue``: ready for a worker, or waiting out a countdown/retry."""
         return self._waiting.get(queue, 0)

@@ -16,7 +16,7 @@ from pacificpy.background.backend import (
     BackgroundBackend,
     CeleryBackgroundBackend,
 )
-from pacificpy.background.backends._redis import RedisState
+from pacificpy.background.backends.redis.state import RedisState
 from pacificpy.background.decorators import background, configure_background_tasks
 from tests.conformance.harness import SIGNING_KEY
 from tests.support.redis_server import RedisServer

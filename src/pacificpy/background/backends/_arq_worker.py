@@ -41,9 +41,10 @@ import orjson
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.worker import Retry as ArqRetry
 
-from pacificpy.background import _codec, execution
+from pacificpy.background import execution
 from pacificpy.background.execution import Decision
 from pacificpy.background.monitor.previews import preview_call
+from pacificpy.background.task import Message
 from pacificpy.errors import MessageRejected
 
 if TYPE_CHECKING:
@@ -362,14 +363,9 @@ class WorkerState:
             return await self._settle(prep, data, redis, job_id)
         env = prep[0]
         deliveries = int(ctx.get("job_try") or 1) - env.attempt + 1
-        if deliveries > backend.max_deliveries:
-            exc = MessageRejected(
-                f"poison message: attempt {env.attempt} was delivered {deliveries - 1} times "
-                f"without finishing (its worker died each time); max_deliveries="
-                f"{backend.max_deliveries}"
-            )
-            decision = execution.reject(data, exc, reason="poison", envelope=env)
-            return await self._settle(decision, data, redis, job_id)
+        poison = backend.poison_guard(data, env, deliveries=deliveries)
+        if poison is not None:
+            return await self._settle(poison, data, redis, job_id)
         self.running.add(job_id)
         try:
             if self.lease < ARQ_PICKUP_LEASE:
@@ -399,28 +395,22 @@ class WorkerState:
     async def _settle(
         self, decision: Decision, data: bytes, redis: Any, job_id: str
     ) -> dict[str, Any] | None:
+        """Settle ``decision``; return the outcome for ARQ to store as the job's result.
+
+        A retry rewrites the job with the next attempt's message and raises ARQ's
+        ``Retry``, which queues the job again after the delay.
+        """
+
+        async def publish(message: Message, delay: float) -> None:
+            px = int(delay * 1000) + EXPIRES_EXTRA_MS
+            await redis.set(job_key_prefix + job_id, message.data, px=px)
+            raise ArqRetry(defer=delay)
+
         backend = self.backend
-        if decision.kind == "retry":
-            nxt = decision.next_envelope
-            assert nxt is not None
-            raw = _codec.encode(nxt, signing_key=backend.signing_key)
-            px = int(decision.delay * 1000) + EXPIRES_EXTRA_MS
-            await redis.set(job_key_prefix + job_id, raw, px=px)
-            raise ArqRetry(defer=decision.delay)
-        letter = decision.dead_letter
-        if letter is not None:
-            if not letter.data:
-                letter.data = data.decode("utf-8", "replace")
-            try:
-                await backend.state.adlq_add(letter)
-            except Exception:
-                logger.exception("could not store the dead letter of task %s", letter.task_id)
-        env = decision.envelope
-        if decision.kind != "completed" and env is not None and env.idempotency_key:
-            try:
-                await backend.state.arelease(env.task_name, env.idempotency_key)
-            except Exception:
-                logger.exception("could not release the idempotency key of %s", env.task_id)
+        await execution.settle_async(
+            decision, data, backend.state, publish, signing_key=backend.signing_key,
+            store_outcome=False,
+        )  # fmt: skip
         if decision.outcome is None:
             return None
         return _jsonable(decision.outcome.to_dict())

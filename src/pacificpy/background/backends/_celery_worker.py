@@ -1,8 +1,8 @@
 """Worker-side pieces of the Celery backend, imported only inside a Celery worker.
 
-:func:`deliver` is the body of every PacificPy Celery task: it hands the message to
-:func:`pacificpy.background.execution.execute_sync` and carries out the decision (store
-the outcome, publish the next attempt with a countdown, or keep a dead letter).
+:func:`deliver` is the body of every PacificPy Celery task: receive the message, run it
+with :func:`pacificpy.background.execution.execute_sync`, carry out the decision with
+:func:`~pacificpy.background.execution.settle`, then Celery acknowledges it.
 
 :class:`PacificRequest` is the ``Request`` class of every PacificPy Celery task. It keeps
 Celery's behaviour and adds what Celery does in the worker's main process, where the task
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import billiard.common
@@ -25,10 +24,9 @@ from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.worker import state as worker_state
 from celery.worker.request import Request
 
-from pacificpy.background import _codec, execution
+from pacificpy.background import execution
 from pacificpy.background.backends._celery_app import backend_for
 from pacificpy.background.execution import Decision
-from pacificpy.background.task import Message
 from pacificpy.errors import MessageRejected, TaskNotFound
 
 if TYPE_CHECKING:
@@ -53,7 +51,6 @@ def deliver(backend: CeleryBackgroundBackend, data: object, *, redelivered: bool
         Reject: the end of a task that is not dead-lettered could not be recorded; the
             message goes back.
     """
-    state = backend.state
     if not isinstance(data, (str, bytes)):
         shown = repr(data)[:100_000]
         decision = execution.reject(
@@ -61,24 +58,14 @@ def deliver(backend: CeleryBackgroundBackend, data: object, *, redelivered: bool
             MessageRejected(f"task argument is a {type(data).__name__}, not a message"),
             reason="rejected",
         )
-        _carry_out_final(backend, decision, shown, None)
+        carry_out(backend, decision, shown)
         return
     prep = execution.prepare(data, backend)
     counted: tuple[str, int] | None = None
     if not isinstance(prep, Decision) and redelivered:
         env = prep[0]
         counted = (env.task_id, env.attempt)
-        deliveries = state.delivered(env.task_id, env.attempt) + 1
-        if deliveries > backend.max_deliveries:
-            prep = execution.reject(
-                data,
-                MessageRejected(
-                    f"delivered {deliveries} times without finishing (max_deliveries="
-                    f"{backend.max_deliveries}): its worker died each time, so it is poison"
-                ),
-                reason="poison",
-                envelope=env,
-            )
+        prep = backend.poison_guard(data, env, count=True) or prep
     if isinstance(prep, Decision):
         decision = prep
     else:
@@ -91,68 +78,14 @@ def deliver(backend: CeleryBackgroundBackend, data: object, *, redelivered: bool
             # It is not: the main process records this attempt (PacificRequest.on_timeout)
             # or the unacknowledged message goes back. Recording it here too would race that.
             raise SystemExit(1)
-    if decision.dead_letter is not None:
-        _carry_out_final(backend, decision, data, counted)
-        return
     try:
-        try:
-            carry_out(backend, decision, data, counted)
-        except SoftTimeLimitExceeded:
-            # The soft limit fired while the outcome was being stored; it fires once.
-            carry_out(backend, decision, data, counted)
+        carry_out(backend, decision, data, counted)
     except Exception as exc:
         logger.exception(
             "could not record the end of task %s; the message goes back to the queue",
             decision.task_id,
         )
         raise Reject(exc, requeue=True) from exc
-
-
-def _carry_out_final(
-    backend: CeleryBackgroundBackend,
-    decision: Decision,
-    data: str | bytes,
-    counted: tuple[str, int] | None,
-) -> None:
-    """Carry out a dead-letter decision without ever sending the message back.
-
-    Requeueing would deliver it again, decide the same, and keep one more letter each time.
-    Each step is tried on its own; a letter that cannot be stored is logged in full instead.
-    """
-    letter = decision.dead_letter
-    assert letter is not None
-    if not letter.data:
-        letter.data = data if isinstance(data, str) else data.decode("utf-8", "replace")
-    state = backend.state
-    if not _once(state.dlq_add, letter):
-        logger.error(
-            "dead letter of task %s not stored; the message is not requeued: %s",
-            decision.task_id, letter.to_dict(),
-        )  # fmt: skip
-    _once(state.settle, decision.task_id, decision.outcome, deliveries=counted,
-          release=_release(decision))  # fmt: skip
-
-
-def _once(step: Callable[..., None], *args: Any, **kwargs: Any) -> bool:
-    """Run one step of a final decision: True if it was done, False (logged) if not."""
-    for _ in range(2):  # the soft time limit fires once: a second try gets through
-        try:
-            step(*args, **kwargs)
-            return True
-        except SoftTimeLimitExceeded:
-            continue
-        except Exception:
-            break
-    logger.exception("could not %s for a dead-lettered message", step.__name__)
-    return False
-
-
-def _release(decision: Decision) -> tuple[str, str] | None:
-    """The idempotency key to release at the end of ``decision`` (not after a success)."""
-    env = decision.envelope
-    if decision.kind != "completed" and env is not None and env.idempotency_key:
-        return (env.task_name, env.idempotency_key)
-    return None
 
 
 def _pool_terminating() -> bool:
@@ -168,25 +101,20 @@ def carry_out(
     data: str | bytes,
     counted: tuple[str, int] | None = None,
 ) -> None:
-    """Do what ``decision`` says: store, re-publish the next attempt, keep the letter.
+    """Settle ``decision`` (:func:`~pacificpy.background.execution.settle`); the soft time
+    limit may fire once while it runs, and the interrupted step is done again.
 
     ``counted`` is the ``(task_id, attempt)`` whose poison-guard count is then forgotten.
     """
-    state = backend.state
-    if decision.kind == "retry":
-        nxt = decision.next_envelope
-        assert nxt is not None
-        raw = _codec.encode(nxt, signing_key=backend.signing_key)
-        backend.publish_now(Message(nxt, raw), decision.delay)
-        if counted is not None:
-            state.settle(None, None, deliveries=counted)
-        return
-    letter = decision.dead_letter
-    if letter is not None:
-        if not letter.data:
-            letter.data = data if isinstance(data, str) else data.decode("utf-8", "replace")
-        state.dlq_add(letter)
-    state.settle(decision.task_id, decision.outcome, deliveries=counted, release=_release(decision))
+    execution.settle(
+        decision,
+        data,
+        backend.state,
+        backend.publish_now,
+        signing_key=backend.signing_key,
+        counted=counted,
+        interrupts=(SoftTimeLimitExceeded,),
+    )
 
 
 def ended_by_worker(

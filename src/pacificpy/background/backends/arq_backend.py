@@ -10,15 +10,14 @@ Worker side: :meth:`ARQBackgroundBackend.worker_settings` gives the class for
 ``arq myapp.WorkerSettings``; ``pacificpy worker myapp --workers N`` runs N of them
 (:meth:`ARQBackgroundBackend.run_worker`). Results are ARQ job results: the job function
 returns the task's outcome, which ARQ writes to ``arq:result:<id>`` in the same
-transaction that finishes the job. Dead letters and idempotency keys live in Redis
-(:class:`~pacificpy.background.backends._redis.RedisState`).
+transaction that finishes the job (:class:`ARQTaskState` reads them there). Dead letters and
+idempotency keys live in Redis
+(:class:`~pacificpy.background.backends.redis.state.RedisTaskState`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -33,9 +32,8 @@ from arq.constants import (
     result_key_prefix,
 )
 from arq.worker import func
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
-from pacificpy.background import execution
 from pacificpy.background.backend import BackgroundBackend
 from pacificpy.background.backends import _arq_worker
 from pacificpy.background.backends._arq_worker import (
@@ -46,37 +44,14 @@ from pacificpy.background.backends._arq_worker import (
     job_serializer,
     make_job_deserializer,
 )
-from pacificpy.background.backends._common import (
-    check_reachable,
-    poll_outcome,
-    poll_outcome_sync,
-    record_requeue_failed,
-    record_requeued,
-)
-from pacificpy.background.backends._redis import RedisState
-from pacificpy.background.dead_letter import DeadLetter
+from pacificpy.background.backends._common import check_reachable
+from pacificpy.background.backends.redis.state import RedisTaskState
 from pacificpy.background.monitor import get_task_monitor
 from pacificpy.background.task import Message, Outcome
-from pacificpy.errors import ConfigurationError, EnqueueError
+from pacificpy.errors import ConfigurationError
 from pacificpy.types import TaskStatus
 
 __all__ = ["ARQBackgroundBackend", "RedisSettings", "arq_queue_name"]
-
-logger = logging.getLogger("pacificpy.background")
-
-# KEYS: job, queue, result, idempotency (or "");
-# ARGV: data, expires ms, score, job id, idempotency ttl s ("0": none), clear result ("1").
-_ENQUEUE_LUA = """
-if ARGV[5] ~= '0' then
-  if not redis.call('SET', KEYS[4], ARGV[4], 'NX', 'EX', ARGV[5]) then return 0 end
-end
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-if ARGV[6] == '1' then redis.call('DEL', KEYS[3]) end
-return 1
-"""
-_ENQUEUE_SHA = hashlib.sha1(_ENQUEUE_LUA.encode()).hexdigest()
 
 
 def arq_queue_name(queue: str) -> str:
@@ -123,6 +98,17 @@ def _outcome(raw: bytes | None) -> Outcome | None:
         return Outcome(
             TaskStatus.FAILED, error=f"unreadable ARQ result: {exc}", error_type="ResultError"
         )
+
+
+class ARQTaskState(RedisTaskState):
+    """The Redis task state, with outcomes read from ARQ's job results (``arq:result:<id>``,
+    written by ARQ when the job function returns the outcome)."""
+
+    def outcome_key(self, task_id: str) -> str:
+        return result_key_prefix + task_id
+
+    def load_outcome(self, raw: bytes | None) -> Outcome | None:
+        return _outcome(raw)
 
 
 class ARQBackgroundBackend(BackgroundBackend):
@@ -179,25 +165,31 @@ class ARQBackgroundBackend(BackgroundBackend):
         self.result_ttl = result_ttl
         self.in_progress_timeout = in_progress_timeout
         self.url = _settings_url(self.redis_settings)
-        self.state = RedisState(self.url, prefix=key_prefix, result_ttl=result_ttl)
+        self._state = ARQTaskState(self.url, prefix=key_prefix, result_ttl=result_ttl)
+
+    @property
+    def state(self) -> ARQTaskState:
+        """Dead letters and idempotency keys in Redis; outcomes in ARQ's job results."""
+        return self._state
 
     def __repr__(self) -> str:
         return f"<ARQBackgroundBackend {self.url.rpartition('@')[2]}>"
 
     # -- producing -----------------------------------------------------------------------
-    def _script_call(self, message: Message, delay: float | None) -> list[Any]:
+    def _script_call(self, message: Message, delay: float | None) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of ``arq_enqueue.lua`` for ``message``."""
         env = message.envelope
         now_ms = int(time.time() * 1000)
         delay_ms = int(delay * 1000) if delay is not None and delay > 0 else 0
-        idem = env.idempotency_key if env.attempt == 1 else None
+        idem = self.key_to_claim(env)
         task_id = env.task_id
-        return [
-            _ENQUEUE_SHA,
-            4,
+        keys = [
             job_key_prefix + task_id,
             arq_queue_name(env.queue),
             result_key_prefix + task_id,
             self.state.idem_key(env.task_name, idem) if idem else "",
+        ]
+        args = [
             message.data,
             delay_ms + EXPIRES_EXTRA_MS,
             now_ms + delay_ms,
@@ -205,61 +197,34 @@ class ARQBackgroundBackend(BackgroundBackend):
             max(1, int(self.idempotency_ttl)) if idem else 0,
             1 if env.attempt == 1 else 0,
         ]
+        return keys, args
 
-    def _enqueue_error(self, message: Message, exc: BaseException) -> EnqueueError:
-        return EnqueueError.of(
-            message.task_name,
-            message.task_id,
-            exc,
-            where=f"on ARQ at {self.url.rpartition('@')[2]}",
-            hint="Is Redis running?",
-        )
+    enqueue_hint = "Is Redis running?"
+
+    def enqueue_where(self) -> str:
+        return f"on ARQ at {self.url.rpartition('@')[2]}"
 
     async def enqueue(self, message: Message, *, delay: float | None = None) -> None:
-        """Write the job and queue it, in one round trip.
+        """Write the job and queue it, in one round trip (``arq_enqueue.lua``).
 
         Raises:
             EnqueueError: Redis did not take it.
         """
-        call = self._script_call(message, delay)
-        client = self.state.aio()
+        keys, args = self._script_call(message, delay)
         try:
-            try:
-                await client.evalsha(*call)
-            except NoScriptError:
-                await client.eval(_ENQUEUE_LUA, *call[1:])
+            await self.state.clients.ascript("arq_enqueue")(keys, args)
         except (RedisError, OSError) as exc:
-            raise self._enqueue_error(message, exc) from exc
+            raise self.enqueue_error(message, exc) from exc
 
     def enqueue_sync(self, message: Message, *, delay: float | None = None) -> None:
         """Blocking :meth:`enqueue` with the sync client (task threads, scripts)."""
-        call = self._script_call(message, delay)
-        client = self.state.sync
+        keys, args = self._script_call(message, delay)
         try:
-            try:
-                client.evalsha(*call)
-            except NoScriptError:
-                client.eval(_ENQUEUE_LUA, *call[1:])
+            self.state.clients.script("arq_enqueue")(keys, args)
         except (RedisError, OSError) as exc:
-            raise self._enqueue_error(message, exc) from exc
+            raise self.enqueue_error(message, exc) from exc
 
-    # -- results and status ----------------------------------------------------------------
-    async def wait_result(self, task_id: str, timeout: float | None = None) -> Outcome:
-        """Poll ARQ's result of ``task_id`` (5 ms at first, backing off to 100 ms)."""
-        client = self.state.aio()
-        key = result_key_prefix + task_id
-
-        async def fetch() -> Outcome | None:
-            return _outcome(await client.get(key))
-
-        return await poll_outcome(fetch, task_id, timeout)
-
-    def wait_result_sync(self, task_id: str, timeout: float | None = None) -> Outcome:
-        """Blocking form of :meth:`wait_result`."""
-        client = self.state.sync
-        key = result_key_prefix + task_id
-        return poll_outcome_sync(lambda: _outcome(client.get(key)), task_id, timeout)
-
+    # -- status --------------------------------------------------------------------------
     @staticmethod
     def _status(task_id: str, found: list[Any]) -> TaskStatus | None:
         result, in_progress, queued = found
@@ -309,50 +274,6 @@ class ARQBackgroundBackend(BackgroundBackend):
     def queue_length_sync(self, queue: str = "default") -> int:
         """Blocking form of :meth:`queue_length`."""
         return int(self.state.sync.zcard(arq_queue_name(queue)))
-
-    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        return await self.state.adlq_list(limit)
-
-    def dead_letters_sync(self, limit: int = 100) -> list[DeadLetter]:
-        return self.state.dlq_list(limit)
-
-    async def requeue_dead_letter(self, letter_id: str) -> str:
-        letter = await self.state.adlq_get(letter_id)
-        if letter is None:
-            raise KeyError(f"no dead letter with id {letter_id!r}")
-        message = execution.requeue_message(letter, self)  # raises with the letter in place
-        if await self.state.adlq_pop(letter_id) is None:  # requeued or purged meanwhile
-            raise KeyError(f"no dead letter with id {letter_id!r}")
-        await asyncio.to_thread(record_requeued, message.envelope)
-        try:
-            await self.enqueue(message)
-        except BaseException:
-            await self.state.adlq_add(letter)  # not queued: back where it was
-            record_requeue_failed(message.envelope, letter)
-            raise
-        return message.task_id
-
-    def requeue_dead_letter_sync(self, letter_id: str) -> str:
-        letter = self.state.dlq_get(letter_id)
-        if letter is None:
-            raise KeyError(f"no dead letter with id {letter_id!r}")
-        message = execution.requeue_message(letter, self)  # raises with the letter in place
-        if self.state.dlq_pop(letter_id) is None:  # requeued or purged meanwhile
-            raise KeyError(f"no dead letter with id {letter_id!r}")
-        record_requeued(message.envelope)
-        try:
-            self.enqueue_sync(message)
-        except BaseException:
-            self.state.dlq_add(letter)  # not queued: back where it was
-            record_requeue_failed(message.envelope, letter)
-            raise
-        return message.task_id
-
-    async def purge_dead_letters(self) -> int:
-        return await self.state.adlq_purge()
-
-    def purge_dead_letters_sync(self) -> int:
-        return self.state.dlq_purge()
 
     # -- lifecycle -----------------------------------------------------------------------
     async def startup(self) -> None:

@@ -11,7 +11,7 @@ With another broker (AMQP...) ``send_task`` is used, with publish retries off so
 broker fails fast.
 
 State. Outcomes, dead letters, idempotency keys and the poison-guard counts live in Redis
-(:class:`~pacificpy.background.backends._redis.RedisState`): the broker's Redis by
+(:class:`~pacificpy.background.backends.redis.state.RedisTaskState`): the broker's Redis by
 default, or ``redis_url=``. ``handle.result()`` always reads the outcome PacificPy stored
 there; Celery's result backend is not written for PacificPy tasks (``ignore_result``).
 
@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
-import logging
-import os
 import threading
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from celery import Celery
 
-from pacificpy.background import _codec, execution, registry
+from pacificpy.background import _codec, registry
 from pacificpy.background.backend import BackgroundBackend, monitor_in_memory
 from pacificpy.background.backends import _celery_app
 from pacificpy.background.backends._celery_app import AT_LEAST_ONCE_DEFAULTS, backend_for
@@ -44,33 +42,13 @@ from pacificpy.background.backends._celery_publish import (
     celery_frame,
     time_limits,
 )
-from pacificpy.background.backends._common import (
-    check_reachable,
-    poll_outcome,
-    poll_outcome_sync,
-    record_requeue_failed,
-    record_requeued,
-)
-from pacificpy.background.backends._redis import RedisState
-from pacificpy.background.dead_letter import DeadLetter
-from pacificpy.background.monitor import get_task_monitor
-from pacificpy.background.task import (
-    Message,
-    Outcome,
-    TaskEnvelope,
-    TaskHandle,
-    TaskSpec,
-    new_task_id,
-)
-from pacificpy.errors import ConfigurationError, EnqueueError, PacificPyError
-from pacificpy.types import TaskStatus
-
-if TYPE_CHECKING:
-    import redis
+from pacificpy.background.backends._common import check_reachable
+from pacificpy.background.backends.redis.clients import RedisClients
+from pacificpy.background.backends.redis.state import RedisTaskState
+from pacificpy.background.task import Message, TaskEnvelope, TaskHandle, TaskSpec, new_task_id
+from pacificpy.errors import ConfigurationError, PacificPyError
 
 __all__ = ["AT_LEAST_ONCE_DEFAULTS", "CeleryBackgroundBackend", "backend_for"]
-
-logger = logging.getLogger("pacificpy.background")
 
 
 class CeleryBackgroundBackend(BackgroundBackend):
@@ -100,6 +78,7 @@ class CeleryBackgroundBackend(BackgroundBackend):
     """
 
     kind: ClassVar[str] = "celery"
+    primary: ClassVar[str] = "sync"
 
     def __init__(
         self,
@@ -127,10 +106,9 @@ class CeleryBackgroundBackend(BackgroundBackend):
         self._redis_url = redis_url
         self._key_prefix = key_prefix
         self._result_ttl = result_ttl
-        self._state: RedisState | None = None
+        self._state: RedisTaskState | None = None
         self._broker_info: BrokerInfo | None = None
-        self._client: redis.Redis | None = None
-        self._client_pid = 0
+        self._clients: RedisClients | None = None
         self._lock = threading.Lock()
         self._publisher: Publisher | None = None
         _celery_app.apply_defaults(celery_app, time_limit_grace)
@@ -158,7 +136,7 @@ class CeleryBackgroundBackend(BackgroundBackend):
         return time_limits(registry._tasks.get(task_name), self.time_limit_grace)
 
     @property
-    def state(self) -> RedisState:
+    def state(self) -> RedisTaskState:
         """Where outcomes, dead letters, idempotency keys and delivery counts live."""
         state = self._state
         if state is None:
@@ -174,7 +152,7 @@ class CeleryBackgroundBackend(BackgroundBackend):
                                 "results and dead letters"
                             )
                         url = info.url
-                    self._state = RedisState(
+                    self._state = RedisTaskState(
                         url, prefix=self._key_prefix, result_ttl=self._result_ttl
                     )
                 state = self._state
@@ -186,19 +164,16 @@ class CeleryBackgroundBackend(BackgroundBackend):
             info = self._broker_info = BrokerInfo.of(self.celery_app)
         return info
 
-    def _redis(self) -> redis.Redis:
-        """The broker's sync Redis client (fork-safe: a child process makes its own)."""
-        client = self._client
-        pid = os.getpid()
-        if client is None or self._client_pid != pid:
+    def _redis(self) -> Any:
+        """The broker's sync Redis client (a forked child makes its own)."""
+        clients = self._clients
+        if clients is None:
             info = self._broker()
             with self._lock:
-                if self._client is None or self._client_pid != pid:
-                    self._client = info.client()
-                    self._client_pid = pid
-                client = self._client
-        assert client is not None
-        return client
+                if self._clients is None:
+                    self._clients = RedisClients(info.url, factory=info.client)
+                clients = self._clients
+        return clients.sync
 
     # -- lifecycle -----------------------------------------------------------------------
     async def startup(self) -> None:
@@ -225,10 +200,10 @@ class CeleryBackgroundBackend(BackgroundBackend):
             publisher.stop(self.shutdown_timeout if timeout is None else timeout)
         registry.unsubscribe(self._register_task)
         with self._lock:
-            client, self._client = self._client, None
+            clients, self._clients = self._clients, None
             state, self._state = self._state, None
-        if client is not None:
-            client.close()
+        if clients is not None:
+            clients.close()
         if state is not None:
             state.close()
         self._stop_portal()
@@ -247,14 +222,10 @@ class CeleryBackgroundBackend(BackgroundBackend):
             limits=self._limits(name),
         )
 
-    def _enqueue_error(self, message: Message, exc: BaseException) -> EnqueueError:
-        return EnqueueError.of(
-            message.task_name,
-            message.task_id,
-            exc,
-            where=f"on the Celery broker {self._broker().safe_url}",
-            hint="Is the broker running?",
-        )
+    enqueue_hint = "Is the broker running?"
+
+    def enqueue_where(self) -> str:
+        return f"on the Celery broker {self._broker().safe_url}"
 
     def _push(self, message: Message, delay: float | None, name: str | None = None) -> None:
         """One blocking publish: ``LPUSH`` of the frame on Redis, else ``send_task``."""
@@ -275,7 +246,7 @@ class CeleryBackgroundBackend(BackgroundBackend):
         except PacificPyError:
             raise
         except Exception as exc:
-            raise self._enqueue_error(message, exc) from exc
+            raise self.enqueue_error(message, exc) from exc
 
     def _send_task(self, message: Message, delay: float | None, name: str | None = None) -> None:
         """Publish through kombu (non-Redis brokers), failing fast instead of retrying."""
@@ -294,40 +265,17 @@ class CeleryBackgroundBackend(BackgroundBackend):
         )
 
     def enqueue_sync(self, message: Message, *, delay: float | None = None) -> None:
-        """Publish ``message`` now, blocking (one Redis round trip).
+        """Publish ``message`` now, blocking (one Redis round trip; two with a key to claim).
 
         Raises:
             EnqueueError: the broker did not take it.
         """
-        env = message.envelope
-        if env.idempotency_key is not None and env.attempt == 1:
-            try:  # a first attempt takes its idempotency key, or is a duplicate
-                claimed = self.state.claim(
-                    env.task_name, env.idempotency_key, env.task_id, self.idempotency_ttl
-                )
-            except Exception as exc:
-                raise self._enqueue_error(message, exc) from exc
-            if not claimed:
-                return
-            try:
-                self.publish_now(message, delay)
-            except BaseException:
-                self._release_quietly(env)
-                raise
-            return
-        self.publish_now(message, delay)
-
-    def _release_quietly(self, env: TaskEnvelope) -> None:
-        try:
-            assert env.idempotency_key is not None
-            self.state.release(env.task_name, env.idempotency_key)
-        except Exception:
-            logger.exception("could not release idempotency key of task %s", env.task_id)
+        self.publish_claimed(message, lambda: self.publish_now(message, delay))
 
     def _blocking_only(self, env: TaskEnvelope) -> bool:
         """True if ``env`` cannot go through the publisher thread: an idempotency key to
         claim first, or a broker that is not Redis."""
-        return (env.idempotency_key is not None and env.attempt == 1) or not self._broker().redis
+        return self.key_to_claim(env) is not None or not self._broker().redis
 
     async def enqueue(self, message: Message, *, delay: float | None = None) -> None:
         """Publish ``message`` without blocking the event loop.
@@ -347,7 +295,7 @@ class CeleryBackgroundBackend(BackgroundBackend):
             with self._lock:
                 publisher = self._publisher
                 if publisher is None or not publisher.usable():
-                    publisher = self._publisher = Publisher(self._redis, self._enqueue_error)
+                    publisher = self._publisher = Publisher(self._redis, self.enqueue_error)
         return publisher.put(key, frame, message)
 
     def submit(self, message: Message, delay: float | None) -> Any:
@@ -374,31 +322,7 @@ class CeleryBackgroundBackend(BackgroundBackend):
         message = Message(env, data)
         self._push(message, None, name or "pacificpy.unknown")
 
-    # -- results -------------------------------------------------------------------------
-    async def wait_result(self, task_id: str, timeout: float | None = None) -> Outcome:
-        """Poll the stored outcome (5 ms at first, backing off to 100 ms)."""
-        state = self.state
-        return await poll_outcome(
-            lambda: asyncio.to_thread(state.result_get, task_id), task_id, timeout
-        )
-
-    def wait_result_sync(self, task_id: str, timeout: float | None = None) -> Outcome:
-        """Blocking form of :meth:`wait_result`."""
-        state = self.state
-        return poll_outcome_sync(lambda: state.result_get(task_id), task_id, timeout)
-
-    async def get_status(self, task_id: str) -> TaskStatus | None:
-        """The stored outcome's status, else what the monitor knows."""
-        return await asyncio.to_thread(self.get_status_sync, task_id)
-
-    def get_status_sync(self, task_id: str) -> TaskStatus | None:
-        """Blocking form of :meth:`get_status`."""
-        outcome = self.state.result_get(task_id)
-        if outcome is not None:
-            return outcome.status
-        rec = get_task_monitor().get(task_id)
-        return rec.status if rec is not None else None
-
+    # -- status ------------------------------------------------------------------------
     def queued_hint(self, task_id: str) -> str:
         """Celery keeps no "running" mark of its own: before the outcome, the status is the
         monitor's, and an in-memory monitor never sees a worker start the task."""
@@ -410,13 +334,9 @@ class CeleryBackgroundBackend(BackgroundBackend):
             )
         return hint
 
-    # -- queues and dead letters ---------------------------------------------------------
-    async def queue_length(self, queue: str = "default") -> int:
-        """Messages waiting in ``queue`` on the broker (``LLEN``; ETA-held ones excluded)."""
-        return await asyncio.to_thread(self.queue_length_sync, queue)
-
+    # -- queues ----------------------------------------------------------------------------
     def queue_length_sync(self, queue: str = "default") -> int:
-        """Blocking form of :meth:`queue_length`."""
+        """Messages waiting in ``queue`` on the broker (``LLEN``; ETA-held ones excluded)."""
         info = self._broker()
         if not info.redis:
             with self.celery_app.connection_for_read() as conn:
@@ -426,38 +346,6 @@ class CeleryBackgroundBackend(BackgroundBackend):
             suffix = f"{PRIORITY_SEP}{pri}" if pri else ""
             pipe.llen(f"{info.prefix}{queue}{suffix}")
         return int(sum(pipe.execute()))
-
-    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        return await asyncio.to_thread(self.dead_letters_sync, limit)
-
-    def dead_letters_sync(self, limit: int = 100) -> list[DeadLetter]:
-        return self.state.dlq_list(limit)
-
-    async def requeue_dead_letter(self, letter_id: str) -> str:
-        return await asyncio.to_thread(self.requeue_dead_letter_sync, letter_id)
-
-    def requeue_dead_letter_sync(self, letter_id: str) -> str:
-        letter = self.state.dlq_get(letter_id)
-        if letter is None:
-            raise KeyError(f"no dead letter with id {letter_id!r}")
-        message = execution.requeue_message(letter, self)  # raises with the letter in place
-        if self.state.dlq_pop(letter_id) is None:  # requeued or purged meanwhile
-            raise KeyError(f"no dead letter with id {letter_id!r}")
-        try:
-            self.state.result_clear(message.task_id)
-            record_requeued(message.envelope)
-            self.enqueue_sync(message)
-        except BaseException:
-            self.state.dlq_add(letter)  # not queued: back where it was
-            record_requeue_failed(message.envelope, letter)
-            raise
-        return message.task_id
-
-    async def purge_dead_letters(self) -> int:
-        return await asyncio.to_thread(self.purge_dead_letters_sync)
-
-    def purge_dead_letters_sync(self) -> int:
-        return self.state.dlq_purge()
 
     # -- the worker command --------------------------------------------------------------
     def run_worker(

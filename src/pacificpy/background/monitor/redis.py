@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from pacificpy.background.backends.redis.clients import RedisClients
 from pacificpy.background.monitor.previews import cap_error, cap_traceback, preview, preview_call
 from pacificpy.background.monitor.store import (
     DURATION_BUCKETS,
@@ -45,8 +46,6 @@ from pacificpy.background.monitor.store import (
 from pacificpy.types import TaskStatus
 
 if TYPE_CHECKING:
-    import redis
-
     from pacificpy.background.task import TaskEnvelope
 
 __all__ = ["RedisMonitorStore"]
@@ -57,53 +56,6 @@ _SEP = "\x1f"
 _PHASE_QUEUED, _PHASE_RUNNING, _PHASE_DONE = "0", "1", "2"
 _BATCH = 500
 _FOLDABLE = frozenset({"queued", "running", "completed", "failed", "retrying"})
-
-# KEYS: 1 task hash, 2 index
-# ARGV: 1 id, 2 ttl, 3 now, 4 life ('' = unordered), 5 attempt, 6 phase, 7 task name,
-#       8 '1' = duration from started_at, 9 '1' = one more attempt, 10.. field/value pairs
-_EVENT_LUA = """
-local h = KEYS[1]
-if ARGV[4] ~= '' then
-  local cur = redis.call('HMGET', h, 'ep', 'at', 'ph')
-  local nep = tonumber(ARGV[4])
-  if cur[1] then
-    local ep, at, ph = tonumber(cur[1]), tonumber(cur[2]), tonumber(cur[3])
-    local nat, nph = tonumber(ARGV[5]), tonumber(ARGV[6])
-    if nep < ep or (nep == ep and (nat < at or (nat == at and nph < ph))) then
-      return 0
-    end
-    if nep ~= ep and ARGV[6] ~= '2' then redis.call('DEL', h) end
-  end
-  redis.call('HSET', h, 'ep', ARGV[4], 'at', ARGV[5], 'ph', ARGV[6])
-end
-if #ARGV >= 11 then redis.call('HSET', h, unpack(ARGV, 10)) end
-if ARGV[8] == '1' then
-  local s = redis.call('HGET', h, 'started_at')
-  if s and s ~= '' then
-    redis.call('HSET', h, 'finished_at', ARGV[3], 'duration', tostring(ARGV[3] - s))
-  end
-end
-if ARGV[9] == '1' then redis.call('HINCRBY', h, 'attempts', 1) end
-redis.call('HSET', h, 'id', ARGV[1], 'updated_at', ARGV[3])
-if not redis.call('HGET', h, 'name') then redis.call('HSET', h, 'name', ARGV[7]) end
-redis.call('EXPIRE', h, ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-return 1
-"""
-
-# KEYS: 1 index; ARGV: 1 max records, 2 task hash prefix, 3 cutoff (older entries go)
-_TRIM_LUA = """
-local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3], 'LIMIT', 0, 1000)
-for _, id in ipairs(gone) do redis.call('DEL', ARGV[2] .. id) end
-if #gone > 0 then redis.call('ZREM', KEYS[1], unpack(gone)) end
-local n = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
-if n <= 0 then return #gone end
-if n > 1000 then n = 1000 end
-local old = redis.call('ZRANGE', KEYS[1], 0, n - 1)
-for _, id in ipairs(old) do redis.call('DEL', ARGV[2] .. id) end
-redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - 1)
-return n + #gone
-"""
 
 # Every live store, for the fork hook (weak: a store dropped is forgotten).
 _stores: weakref.WeakSet[RedisMonitorStore] = weakref.WeakSet()
@@ -173,6 +125,7 @@ class RedisMonitorStore(MonitorStore):
         if max_records < 1:
             raise ValueError("max_records must be at least 1")
         self.url = url
+        self._clients = RedisClients(url)
         self.prefix = prefix
         self.max_records = max_records
         self.ttl = int(ttl)
@@ -198,9 +151,6 @@ class RedisMonitorStore(MonitorStore):
         self._flush_lock = threading.Lock()
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._client: redis.Redis | None = None
-        self._event_sha: str | None = None
-        self._trim_sha: str | None = None
 
     def _reset_after_fork(self) -> None:
         # The parent writes its own buffer; the child starts empty with its own
@@ -211,12 +161,7 @@ class RedisMonitorStore(MonitorStore):
     @property
     def client(self) -> Any:
         """The sync redis-py client (``redis.Redis``) of this process."""
-        client = self._client
-        if client is None:
-            import redis
-
-            client = self._client = redis.Redis.from_url(self.url)
-        return client
+        return self._clients.sync
 
     # -- buffering -----------------------------------------------------------------------
     def _push(self, item: tuple[Any, ...]) -> None:
@@ -289,43 +234,25 @@ class RedisMonitorStore(MonitorStore):
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        self._clients.close()
 
     # -- writing -------------------------------------------------------------------------
-    def _load_scripts(self) -> None:
-        client = self.client
-        self._event_sha = str(client.script_load(_EVENT_LUA))
-        self._trim_sha = str(client.script_load(_TRIM_LUA))
-
     def _write(self, items: list[tuple[Any, ...]]) -> None:
-        from redis.exceptions import NoScriptError, RedisError
+        from redis.exceptions import RedisError
 
         try:
-            if self._event_sha is None:
-                self._load_scripts()
             writes, counters = self._plan(items)
-            for _ in range(2):
-                pipe = self.client.pipeline(transaction=False)
-                for args in writes:
-                    pipe.evalsha(self._event_sha, 2, self._k_task + args[0], self._k_index, *args)
-                results = pipe.execute(raise_on_error=False)
-                missing = [w for w, r in zip(writes, results, strict=False)
-                           if isinstance(r, NoScriptError)]  # fmt: skip
-                if not missing:
-                    break
-                # Redis lost its script cache (restart, SCRIPT FLUSH): load and redo those.
-                self._load_scripts()
-                writes = missing
+            event = self._clients.script("monitor_event")
+            pipe = self.client.pipeline(transaction=False)
+            for args in writes:
+                event([self._k_task + args[0], self._k_index], args, client=pipe)
+            results = pipe.execute(raise_on_error=False)
             errors = [r for r in results if isinstance(r, Exception)]
             pipe = self.client.pipeline(transaction=False)
             counters(pipe)
-            pipe.evalsha(self._trim_sha, 1, self._k_index, self.max_records, self._k_task,
-                         time.time() - self.ttl)  # fmt: skip
+            trim_args = [self.max_records, self._k_task, time.time() - self.ttl]
+            self._clients.script("monitor_trim")([self._k_index], trim_args, client=pipe)
             errors += [r for r in pipe.execute(raise_on_error=False) if isinstance(r, Exception)]
-            if any(isinstance(e, NoScriptError) for e in errors):
-                self._event_sha = None  # reload next time
             if errors:
                 logger.warning("task monitor: %d Redis writes failed: %s", len(errors), errors[0])
         except (RedisError, OSError) as exc:
@@ -404,7 +331,7 @@ class RedisMonitorStore(MonitorStore):
     def _event_args(
         self, item: tuple[Any, ...]
     ) -> tuple[list[Any], dict[str, Any], str | None, float | None, str]:
-        """The head of the event script's ARGV for one event (see ``_EVENT_LUA``), the
+        """The head of the event script's ARGV for one event (see ``monitor_event.lua``), the
         fields it sets, its totals field (``None``: not counted), its duration (for the
         histogram) and the queue it enqueued to."""
         kind, now = item[0], item[1]

@@ -1,0 +1,46 @@
+"""The names of PacificPy's own Redis keys, in one place.
+
+``P`` is the prefix (``pacificpy`` by default)::
+
+    P:dlq                     hash   letter id -> letter JSON
+    P:dlq:index               zset   letter id -> failed_at (newest last)
+    P:result:<id>             string outcome JSON, expires after ``result_ttl``
+    P:idem:<digest>           string task id, expires after the idempotency TTL; the digest
+                                     is the SHA-256 of the JSON array [task name, key]
+    P:deliveries:<id>:<n>     int    how many times a worker began attempt n (poison guard)
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import orjson
+
+__all__ = ["Keys"]
+
+
+class Keys:
+    """Key names under one prefix."""
+
+    def __init__(self, prefix: str = "pacificpy") -> None:
+        self.prefix = prefix
+        self.dlq = f"{prefix}:dlq"
+        self.dlq_index = f"{prefix}:dlq:index"
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    def result(self, task_id: str) -> str:
+        return f"{self.prefix}:result:{task_id}"
+
+    def deliveries(self, task_id: str, attempt: int) -> str:
+        return f"{self.prefix}:deliveries:{task_id}:{attempt}"
+
+    def idem(self, name: str, key: str) -> str:
+        """The key of task ``name``'s idempotency key ``key``: one per pair.
+
+        Joining the two with ``:`` would make task ``a`` with key ``b:c`` and task ``a:b``
+        with key ``c`` share one key; the JSON array of the pair is unambiguous.
+        """
+        digest = hashlib.sha256(orjson.dumps([name, key])).hexdigest()
+        return f"{self.prefix}:idem:{digest}"
