@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from pacificpy import PacificPy
 from pacificpy.background import _codec
 from pacificpy.background.decorators import background, configure_background_tasks
-from pacificpy.background.local import LocalExecutor, get_local_executor
+from pacificpy.background.local import LocalExecutor
 from pacificpy.background.monitor import get_task_monitor
 from pacificpy.background.task import TaskEnvelope
 from pacificpy.errors import ConfigurationError, TaskFailed
@@ -42,14 +41,6 @@ def greet(name: str) -> str:
 def charge(card: str, api_token: str) -> None:
     if _switch["fail"]:
         raise RuntimeError("card declined")
-
-
-@pytest.fixture
-def executor() -> Iterator[LocalExecutor]:
-    ex = get_local_executor(max_workers=2)
-    configure_background_tasks(ex)
-    yield ex
-    ex.shutdown_sync(timeout=5)
 
 
 def poll_letters(client: TestClient, count: int, headers: dict[str, str]) -> list[Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
 import pytest
 
@@ -33,14 +32,6 @@ def configured(x: int) -> int:
 @background
 async def async_bare(x: int) -> int:
     return x * 3
-
-
-@pytest.fixture
-def executor() -> Iterator[LocalExecutor]:
-    ex = get_local_executor(max_workers=2)
-    configure_background_tasks(ex)
-    yield ex
-    ex.shutdown_sync(timeout=5)
 
 
 def test_bare_and_parametrised_declarations() -> None:

@@ -7,7 +7,6 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,14 +31,6 @@ from pacificpy.background.task import TaskEnvelope
 from pacificpy.errors import TaskFailed
 from pacificpy.types import TaskStatus
 from tests.support.wait import wait_for
-
-
-@pytest.fixture
-def executor() -> Iterator[LocalExecutor]:
-    ex = get_local_executor(max_workers=2)
-    configure_background_tasks(ex)
-    yield ex
-    ex.shutdown_sync(timeout=5)
 
 
 @background

@@ -8,7 +8,6 @@ import os
 import time
 import uuid
 import weakref
-from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -19,7 +18,7 @@ from pacificpy.background._outcomes import EvictedOutcome, OutcomeBoard
 from pacificpy.background.backend import CeleryBackgroundBackend
 from pacificpy.background.dead_letter import DeadLetter, dead_letter_view
 from pacificpy.background.decorators import background, configure_background_tasks
-from pacificpy.background.local import LocalExecutor, get_local_executor
+from pacificpy.background.local import LocalExecutor
 from pacificpy.background.monitor import InMemoryMonitorStore, TaskMonitor, get_task_monitor
 from pacificpy.background.monitor.previews import (
     ERROR_CHARS,
@@ -35,14 +34,6 @@ from pacificpy.types import TaskStatus
 from tests.conformance.harness import SIGNING_KEY
 
 BIG = 5 * 1024 * 1024
-
-
-@pytest.fixture
-def executor() -> Iterator[LocalExecutor]:
-    ex = get_local_executor(max_workers=2)
-    configure_background_tasks(ex)
-    yield ex
-    ex.shutdown_sync(timeout=5)
 
 
 @background(name="tests.previews.login")
