@@ -31,14 +31,6 @@ pytestmark = pytest.mark.timeout(120)
 VISIBILITY = 1.0
 
 
-@pytest.fixture
-def own_redis(monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisServer]:
-    """A redis-server of this test alone, free to stop and restart."""
-    with RedisServer() as server:
-        monkeypatch.setenv("PACIFICPY_TEST_REDIS", server.url)
-        yield server
-
-
 def _backend(url: str, **options: Any) -> CeleryBackgroundBackend:
     celery_app = Celery("faults", broker=url)
     celery_app.conf.broker_transport_options = {"visibility_timeout": VISIBILITY}

@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import logging
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -27,14 +26,6 @@ from tests.support.wait import wait_for
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
 
 WAIT = 30.0
-
-
-@pytest.fixture
-def own_redis(monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisServer]:
-    """A redis-server of this test alone (broker and state), free to stop."""
-    with RedisServer() as server:
-        monkeypatch.setenv("PACIFICPY_TEST_REDIS", server.url)
-        yield server
 
 
 def make_backend(url: str) -> CeleryBackgroundBackend:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -70,14 +69,6 @@ COMMANDS = {
     "celery": f"celery -A {MODULE} worker --concurrency=1 --without-gossip --without-mingle",
     "arq": f"arq {MODULE}.WorkerSettings",
 }
-
-
-@pytest.fixture
-def own_redis(monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisServer]:
-    """A redis-server of this test alone (no other test's worker takes its tasks)."""
-    with RedisServer() as server:
-        monkeypatch.setenv("PACIFICPY_TEST_REDIS", server.url)
-        yield server
 
 
 def _record(task_id: str, *statuses: TaskStatus) -> TaskRecord:
