@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 PACIFICPY = [sys.executable, "-c", "from pacificpy.cli import main; main()"]
@@ -90,3 +91,22 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+async def run_burst(backend: Any, *, timeout: float | None = None, **overrides: Any) -> Any:
+    """Run an in-process ARQ worker of ``backend`` until its queue is empty; return it.
+
+    ``timeout`` bounds the run (a job that loops must fail the test, not hang it);
+    ``overrides`` go to ``backend.worker_settings``.
+    """
+    import asyncio
+
+    from arq.worker import create_worker
+
+    worker = create_worker(backend.worker_settings(**overrides), burst=True, handle_signals=False)
+    try:
+        run = worker.async_run()
+        await (asyncio.wait_for(run, timeout) if timeout is not None else run)
+    finally:
+        await worker.close()
+    return worker

@@ -25,7 +25,7 @@ from pacificpy.background.backends._arq_worker import JOB_NAME, make_job_deseria
 from pacificpy.background.backends.arq_backend import ARQBackgroundBackend, arq_queue_name
 from pacificpy.background.decorators import background, configure_background_tasks
 from pacificpy.errors import ConfigurationError, EnqueueError, TaskFailed
-from tests.background.backends._arq_procs import ARQ, PACIFICPY, Proc, pid_alive, running
+from tests.background.backends._arq_procs import ARQ, PACIFICPY, Proc, pid_alive, run_burst, running
 from tests.support.net import free_port
 from tests.support.redis_server import RedisServer
 
@@ -86,11 +86,7 @@ def backend(db_url: str) -> Iterator[ARQBackgroundBackend]:
 
 
 async def _burst(backend: ARQBackgroundBackend, **overrides: Any) -> Worker:
-    worker = create_worker(backend.worker_settings(**overrides), burst=True, handle_signals=False)
-    try:
-        await worker.async_run()
-    finally:
-        await worker.close()
+    worker: Worker = await run_burst(backend, **overrides)
     return worker
 
 

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import redis
 from arq.connections import RedisSettings
-from arq.worker import create_worker
 
 from pacificpy.background.backends.arq_backend import ARQBackgroundBackend
 from pacificpy.background.decorators import background, configure_background_tasks
 from pacificpy.errors import TaskTimeout
+from tests.background.backends._arq_procs import run_burst
 from tests.support.redis_server import RedisServer
 
 pytestmark = [
@@ -55,11 +55,7 @@ def backend(redis_server: RedisServer) -> Iterator[ARQBackgroundBackend]:
 
 
 async def _burst(backend: ARQBackgroundBackend, **overrides: Any) -> None:
-    worker = create_worker(backend.worker_settings(**overrides), burst=True, handle_signals=False)
-    try:
-        await worker.async_run()
-    finally:
-        await worker.close()
+    await run_burst(backend, **overrides)
 
 
 async def test_stock_arq_lists_the_task_and_its_arguments(

@@ -4,7 +4,6 @@ and a job whose argument is not a message, or whose fields ARQ cannot use, is a 
 
 from __future__ import annotations
 
-import asyncio
 import pickle
 import time
 import uuid
@@ -16,13 +15,13 @@ import orjson
 import pytest
 import redis
 from arq.connections import RedisSettings
-from arq.worker import create_worker
 
 from pacificpy.background import _codec
 from pacificpy.background.backends._arq_worker import JOB_NAME, make_job_deserializer
 from pacificpy.background.backends.arq_backend import ARQBackgroundBackend
 from pacificpy.background.decorators import background, configure_background_tasks
 from pacificpy.background.task import TaskEnvelope
+from tests.background.backends._arq_procs import run_burst
 from tests.support.redis_server import RedisServer
 
 pytestmark = [
@@ -73,11 +72,7 @@ def signed_pickle_backend(db_url: str) -> Iterator[ARQBackgroundBackend]:
 
 
 async def burst(backend: ARQBackgroundBackend, **overrides: Any) -> None:
-    worker = create_worker(backend.worker_settings(**overrides), burst=True, handle_signals=False)
-    try:
-        await asyncio.wait_for(worker.async_run(), WAIT)
-    finally:
-        await worker.close()
+    await run_burst(backend, timeout=WAIT, **overrides)
 
 
 def plant(db_url: str, value: bytes, job_id: str | None = None) -> str:
