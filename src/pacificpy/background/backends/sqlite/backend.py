@@ -30,7 +30,7 @@ from pacificpy.background.backends.sqlite.state import SQLiteTaskState
 from pacificpy.background.execution import Decision
 from pacificpy.background.local import LocalExecutor
 from pacificpy.background.task import Message, TaskEnvelope, TaskSpec
-from pacificpy.errors import PacificPyError
+from pacificpy.errors import ConfigurationError, PacificPyError
 from pacificpy.types import TaskStatus
 
 __all__ = ["SQLiteBackgroundBackend"]
@@ -346,6 +346,28 @@ class SQLiteBackgroundBackend(LocalExecutor):
                 self.queue.ack(message)
         if retry_in:
             self._wake(retry_in[0])
+
+    # -- worker processes ----------------------------------------------------------------
+    def run_worker(
+        self,
+        *,
+        module: str | None = None,
+        workers: int = 1,
+        queues: Sequence[str] | None = None,
+        log_level: str = "info",
+    ) -> int:
+        """``pacificpy worker MODULE``: run ``workers`` processes consuming ``queues``
+        (default: ``default``) from this backend's file, supervised; returns the exit code.
+
+        Raises:
+            ConfigurationError: no ``module`` to import in the worker processes.
+            DatabaseError: the file cannot be used.
+        """
+        from pacificpy.background.backends.sqlite import worker
+
+        if module is None:
+            raise ConfigurationError("run_worker needs the module that configures the backend")
+        return worker.supervise(self, module, workers=workers, queues=queues, log_level=log_level)
 
     # -- reading -------------------------------------------------------------------------
     def get_status_sync(self, task_id: str) -> TaskStatus | None:
