@@ -24,13 +24,13 @@ from collections.abc import Sequence
 from pacificpy.background import execution
 from pacificpy.background.backend import BackgroundBackend
 from pacificpy.background.backends.sqlite import sql
-from pacificpy.background.backends.sqlite.db import Database
+from pacificpy.background.backends.sqlite.db import Database, DatabaseError
 from pacificpy.background.backends.sqlite.queue import Leased, SQLiteQueue
 from pacificpy.background.backends.sqlite.state import SQLiteTaskState
 from pacificpy.background.execution import Decision
 from pacificpy.background.local import LocalExecutor
 from pacificpy.background.task import Message, TaskEnvelope, TaskSpec
-from pacificpy.errors import ConfigurationError, PacificPyError
+from pacificpy.errors import ConfigurationError, EnqueueError, PacificPyError
 from pacificpy.types import TaskStatus
 
 __all__ = ["SQLiteBackgroundBackend"]
@@ -137,6 +137,18 @@ class SQLiteBackgroundBackend(LocalExecutor):
         self.db.check()
         await super().startup()
 
+    def start(self) -> None:
+        """Start this process's workers now: an app does it at startup, a script at its
+        first enqueue; a script that only runs what is already in the file calls this.
+
+        Raises:
+            DatabaseError: the file cannot be used.
+        """
+        self.db.check()
+        self._accepting = True
+        self.consume = True
+        self._ensure_started()
+
     def _ensure_started(self) -> None:
         super()._ensure_started()
         if self.consume and not self._feeding:
@@ -221,8 +233,10 @@ class SQLiteBackgroundBackend(LocalExecutor):
                     if not self.claim_key(env):
                         return
                     self.queue.publish(message, delay)
-        except PacificPyError:
-            raise
+        except PacificPyError as exc:
+            if not isinstance(exc, DatabaseError):
+                raise
+            raise self.enqueue_error(message, exc) from exc
         except Exception as exc:
             raise self.enqueue_error(message, exc) from exc
         if self.consume and self._accepting:
@@ -232,6 +246,15 @@ class SQLiteBackgroundBackend(LocalExecutor):
 
     def enqueue_where(self) -> str:
         return f"in the SQLite file {self.path}"
+
+    def enqueue_error(self, message: Message, exc: BaseException) -> EnqueueError:
+        """``EnqueueError`` naming the file and what the SQLite error means."""
+        if isinstance(exc, DatabaseError):  # its text says it all already
+            return EnqueueError(f"could not enqueue {message.task_name} {message.task_id}: "
+                                f"{exc}", cause=exc, task_id=message.task_id,
+                                task_name=message.task_name)  # fmt: skip
+        return EnqueueError.of(message.task_name, message.task_id, exc,
+                               where=self.enqueue_where(), hint=self.db.explain(exc))  # fmt: skip
 
     _resubmit = BackgroundBackend._resubmit
 

@@ -58,15 +58,12 @@ def serve(backend: SQLiteBackgroundBackend, queues: Sequence[str] | None = None)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        backend.consume = True
         backend.queues = tuple(queues) if queues else ("default",)
         try:
-            backend.db.check()
+            backend.start()
         except DatabaseError as exc:
             logger.error("%s", exc)
             return 1
-        backend._accepting = True
-        backend._ensure_started()
         logger.info(
             "SQLite worker (pid %d) consuming %s from %s with %d workers",
             os.getpid(), ", ".join(backend.queues), backend.path, backend.max_workers,
