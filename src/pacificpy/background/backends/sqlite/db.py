@@ -12,6 +12,7 @@ sleeps whole milliseconds, which halves the throughput of two busy processes).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -26,6 +27,14 @@ from pacificpy.errors import BackendError
 __all__ = ["Database", "DatabaseError"]
 
 T = TypeVar("T")
+logger = logging.getLogger("pacificpy.background")
+
+#: Seconds between two passive checkpoints of a process's checkpoint thread.
+CHECKPOINT_EVERY = 0.25
+#: WAL pages after which a commit checkpoints itself (if the thread could not).
+SAFETY_CHECKPOINT_PAGES = 20_000
+#: Bytes the WAL file is cut back to once a checkpoint has emptied it.
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
@@ -84,6 +93,8 @@ class Database:
         self._batch_lock = threading.Lock()
         self._batch: list[_Work] = []
         self._checked_pid = 0
+        self._checkpointer_pid = 0
+        self._checkpointer_stop = threading.Event()
 
     def __repr__(self) -> str:
         return f"<Database {self.path!r}>"
@@ -101,6 +112,8 @@ class Database:
         local.conn, local.pid, local.depth = conn, os.getpid(), 0
         with self._lock:
             self._conns.append(conn)
+        if self._checkpointer_pid != os.getpid():
+            self._start_checkpointer()
         return conn
 
     def _open(self, busy_timeout: float = 0.0) -> sqlite3.Connection:
@@ -110,8 +123,42 @@ class Database:
             isolation_level=None,  # autocommit; transactions are explicit (atomic())
             check_same_thread=False,  # used by one thread; closed by close() from any
         )
-        conn.execute("PRAGMA synchronous=NORMAL")
+        # Checkpoints (copying the WAL into the file, with an fsync) run on this process's
+        # checkpoint thread, not in the commit that crosses the threshold: an enqueue never
+        # waits for a disk flush. The high threshold is a safety net only.
+        for pragma in (
+            "synchronous=NORMAL",
+            f"wal_autocheckpoint={SAFETY_CHECKPOINT_PAGES}",
+            f"journal_size_limit={WAL_SIZE_LIMIT}",
+        ):
+            self._waiting(lambda pragma=pragma: conn.execute(f"PRAGMA {pragma}").fetchall())
         return conn
+
+    def _start_checkpointer(self) -> None:
+        """One daemon thread per process: a passive checkpoint every ``CHECKPOINT_EVERY``
+        seconds (nothing to do costs a read of shared memory; it never blocks writers)."""
+        with self._lock:
+            if self._checkpointer_pid == os.getpid():
+                return
+            self._checkpointer_pid = os.getpid()
+            stop = self._checkpointer_stop = threading.Event()
+        threading.Thread(
+            target=self._checkpoint_loop, args=(stop,), name="pacificpy-sqlite-checkpoint",
+            daemon=True,
+        ).start()  # fmt: skip
+
+    def _checkpoint_loop(self, stop: threading.Event) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            while not stop.wait(CHECKPOINT_EVERY):
+                try:
+                    conn = conn or self._open()
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except Exception as exc:  # busy, or the file went away: try again later
+                    logger.debug("checkpoint of %s skipped: %s", self.path, exc)
+        finally:
+            if conn is not None:
+                conn.close()
 
     def _waiting(self, call: Callable[[], T]) -> T:
         """``call()``, again while another connection holds the lock, up to
@@ -204,6 +251,8 @@ class Database:
         """Close every connection this object opened (any thread may open one again)."""
         with self._lock:
             conns, self._conns = self._conns, []
+            self._checkpointer_stop.set()
+            self._checkpointer_pid = 0
         for conn in conns:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
