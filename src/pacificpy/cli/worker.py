@@ -2,6 +2,7 @@
 
 - ARQ: ``--workers N`` supervised worker processes (per queue with ``--queues``).
 - Celery: the Celery worker for the app's Celery application.
+- SQLite: ``--workers N`` supervised worker processes on the app's file.
 - Local executor: nothing to run; it works inside the app process (exit code 2).
 """
 
