@@ -116,7 +116,10 @@ class SQLiteBackgroundBackend(LocalExecutor):
         self._feeding = False  # the feeder thread runs (heartbeats included)
         self._leasing = False  # ... and leases new rows
         self._wake_at = float("inf")
-        self._full = False  # every slot is taken: a finished task wakes the feeder
+        #: Slots that must be free before a saturated feeder leases again: one lease
+        #: transaction then takes a batch, not one row per finished task.
+        self._refill = max(1, self.prefetch // 2)
+        self._full = False  # no slot to lease into: finished tasks wake the feeder
 
     def __repr__(self) -> str:
         return f"<SQLiteBackgroundBackend {self.db.path!r} max_workers={self.max_workers}>"
@@ -287,6 +290,7 @@ class SQLiteBackgroundBackend(LocalExecutor):
     def _feed_loop(self) -> None:
         beat = retain = time.monotonic()
         failures = 0
+        saturated = False  # the last lease filled every free slot
         while self._feeding:
             leased = free = 0
             version: int | None = None
@@ -302,6 +306,8 @@ class SQLiteBackgroundBackend(LocalExecutor):
                     retain = now + RETENTION_EVERY
                 version = self.queue.version()  # read first: a commit after it is seen
                 free = self._free_slots() if self._leasing else 0
+                if saturated and free < self._refill:
+                    free = 0  # lease a batch once enough slots are free, not row by row
                 if free > 0:
                     got = self.queue.lease(free, self.queues, self.lease)
                     leased = len(got)
@@ -314,8 +320,11 @@ class SQLiteBackgroundBackend(LocalExecutor):
                 logger.exception("SQLite backend: could not lease tasks from %s", self.path)
                 failures += 1
             if leased and leased == free:
-                continue  # there may be more: lease again once a slot is free
-            self._full = self._leasing and free <= 0  # then a finished task wakes us
+                saturated = True
+                continue  # there may be more
+            if leased < free:
+                saturated = False  # nothing more is due
+            self._full = self._leasing and free == 0  # a finished task wakes us
             until = now + (min(5.0, 0.1 * 2**failures) if failures else RESCAN_EVERY)
             if due is not None:  # a countdown or retry of any process
                 until = min(until, max(now + due - time.time(), now + self.poll_interval))
@@ -325,7 +334,7 @@ class SQLiteBackgroundBackend(LocalExecutor):
         """Wait until ``until``, or until woken (an enqueue or a free slot here), or until
         another connection commits to the file (looked at every ``poll_interval``)."""
         with self._feed:
-            while not self._woken and not (self._full and self._free_slots() > 0):
+            while not self._woken and not (self._full and self._free_slots() >= self._refill):
                 now = time.monotonic()
                 end = min(until, self._wake_at)
                 if end <= now:
@@ -357,7 +366,7 @@ class SQLiteBackgroundBackend(LocalExecutor):
 
     def _done(self, message: Message) -> None:
         super()._done(message)
-        if self._full:  # the feeder waits for a free slot: lease more
+        if self._full and self._free_slots() >= self._refill:  # a batch of slots is free
             self._wake()
 
     def _retain(self) -> None:

@@ -12,6 +12,7 @@ sleeps whole milliseconds, which halves the throughput of two busy processes).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sqlite3
@@ -19,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pacificpy.background.backends.sqlite import sql
 from pacificpy.errors import BackendError
@@ -27,6 +28,7 @@ from pacificpy.errors import BackendError
 __all__ = ["Database", "DatabaseError"]
 
 T = TypeVar("T")
+_SQLITE_BUSY = 5  # sqlite3.SQLITE_BUSY, named there from Python 3.11
 logger = logging.getLogger("pacificpy.background")
 
 #: Seconds between two passive checkpoints of a process's checkpoint thread.
@@ -41,7 +43,7 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     """True for SQLITE_BUSY: another connection holds the lock (try again)."""
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
-        return bool(code & 0xFF == sqlite3.SQLITE_BUSY)
+        return bool(code & 0xFF == _SQLITE_BUSY)
     return "database is locked" in str(exc)
 
 
@@ -131,7 +133,7 @@ class Database:
             f"wal_autocheckpoint={SAFETY_CHECKPOINT_PAGES}",
             f"journal_size_limit={WAL_SIZE_LIMIT}",
         ):
-            self._waiting(lambda pragma=pragma: conn.execute(f"PRAGMA {pragma}").fetchall())
+            self._waiting(functools.partial(conn.execute, f"PRAGMA {pragma}"))
         return conn
 
     def _start_checkpointer(self) -> None:
@@ -169,7 +171,7 @@ class Database:
             if not _busy(exc):
                 raise
         deadline = time.monotonic() + self.busy_timeout
-        pause = 0.0002
+        pause = 0.00005
         while True:
             time.sleep(pause)  # another process holds the write lock: back off briefly
             try:
@@ -177,7 +179,7 @@ class Database:
             except sqlite3.OperationalError as exc:
                 if not _busy(exc) or time.monotonic() >= deadline:
                     raise
-            pause = min(pause * 1.5, 0.005)
+            pause = min(pause * 2, 0.002)
 
     def check(self) -> None:
         """Open the file, create the schema if missing, and check it is usable for writing.
@@ -304,7 +306,7 @@ class Database:
                 self._commit_batch(batch)
         if item.error is not None:
             raise item.error
-        return item.result  # type: ignore[return-value]
+        return cast(T, item.result)
 
     def _commit_batch(self, batch: list[_Work]) -> None:
         conn = self.conn()
