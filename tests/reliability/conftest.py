@@ -21,7 +21,7 @@ from tests.conformance.harness import SIGNING_KEY, Harness
 from tests.reliability import _support
 from tests.support.redis_server import RedisServer, redis_server_binary
 
-BACKENDS = ["local", "celery", "arq"]
+BACKENDS = ["local", "celery", "arq", "sqlite"]
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

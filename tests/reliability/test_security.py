@@ -26,6 +26,7 @@ from pacificpy.background.backend import BackgroundBackend
 from pacificpy.background.backends.arq_backend import ARQBackgroundBackend
 from pacificpy.background.backends.celery_backend import CeleryBackgroundBackend
 from pacificpy.background.backends.memory import InMemoryBackend
+from pacificpy.background.backends.sqlite import SQLiteBackgroundBackend
 from pacificpy.background.dead_letter import DeadLetter
 from pacificpy.background.decorators import configure_background_tasks
 from pacificpy.background.local import LocalExecutor, get_local_executor
@@ -161,10 +162,12 @@ async def _kept(backend: BackgroundBackend, letter: DeadLetter) -> list[dict[str
 def _plant(backend: BackgroundBackend, letter: DeadLetter) -> None:
     """Put ``letter`` in the backend's dead-letter queue, as anyone who can write to its
     store (the Redis of Celery and ARQ) could."""
-    if isinstance(backend, InMemoryBackend):
+    if isinstance(backend, InMemoryBackend) and not isinstance(backend, SQLiteBackgroundBackend):
         backend._dead.add(letter)
     else:
-        assert isinstance(backend, CeleryBackgroundBackend | ARQBackgroundBackend)
+        assert isinstance(
+            backend, CeleryBackgroundBackend | ARQBackgroundBackend | SQLiteBackgroundBackend
+        )
         backend.state.add_dead_letter(letter)
 
 
@@ -231,10 +234,21 @@ def _refusing_enqueue(rig: Harness, message: Message) -> Iterator[BackgroundBack
 
     Local: the executor, shut down. Celery: a string where the message's queue list must go
     (Redis answers LPUSH with WRONGTYPE). ARQ: the same Redis seen as a user whom an ACL
-    denies EVAL and EVALSHA, so the enqueue script never runs.
+    denies EVAL and EVALSHA, so the enqueue script never runs. SQLite (durable: it takes
+    tasks after a shutdown too): a trigger that refuses rows of the message's queue.
     """
     backend = rig.backend
-    if isinstance(backend, LocalExecutor):
+    if isinstance(backend, SQLiteBackgroundBackend):
+        trigger = "refuse_" + uuid.uuid4().hex
+        backend.db.write(
+            f"CREATE TRIGGER {trigger} BEFORE INSERT ON pacificpy_tasks "
+            f"WHEN NEW.queue = '{message.queue}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        try:
+            yield backend
+        finally:
+            backend.db.write(f"DROP TRIGGER {trigger}")
+    elif isinstance(backend, LocalExecutor):
         backend.shutdown_sync(timeout=5)
         yield backend
     elif isinstance(backend, CeleryBackgroundBackend):

@@ -8,6 +8,7 @@ They match the workers of the conformance harnesses (and of ``celery_workers`` /
 from __future__ import annotations
 
 import os
+import tempfile
 
 from pacificpy.background.backend import BackgroundBackend
 
@@ -39,6 +40,7 @@ def make_sqlite(*, consume: bool = True) -> BackgroundBackend:
     killed process runs again within seconds; the default is 30 s)."""
     from pacificpy.background.backend import SQLiteBackgroundBackend
 
-    return SQLiteBackgroundBackend(
-        os.environ["PACIFICPY_REL_SQLITE"], 4, consume=consume, lease=1.0, shutdown_timeout=5.0
-    )
+    path = os.environ.get("PACIFICPY_REL_SQLITE") or os.path.join(
+        tempfile.mkdtemp(prefix="pacificpy-rel-sqlite-"), "tasks.db"
+    )  # none given (the load test's app): a fresh file of its own
+    return SQLiteBackgroundBackend(path, 4, consume=consume, lease=1.0, shutdown_timeout=5.0)

@@ -241,8 +241,10 @@ class SQLiteBackgroundBackend(LocalExecutor):
                     if not self.claim_key(env):
                         return  # an earlier task holds the key: enqueue nothing
                     self.queue.publish(message, delay)
-        except sqlite3.IntegrityError as exc:  # the task id's row exists
-            raise EnqueueError(
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" not in str(exc):
+                raise self.enqueue_error(message, exc) from exc
+            raise EnqueueError(  # the task id's row exists
                 f"a task with id {message.task_id} is already queued or running; task ids "
                 "must be unique", cause=exc, task_id=message.task_id,
                 task_name=message.task_name,
