@@ -8,12 +8,15 @@ background backend, and :meth:`PacificPy.run`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 import inspect
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+import sys
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 from starlette.applications import Starlette
@@ -22,11 +25,12 @@ from starlette.middleware import Middleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import Response
-from starlette.types import ASGIApp, ExceptionHandler
+from starlette.routing import BaseRoute, Mount
+from starlette.types import ASGIApp, ExceptionHandler, Lifespan
 
-from pacificpy.errors import EnqueueError, QueueFull
+from pacificpy.errors import ConfigurationError, EnqueueError, QueueFull
 from pacificpy.middleware import BodyLimitMiddleware, ServerErrorMiddleware
-from pacificpy.routing import Handler, Route, error_response, http_error_response
+from pacificpy.routing import AppRouter, Handler, Route, error_response, http_error_response
 
 __all__ = ["PacificPy"]
 
@@ -73,16 +77,23 @@ class PacificPy(Starlette):
     def __init__(
         self,
         debug: bool = False,
-        max_body_size: int | None = DEFAULT_MAX_BODY_SIZE,
+        routes: Sequence[BaseRoute] | None = None,
         middleware: Sequence[Middleware] | None = None,
-        shutdown_timeout: float | None = None,
+        exception_handlers: Mapping[Any, ExceptionHandler] | None = None,
+        lifespan: Lifespan[Any] | None = None,
+        *,
+        max_body_size: int | None = DEFAULT_MAX_BODY_SIZE,
         max_header_size: int | None = DEFAULT_MAX_HEADER_SIZE,
+        shutdown_timeout: float | None = None,
     ) -> None:
         if max_body_size is not None and max_body_size < 0:
             raise ValueError(f"max_body_size must be >= 0 or None, not {max_body_size!r}")
         if max_header_size is not None and max_header_size < 0:
             raise ValueError(f"max_header_size must be >= 0 or None, not {max_header_size!r}")
-        super().__init__(debug=debug, middleware=middleware, lifespan=self._lifespan)
+        super().__init__(debug=debug, middleware=middleware, exception_handlers=exception_handlers)
+        # The user's lifespan always runs inside PacificPy's (see _lifespan), also when it
+        # is set later through router.lifespan_context.
+        self.router = AppRouter(routes, lifespan=lifespan, around=self._lifespan)
         # Starlette's own limit answers in plain text; PacificPy installs its own (JSON).
         self.max_body_size = max_body_size
         self.max_header_size = max_header_size
@@ -101,15 +112,28 @@ class PacificPy(Starlette):
         methods: Collection[str] | None = None,
         name: str | None = None,
         include_in_schema: bool = True,
+        *,
+        max_body_size: int | None = None,
     ) -> None:
-        """Serve ``path`` with the handler ``route`` for ``methods`` (default ``["GET"]``).
+        """Serve ``path`` with ``route`` for ``methods`` (default ``["GET"]`` for a handler).
 
-        The handler gets a PacificPy request and its return value is coerced into a
-        response (see :mod:`pacificpy.routing`). Routes may be added at any time, also
-        after the application has started serving.
+        A handler (a function, or an object called with the request) gets a PacificPy
+        request and its return value is coerced into a response (see
+        :mod:`pacificpy.routing`). An endpoint class (``HTTPEndpoint``) or an ASGI app is
+        served as it is, as in Starlette (all methods unless ``methods`` is given).
+        ``max_body_size`` replaces the application's body limit for this route, higher or
+        lower. Routes may be added at any time, also after the application has started
+        serving.
         """
         self.router.routes.append(
-            Route(path, route, methods=methods, name=name, include_in_schema=include_in_schema)
+            Route(
+                path,
+                route,
+                methods=methods,
+                name=name,
+                include_in_schema=include_in_schema,
+                max_body_size=max_body_size,
+            )
         )
 
     def route(
@@ -119,17 +143,24 @@ class PacificPy(Starlette):
         *,
         name: str | None = None,
         include_in_schema: bool = True,
+        max_body_size: int | None = None,
     ) -> Callable[[HandlerT], HandlerT]:
         """Decorate a handler to serve ``path`` for ``methods`` (default ``["GET"]``).
 
         ``path`` uses Starlette's syntax, e.g. ``/users/{user_id:int}``; the converted
-        values are in ``request.path_params``. The decorated function is returned
-        unchanged, so it can still be called directly.
+        values are in ``request.path_params``. ``max_body_size`` replaces the
+        application's body limit for this route, higher or lower. The decorated function
+        is returned unchanged, so it can still be called directly.
         """
 
         def decorator(handler: HandlerT) -> HandlerT:
             self.add_route(
-                path, handler, methods=methods, name=name, include_in_schema=include_in_schema
+                path,
+                handler,
+                methods=methods,
+                name=name,
+                include_in_schema=include_in_schema,
+                max_body_size=max_body_size,
             )
             return handler
 
@@ -155,9 +186,14 @@ class PacificPy(Starlette):
         """Decorate a handler for ``DELETE path``."""
         return self.route(path, methods=["DELETE"], **options)
 
-    def mount(self, path: str, app: ASGIApp, name: str | None = None) -> None:
-        """Serve every path under ``path`` with the ASGI application ``app``."""
-        self.router.mount(path, app=app, name=name)
+    def mount(
+        self, path: str, app: ASGIApp, name: str | None = None, *, max_body_size: int | None = None
+    ) -> None:
+        """Serve every path under ``path`` with the ASGI application ``app``.
+
+        ``max_body_size`` replaces the application's body limit under ``path``.
+        """
+        self.router.routes.append(Mount(path, app=app, name=name, max_body_size=max_body_size))
 
     # -- lifespan ---------------------------------------------------------------------------
 
@@ -180,29 +216,43 @@ class PacificPy(Starlette):
         return hook
 
     @contextlib.asynccontextmanager
-    async def _lifespan(self, app: Any) -> AsyncIterator[None]:
+    async def _lifespan(
+        self, user_lifespan: Callable[[Any], AbstractAsyncContextManager[Any]], app: Any
+    ) -> AsyncIterator[Any]:
+        """The application's lifespan: the task backend around the user's lifespan.
+
+        Startup: the backend, then the user's ``lifespan`` (its state is yielded, so it
+        reaches ``request.state``), then the ``on_startup`` hooks. Shutdown in reverse:
+        the ``on_shutdown`` hooks, the user's lifespan, then the backend drains.
+        """
         from pacificpy.background.lifecycle import app_shutdown, app_startup
 
+        require_asyncio()
         await app_startup()
+        first_error: BaseException | None = None
         try:
-            for hook in self._startup_hooks:
-                await _call_hook(hook)
-        except BaseException:
-            await self._shutdown_backend(app_shutdown)
-            raise
-        try:
-            yield
-        finally:
-            first_error: BaseException | None = None
-            for hook in self._shutdown_hooks:
-                try:
+            async with user_lifespan(app) as state:
+                for hook in self._startup_hooks:
                     await _call_hook(hook)
-                except Exception as exc:
-                    logger.exception("shutdown hook %r failed", hook)
-                    first_error = first_error or exc
+                try:
+                    yield state
+                finally:
+                    first_error = await self._run_shutdown_hooks()
+        finally:
             await self._shutdown_backend(app_shutdown)
-            if first_error is not None:
-                raise first_error
+        if first_error is not None:
+            raise first_error
+
+    async def _run_shutdown_hooks(self) -> BaseException | None:
+        """Run every shutdown hook; log each failure and return the first."""
+        first_error: BaseException | None = None
+        for hook in self._shutdown_hooks:
+            try:
+                await _call_hook(hook)
+            except Exception as exc:
+                logger.exception("shutdown hook %r failed", hook)
+                first_error = first_error or exc
+        return first_error
 
     async def _shutdown_backend(self, app_shutdown: Callable[..., Any]) -> None:
         # None keeps the backend's own shutdown_timeout; a number overrides it.
@@ -306,6 +356,26 @@ def server_defaults() -> dict[str, str]:
         "loop": "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio",
         "http": "httptools" if importlib.util.find_spec("httptools") is not None else "h11",
     }
+
+
+def require_asyncio() -> None:
+    """Refuse to start outside an asyncio event loop (under trio, say).
+
+    The task layer is asyncio's: the local executor runs async tasks on the serving loop,
+    handles are asyncio futures, and the Redis and ARQ clients are asyncio clients.
+
+    Raises:
+        ConfigurationError: no asyncio event loop is running here.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        library = "trio" if "trio" in sys.modules else "another async library"
+        raise ConfigurationError(
+            f"PacificPy cannot start under {library}: its background-task layer runs on "
+            "asyncio. Serve the app on an asyncio event loop (uvicorn's default, "
+            'hypercorn --worker-class asyncio, TestClient(app, backend="asyncio"))'
+        ) from None
 
 
 async def _call_hook(hook: Callable[[], Any]) -> None:
