@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from starlette.applications import Starlette
 from starlette.endpoints import HTTPEndpoint
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request as StarletteRequest
@@ -398,3 +399,25 @@ def test_reraising_handler_restores_starlettes_server_exceptions() -> None:
     with TestClient(app) as client, pytest.raises(LookupError, match="for the test client"):
         client.get("/")
     assert threading.current_thread() is threading.main_thread()
+
+
+def test_plain_text_recipe_restores_starlettes_error_bodies() -> None:
+    async def plain(request: StarletteRequest, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        return PlainTextResponse(exc.detail, exc.status_code, headers=exc.headers)
+
+    app = PacificPy(exception_handlers={StarletteHTTPException: plain})
+
+    @app.post("/only-post")
+    async def only_post(request: Request) -> str:
+        return "ok"
+
+    with TestClient(app) as client:
+        missing = client.get("/nowhere")
+        assert (missing.status_code, missing.text) == (404, "Not Found")
+        wrong = client.get("/only-post")
+        assert (wrong.status_code, wrong.text, wrong.headers["allow"]) == (
+            405,
+            "Method Not Allowed",
+            "POST",
+        )

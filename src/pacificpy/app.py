@@ -1,9 +1,10 @@
 """The PacificPy application: a thin layer over Starlette.
 
-Routing, middleware, exception handling and the lifespan are Starlette's. PacificPy adds
-route decorators, return-value coercion (see :mod:`pacificpy.routing`), JSON errors
-everywhere, a request body size limit, startup/shutdown hooks that also start and drain the
-background backend, and :meth:`PacificPy.run`.
+``PacificPy`` takes Starlette's constructor; routing, middleware, exception handling and
+the lifespan are Starlette's. PacificPy adds route decorators, return-value coercion (see
+:mod:`pacificpy.routing`), JSON errors everywhere, a request body size limit, a lifespan
+around the user's that starts and drains the background backend, startup/shutdown hooks,
+and :meth:`PacificPy.run`.
 """
 
 from __future__ import annotations
@@ -51,19 +52,33 @@ RETRY_AFTER_BACKEND_DOWN = 5
 class PacificPy(Starlette):
     """A PacificPy application: an ASGI callable built on Starlette.
 
+    The positional arguments are Starlette's, in Starlette's order, so an app written for
+    ``Starlette(...)`` runs as ``PacificPy(...)``; PacificPy's own options are keyword-only.
+
     Args:
         debug: when true, a 500 response carries the exception's traceback as
             ``"traceback"``. Never turn it on in production.
-        max_body_size: the largest request body accepted, in bytes (default 1 MiB). A
-            larger one gets a JSON 413: at once when ``Content-Length`` says so, or as soon
-            as the streamed (chunked) body passes the limit. ``None`` disables the limit.
+        routes: Starlette routes (``Route``, ``Mount``, ``WebSocketRoute``, ...), served
+            as Starlette serves them; the decorators add PacificPy routes beside them.
         middleware: Starlette ``Middleware`` entries, outermost first.
+        exception_handlers: Starlette's mapping of exception classes or status codes to
+            ``handler(request, exc)``; ``HTTPException`` and ``EnqueueError`` have
+            PacificPy's JSON handlers unless given here.
+        lifespan: Starlette's lifespan context (``app -> async context manager``). It runs
+            inside PacificPy's own: the task backend starts before it and drains after it,
+            and the state it yields reaches ``request.state``.
+        max_body_size: the largest request body accepted, in bytes (default 1 MiB). A
+            larger one gets a JSON 413. ``None`` disables the limit. A route's or mount's
+            own ``max_body_size`` replaces it for that route, higher or lower.
         max_header_size: the largest total size of the request's header names and values
             (default 64 KiB); larger gets a JSON 431. ``None`` disables the check.
         shutdown_timeout: seconds the shutdown waits for queued and running background
             tasks before marking the rest ``abandoned``. ``None`` (the default) keeps the
             backend's own ``shutdown_timeout`` (30 s unless the backend was built with
             another); a number overrides it for this app's shutdown.
+
+    The lifespan refuses to start outside asyncio (under trio, say) with a
+    ``ConfigurationError``: the task layer is asyncio's.
 
     Every error answers JSON ``{"error": message, "detail": message, "status": code}``:
     400 for a malformed JSON body, 404 for an unknown path, 405 (with ``Allow``) for a

@@ -17,7 +17,7 @@ import functools
 import inspect
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -295,15 +295,10 @@ class AppRouter(StarletteRouter):
         self._around = around
         super().__init__(routes, lifespan=lifespan)
 
-    @property  # type: ignore[override]
+    @property
     def lifespan_context(self) -> _UserLifespan:
-        return functools.partial(self._around, self._user_lifespan)
+        return functools.partial(self._around, cast("_UserLifespan", self._user_lifespan))
 
     @lifespan_context.setter
     def lifespan_context(self, value: Lifespan[Any]) -> None:
-        self._user_lifespan = value  # type: ignore[assignment]
-
-    @property
-    def user_lifespan(self) -> _UserLifespan:
-        """The user's lifespan context, without the application's around it."""
-        return self._user_lifespan
+        self._user_lifespan: Lifespan[Any] = value

@@ -29,6 +29,14 @@ def test_expected_failures_name_known_reasons_and_each_test_once() -> None:
     assert set(expected.values()) <= set(starlette_suite.REASONS)
 
 
+def test_docs_list_every_intended_difference() -> None:
+    web = (starlette_suite.REPO_ROOT / "docs" / "web.md").read_text(encoding="utf-8")
+    section = web.split("## Coming from Starlette (and FastAPI)", 1)[1].split("\n## ", 1)[0]
+    # One row per difference the expected failures may name.
+    for phrase in ("errors answer JSON", "not re-raised", "limited to 1 MiB", "under trio"):
+        assert phrase in section, phrase
+
+
 def suite_sdist(version: str, cache: Path = starlette_suite.CACHE_DIR) -> Path:
     """Starlette's sdist; a failed download fails the test in CI and skips it elsewhere."""
     try:
