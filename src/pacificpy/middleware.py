@@ -15,13 +15,13 @@ from typing import Any, cast
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.middleware import body_limit as _starlette_body_limit
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import Response
 from starlette.types import ASGIApp, ExceptionHandler, Message, Receive, Scope, Send
 
 from pacificpy.routing import (
+    BODY_LIMIT_SCOPE_KEY,
     body_too_large,
     content_length,
     error_response,
@@ -34,14 +34,6 @@ __all__ = ["BodyLimitMiddleware", "ServerErrorMiddleware"]
 # Unhandled exceptions have always been logged as the application's: keep that name, which
 # logging configurations refer to.
 logger = logging.getLogger("pacificpy.app")
-
-
-# Starlette's route-, mount- and router-level ``max_body_size`` finds the limit in force
-# under this scope key and replaces it for its subtree (higher or lower); the object there
-# needs only ``max_body_size`` and ``total_size``. Private in Starlette, hence the fallback.
-_RESPONDER_SCOPE_KEY: str = getattr(
-    _starlette_body_limit, "_BODY_LIMIT_RESPONDER_SCOPE_KEY", "starlette._body_limit_responder"
-)
 
 
 class _ResponseReplaced(Exception):
@@ -84,7 +76,7 @@ class BodyLimitMiddleware:
                 )
                 await response(scope, receive, send)
                 return
-        outer = scope.get(_RESPONDER_SCOPE_KEY)
+        outer = scope.get(BODY_LIMIT_SCOPE_KEY)
         if outer is not None:
             # Inside another app (or middleware) that limits bodies: its limit holds, and
             # this app's may only lower it (a route's own max_body_size can raise it).
@@ -100,38 +92,41 @@ class BodyLimitMiddleware:
 class _BodyLimitResponder:
     """One request's body limit: Starlette's responder, answering in JSON."""
 
+    __slots__ = ("app", "content_length", "max_body_size", "response_started", "total_size")
+
     def __init__(self, app: ASGIApp, max_body_size: int | None) -> None:
         self.app = app
         self.max_body_size = max_body_size  # replaced by a route's or mount's own limit
+        self.content_length: int | None = None
         self.total_size = 0
         self.response_started = False
 
-    def _over(self, size: int | None) -> bool:
-        return size is not None and self.max_body_size is not None and size > self.max_body_size
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        length = content_length(scope)
+        length = self.content_length = content_length(scope)
 
         async def limited_receive() -> Message:
-            if self._over(length):
-                raise body_too_large(cast(int, self.max_body_size))
+            limit = self.max_body_size
+            if limit is not None and length is not None and length > limit:
+                raise body_too_large(limit)
             message = await receive()
             if message["type"] == "http.request":
                 self.total_size += len(message.get("body", b""))
-                if self._over(self.total_size):
-                    raise body_too_large(cast(int, self.max_body_size))
+                limit = self.max_body_size
+                if limit is not None and self.total_size > limit:
+                    raise body_too_large(limit)
             return message
 
         async def limited_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 self.response_started = True
-                if self._over(length):
+                limit = self.max_body_size
+                if limit is not None and length is not None and length > limit:
                     # The app answered without reading the over-limit body.
-                    await self._too_large(scope, receive, send)
+                    await http_error_response(body_too_large(limit))(scope, receive, send)
                     raise _ResponseReplaced
             await send(message)
 
-        scope[_RESPONDER_SCOPE_KEY] = self
+        scope[BODY_LIMIT_SCOPE_KEY] = self
         if self.max_body_size is not None:
             scope[MAX_BODY_SIZE_SCOPE_KEY] = self.max_body_size
         try:
@@ -145,11 +140,7 @@ class _BodyLimitResponder:
         except _ResponseReplaced:
             pass
         finally:
-            scope.pop(_RESPONDER_SCOPE_KEY, None)
-
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = cast(int, self.max_body_size)
-        await http_error_response(body_too_large(limit))(scope, receive, send)
+            scope.pop(BODY_LIMIT_SCOPE_KEY, None)
 
 
 class ServerErrorMiddleware:

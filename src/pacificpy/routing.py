@@ -23,7 +23,8 @@ import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY, RequestBodyLimitMiddleware
+from starlette.middleware import body_limit as _starlette_body_limit
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute
@@ -161,6 +162,15 @@ def is_async_callable(obj: Any) -> bool:
     )
 
 
+# The body limit in force for a request lives in its scope under this key (Starlette's own,
+# private to it, hence the fallback): an object with ``max_body_size``, ``total_size`` and
+# ``content_length``. Starlette's route-, mount- and router-level ``max_body_size`` replaces
+# its ``max_body_size`` for the requests they serve, higher or lower.
+BODY_LIMIT_SCOPE_KEY: str = getattr(
+    _starlette_body_limit, "_BODY_LIMIT_RESPONDER_SCOPE_KEY", "starlette._body_limit_responder"
+)
+
+
 def body_too_large(limit: int) -> HTTPException:
     """The 413 for a request body over ``limit`` bytes (answered as a JSON error)."""
     return HTTPException(
@@ -188,10 +198,10 @@ def _request_response(handler: Handler) -> Callable[[Scope, Receive, Send], Awai
     is_async = is_async_callable(handler)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        limit = scope.get(MAX_BODY_SIZE_SCOPE_KEY)
-        if limit is not None:
-            length = content_length(scope)
-            if length is not None and length > limit:
+        limiter = scope.get(BODY_LIMIT_SCOPE_KEY)
+        if limiter is not None:
+            length, limit = limiter.content_length, limiter.max_body_size
+            if length is not None and limit is not None and length > limit:
                 raise body_too_large(limit)
         request = Request(scope, receive, send)
         if is_async:
