@@ -50,7 +50,10 @@ A = TypeVar("A")
 
 #: Options every backend understands; a backend may extend the set.
 BASE_OPTIONS = frozenset(
-    {"countdown", "eta", "task_id", "idempotency_key", "queue", "retries", "timeout", "pickle"}
+    {
+        "countdown", "eta", "task_id", "idempotency_key", "queue", "retries", "timeout",
+        "pickle", "priority",
+    }
 )
 
 
@@ -72,6 +75,9 @@ class BackgroundBackend(abc.ABC):
     #: True when the sync forms do network I/O: their async twins run them on a thread.
     #: False when they never block (in-memory state): the twins call them directly.
     blocking: ClassVar[bool] = True
+    #: False for backends that run tasks inline (eager, capturing): they ignore
+    #: ``concurrency=`` and ``rate_limit=`` (see :mod:`pacificpy.background.flow`).
+    flow_control: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -89,6 +95,8 @@ class BackgroundBackend(abc.ABC):
         self.max_payload_bytes: int | None = 1_048_576
         #: How long an idempotency key keeps answering with its first task, in seconds.
         self.idempotency_ttl: float = 86_400.0
+        #: Seconds a concurrency slot outlives its holder's last renewal.
+        self.concurrency_lease: float = 30.0
         self._portal_loop: asyncio.AbstractEventLoop | None = None
         self._portal_lock = threading.Lock()
         self._inflight: set[asyncio.Future[Any]] = set()
