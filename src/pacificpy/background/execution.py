@@ -598,8 +598,15 @@ async def settle_async(
     *,
     signing_key: bytes | None = None,
     store_outcome: bool = True,
+    uncount: Callable[[], Awaitable[Any]] | None = None,
 ) -> Any:
-    """:func:`settle` for an event-loop worker: the state's async methods, awaited."""
+    """:func:`settle` for an event-loop worker: the state's async methods, awaited.
+
+    ``uncount`` gives back the delivery a transport counted itself (ARQ's ``job_try``)
+    before a deferred start is published again: a held-back start is no delivery.
+    """
+    if decision.kind == "defer" and uncount is not None:
+        await uncount()
     if decision.kind in REPUBLISH:
         return await publish(next_message(decision, signing_key), decision.delay)
     final = decision.dead_letter is not None

@@ -58,7 +58,7 @@ MAX_PRIORITY = 9
 #: Longest wait of a deferred start, in seconds (before jitter).
 MAX_DEFER = 2.0
 
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_UNITS = (("s", 1.0), ("m", 60.0), ("h", 3600.0))
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*([smh])\s*$")
 
 
@@ -89,7 +89,7 @@ def parse_rate(text: str) -> Rate:
             f"rate_limit must be a count of at least 1 per second, minute or hour, like "
             f"'5/s', '100/m' or '1000/h'; not {text!r}"
         )
-    return Rate(int(match.group(1)), _UNITS[match.group(2)])
+    return Rate(int(match.group(1)), dict(_UNITS)[match.group(2)])
 
 
 def limits(concurrency: int | None, rate_limit: str | None) -> FlowLimits | None:
