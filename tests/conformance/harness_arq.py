@@ -104,14 +104,17 @@ def flow_workers(env: dict[str, str], logdir: Path) -> object:
                     "PACIFICPY_TEST_FLOW_SLOTS": str(slots // processes + (i < slots % processes)),
                     "PACIFICPY_TEST_LEASE": str(FLOW_LEASE),
                 }
+                command = [
+                    sys.executable,
+                    "-m",
+                    "arq",
+                    f"{__package__}.flow_arq_app.WorkerSettings",
+                ]
                 with open(log, "wb") as out:
-                    procs.append(
-                        subprocess.Popen(
-                            [sys.executable, "-m", "arq",
-                             "tests.conformance.flow_arq_app.WorkerSettings"],
-                            cwd=REPO_ROOT, env=worker_env, stdout=out, stderr=subprocess.STDOUT,
-                        )  # fmt: skip
+                    proc = subprocess.Popen(
+                        command, cwd=REPO_ROOT, env=worker_env, stdout=out, stderr=subprocess.STDOUT
                     )
+                procs.append(proc)
             _wait_started(logs, procs)
             yield _FlowWorkers(procs)
         finally:

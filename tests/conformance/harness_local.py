@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pacificpy.background.backend import BackgroundBackend
-from pacificpy.background.local import LocalExecutor, get_local_executor
 from pacificpy.background.config import configured_backend
 from pacificpy.background.decorators import configure_background_tasks
+from pacificpy.background.local import LocalExecutor, get_local_executor
 from tests.conformance.harness import FLOW_LEASE, SIGNING_KEY, Harness
 from tests.support.redis_server import RedisServer
 

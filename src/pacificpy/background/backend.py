@@ -50,11 +50,8 @@ A = TypeVar("A")
 
 #: Options every backend understands; a backend may extend the set.
 BASE_OPTIONS = frozenset(
-    {
-        "countdown", "eta", "task_id", "idempotency_key", "queue", "retries", "timeout",
-        "pickle", "priority",
-    }
-)
+    {"countdown", "eta", "task_id", "idempotency_key", "queue", "retries", "timeout", "pickle"}
+) | {"priority"}
 
 
 class BackgroundBackend(abc.ABC):

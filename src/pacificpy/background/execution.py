@@ -553,8 +553,8 @@ def settle(
     """Carry out ``decision``, once, for any backend.
 
     A retry publishes the next attempt's message with ``publish(message, delay)`` (and
-    returns what it returns); a deferred start publishes the same attempt again. A final decision keeps the dead letter and finishes in the
-    ``state``: forget the ``counted`` delivery ``(task_id, attempt)``, release the
+    returns what it returns); a deferred start publishes the same attempt again. A final
+    decision keeps the dead letter and finishes in the ``state``: forget the ``counted`` delivery ``(task_id, attempt)``, release the
     idempotency key (not after a success), store the outcome (unless the transport stores
     it: ``store_outcome=False``).
 

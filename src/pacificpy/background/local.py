@@ -291,10 +291,14 @@ class LocalExecutor(InMemoryBackend):
                 )
             if enforce_limit and not self._claim(env):
                 return  # (a retry or a deferred start republished claims nothing)
-            if enforce_limit and env.attempt == 1 and (
-                message.task_id in self._queued
-                or message.task_id in self._running
-                or message.task_id in self._delayed
+            if (
+                enforce_limit
+                and env.attempt == 1
+                and (
+                    message.task_id in self._queued
+                    or message.task_id in self._running
+                    or message.task_id in self._delayed
+                )
             ):
                 raise EnqueueError(
                     f"a task with id {message.task_id} is already queued or running; "

@@ -60,6 +60,8 @@ def priority_suffix(priority: int, steps: Sequence[int]) -> str:
     level = 9 - priority
     step = steps[bisect.bisect_right(steps, level) - 1]
     return f"{PRIORITY_SEP}{step}" if step else ""
+
+
 _BATCH = 512
 
 

@@ -306,7 +306,6 @@ class MemoryTaskState(TaskState):
         with self._keys_lock:
             self._deliveries.pop((task_id, attempt), None)
 
-
     # -- flow control ----------------------------------------------------------------------
     def admit(
         self,
