@@ -554,9 +554,9 @@ def settle(
 
     A retry publishes the next attempt's message with ``publish(message, delay)`` (and
     returns what it returns); a deferred start publishes the same attempt again. A final
-    decision keeps the dead letter and finishes in the ``state``: forget the ``counted`` delivery ``(task_id, attempt)``, release the
-    idempotency key (not after a success), store the outcome (unless the transport stores
-    it: ``store_outcome=False``).
+    decision keeps the dead letter and finishes in the ``state``: forget the ``counted``
+    delivery ``(task_id, attempt)``, release the idempotency key (not after a success),
+    store the outcome (unless the transport stores it: ``store_outcome=False``).
 
     A dead-letter decision is final: each step is tried on its own, and a failure is
     logged, never raised, so the caller acknowledges the message (sending it back would
