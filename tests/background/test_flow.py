@@ -8,6 +8,7 @@ import time
 import uuid
 from typing import Any
 
+import orjson
 import prometheus_client
 import pytest
 
@@ -242,3 +243,30 @@ def test_eager_tasks_ignore_limits() -> None:
 def test_concurrency_lease_must_be_positive() -> None:
     with pytest.raises(ConfigurationError, match="concurrency_lease"):
         configure_background_tasks(get_local_executor(1), concurrency_lease=0)
+
+
+# -- Celery: the Redis list of each priority is the one kombu serves in that order -----------
+def test_celery_priorities_go_on_the_lists_kombu_serves_first(redis_url: str) -> None:
+    from celery import Celery
+
+    from pacificpy.background.backend import CeleryBackgroundBackend
+
+    app = Celery("flow-priorities", broker=redis_url)
+    backend = CeleryBackgroundBackend(celery_app=app)
+    try:
+        with app.connection_for_read() as conn:
+            channel = conn.default_channel
+            assert list(channel.priority_steps) == list(range(10))
+            served = [channel._q_for_pri("q", step) for step in channel.priority_steps]
+            keys = []
+            for priority in range(10):
+                env = TaskEnvelope("a" * 32, "t", queue="q", priority=priority)
+                key, frame = backend._frame(Message(env, b"{}"), None)
+                # kombu puts a restored message back on the list of its own priority
+                level = orjson.loads(frame)["properties"]["priority"]
+                assert channel._q_for_pri("q", level) == key
+                keys.append(key)
+        # the worker's BRPOP takes the lists in `served` order: priority 9 first
+        assert served == keys[::-1]
+    finally:
+        backend.shutdown_sync()
