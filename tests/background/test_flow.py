@@ -270,3 +270,23 @@ def test_celery_priorities_go_on_the_lists_kombu_serves_first(redis_url: str) ->
         assert served == keys[::-1]
     finally:
         backend.shutdown_sync()
+
+
+def test_a_state_that_cannot_decide_defers_the_start() -> None:
+    """Redis down, or a state without flow control: never run unlimited, never lost."""
+    from pacificpy.background import execution, flow
+
+    class Broken(MemoryTaskState):
+        def admit(self, *args: Any) -> tuple[str, float] | None:
+            raise ConnectionError("state down")
+
+    executor = get_local_executor(1)
+    executor._state = Broken()
+    try:
+        env = TaskEnvelope("b" * 32, limited.name, ("x",), enqueued_at=time.time())
+        held = flow.admit(env, limited.spec, executor)
+        assert isinstance(held, flow.Held) and held.limit == "unavailable" and held.delay >= 1.0
+        decision = execution.execute_sync(_codec.encode(env), executor)
+        assert decision.kind == "defer" and decision.next_envelope == env
+    finally:
+        executor.shutdown_sync(timeout=5)

@@ -129,7 +129,7 @@ def check_priority(priority: object) -> int:
 class Held(NamedTuple):
     """A start the limits refused: which limit, and how long to wait before trying again."""
 
-    limit: str  # "concurrency" or "rate_limit"
+    limit: str  # "concurrency", "rate_limit", or "unavailable" (the state did not answer)
     delay: float
 
 
@@ -197,7 +197,10 @@ def admit(env: TaskEnvelope, spec: TaskSpec, backend: BackgroundBackend) -> Leas
     the run ends, or :class:`Held` (run it later)."""
     flow, holder, lease = _request(env, spec, backend)
     state = backend.state
-    answer = state.admit(env.task_name, holder, flow.concurrency, flow.rate, lease)
+    try:
+        answer = state.admit(env.task_name, holder, flow.concurrency, flow.rate, lease)
+    except Exception:
+        return _unavailable(env)
     return _outcome(answer, env, flow, holder, state, lease)
 
 
@@ -205,8 +208,20 @@ async def aadmit(env: TaskEnvelope, spec: TaskSpec, backend: BackgroundBackend) 
     """:func:`admit` with the state's async client (event-loop workers)."""
     flow, holder, lease = _request(env, spec, backend)
     state = backend.state
-    answer = await state.aadmit(env.task_name, holder, flow.concurrency, flow.rate, lease)
+    try:
+        answer = await state.aadmit(env.task_name, holder, flow.concurrency, flow.rate, lease)
+    except Exception:
+        return _unavailable(env)
     return _outcome(answer, env, flow, holder, state, lease)
+
+
+def _unavailable(env: TaskEnvelope) -> Held:
+    """The state could not decide (Redis down, a state that keeps no limits): the start
+    waits and is tried again, never run unlimited and never lost."""
+    logger.exception(
+        "could not check the limits of task %s %s; it is deferred", env.task_name, env.task_id
+    )
+    return Held("unavailable", defer_delay(1.0, env))
 
 
 def defer_delay(hint: float, env: TaskEnvelope) -> float:
