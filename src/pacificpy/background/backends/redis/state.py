@@ -1,6 +1,6 @@
 """The Redis :class:`~pacificpy.background.backends.state.TaskState`: outcomes, dead
-letters, idempotency keys and delivery counts in one Redis database (key names in
-:mod:`.keys`). Sync methods use redis-py; the ``a``-prefixed ones ``redis.asyncio``, one
+letters, idempotency keys, delivery counts and flow-control leases and windows in one
+Redis database (key names in :mod:`.keys`). Sync methods use redis-py; the ``a``-prefixed ones ``redis.asyncio``, one
 client per event loop, so it works from any loop or thread."""
 
 from __future__ import annotations
