@@ -1,7 +1,7 @@
 """The Redis :class:`~pacificpy.background.backends.state.TaskState`: outcomes, dead
 letters, idempotency keys, delivery counts and flow-control leases and windows in one
-Redis database (key names in :mod:`.keys`). Sync methods use redis-py; the ``a``-prefixed ones ``redis.asyncio``, one
-client per event loop, so it works from any loop or thread."""
+Redis database (key names in :mod:`.keys`). Sync methods use redis-py; the ``a``-prefixed
+ones ``redis.asyncio``, one client per event loop, so it works from any loop or thread."""
 
 from __future__ import annotations
 
