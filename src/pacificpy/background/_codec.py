@@ -54,6 +54,8 @@ def encode(
         body["ik"] = env.idempotency_key
     if env.trace:
         body["tr"] = env.trace
+    if env.priority:
+        body["pr"] = env.priority
     if env.serializer == "pickle":
         body["s"] = "pickle"
         try:
@@ -183,6 +185,9 @@ def _envelope(raw: dict[str, Any], allow_pickle: bool) -> TaskEnvelope:
         and all(isinstance(v, str) for v in trace.values())  # keys: JSON's are str
     ):
         raise TypeError("trace context (tr) must map strings to strings")
+    priority = raw.get("pr", 0)
+    if type(priority) is not int or not 0 <= priority <= 9:
+        raise TypeError(f"priority (pr) must be an integer from 0 to 9, not {priority!r:.40}")
     serializer = raw.get("s", "json")
     if serializer == "pickle":
         if not allow_pickle:
@@ -216,6 +221,7 @@ def _envelope(raw: dict[str, Any], allow_pickle: bool) -> TaskEnvelope:
         serializer=serializer,
         idempotency_key=idempotency_key,
         trace=trace,
+        priority=priority,
     )
 
 

@@ -42,7 +42,12 @@ if TYPE_CHECKING:
     from pacificpy.background.backends.state import TaskState
     from pacificpy.background.execution import Decision
 
-__all__ = ["ARQBackgroundBackend", "BackgroundBackend", "CeleryBackgroundBackend"]
+__all__ = [
+    "ARQBackgroundBackend",
+    "BackgroundBackend",
+    "CeleryBackgroundBackend",
+    "SQLiteBackgroundBackend",
+]
 
 logger = logging.getLogger("pacificpy.background")
 R = TypeVar("R")
@@ -51,7 +56,7 @@ A = TypeVar("A")
 #: Options every backend understands; a backend may extend the set.
 BASE_OPTIONS = frozenset(
     {"countdown", "eta", "task_id", "idempotency_key", "queue", "retries", "timeout", "pickle"}
-)
+) | {"priority"}
 
 
 class BackgroundBackend(abc.ABC):
@@ -72,6 +77,9 @@ class BackgroundBackend(abc.ABC):
     #: True when the sync forms do network I/O: their async twins run them on a thread.
     #: False when they never block (in-memory state): the twins call them directly.
     blocking: ClassVar[bool] = True
+    #: False for backends that run tasks inline (eager, capturing): they ignore
+    #: ``concurrency=`` and ``rate_limit=`` (see :mod:`pacificpy.background.flow`).
+    flow_control: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -89,6 +97,8 @@ class BackgroundBackend(abc.ABC):
         self.max_payload_bytes: int | None = 1_048_576
         #: How long an idempotency key keeps answering with its first task, in seconds.
         self.idempotency_ttl: float = 86_400.0
+        #: Seconds a concurrency slot outlives its holder's last renewal.
+        self.concurrency_lease: float = 30.0
         self._portal_loop: asyncio.AbstractEventLoop | None = None
         self._portal_lock = threading.Lock()
         self._inflight: set[asyncio.Future[Any]] = set()
@@ -452,12 +462,14 @@ def _queue_of(task_id: str) -> str | None:
 _LAZY = {
     "CeleryBackgroundBackend": ("pacificpy.background.backends.celery_backend", "celery"),
     "ARQBackgroundBackend": ("pacificpy.background.backends.arq_backend", "arq"),
+    "SQLiteBackgroundBackend": ("pacificpy.background.backends.sqlite", "sqlite"),
 }
 #: The packages each extra installs: a backend whose import misses one of them is
 #: "not available"; any other ImportError is a real bug and propagates.
 _EXTRA_PACKAGES = {
     "celery": frozenset({"celery", "kombu", "billiard", "redis"}),
     "arq": frozenset({"arq", "redis"}),
+    "sqlite": frozenset({"sqlite3", "_sqlite3"}),  # a Python built without SQLite
 }
 
 
@@ -493,3 +505,4 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:
     from pacificpy.background.backends.arq_backend import ARQBackgroundBackend
     from pacificpy.background.backends.celery_backend import CeleryBackgroundBackend
+    from pacificpy.background.backends.sqlite import SQLiteBackgroundBackend

@@ -19,9 +19,9 @@ import logging
 import time
 import traceback as tb_module
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pacificpy.background import _codec, registry
+from pacificpy.background import _codec, flow, registry
 from pacificpy.background.backends.state import Ending
 from pacificpy.background.config import get_task_monitor, run_wrappers
 from pacificpy.background.dead_letter import DeadLetter
@@ -63,6 +63,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger("pacificpy.background")
+R = TypeVar("R")
+
+#: Decision kinds that publish ``next_envelope`` again after ``delay``.
+REPUBLISH = frozenset({"retry", "defer"})
 
 
 @dataclasses.dataclass
@@ -70,8 +74,10 @@ class Decision:
     """What should happen after one delivery of one message.
 
     ``kind`` is ``completed``, ``retry`` (re-enqueue ``next_envelope`` after ``delay``
-    seconds), ``failed`` (final failure: store ``outcome``, keep ``dead_letter``) or
-    ``dead`` (could not be run: keep ``dead_letter``, store ``outcome`` if the id is known).
+    seconds), ``defer`` (a concurrency or rate limit held the start back: re-enqueue the
+    same attempt after ``delay``, nothing spent), ``failed`` (final failure: store
+    ``outcome``, keep ``dead_letter``) or ``dead`` (could not be run: keep
+    ``dead_letter``, store ``outcome`` if the id is known).
     """
 
     kind: str
@@ -328,16 +334,28 @@ async def execute(
     *,
     thread_executor: Executor | None = None,
     prepared: tuple[TaskEnvelope, TaskSpec] | None = None,
+    admitted: bool = False,
 ) -> Decision:
     """Run one message on the current event loop; sync functions go to ``thread_executor``.
 
     Async tasks are cancelled at their timeout. A sync task past its timeout is reported
-    as timed out while its thread runs on (Python cannot stop a thread).
+    as timed out while its thread runs on (Python cannot stop a thread). A task with
+    flow limits runs only once admitted (else the decision is ``defer``).
     """
     prep = prepared if prepared is not None else prepare(data, backend)
     if isinstance(prep, Decision):
         return prep
     env, spec = prep
+    if spec.flow is not None and not admitted and backend.flow_control:
+        ticket = await flow.aadmit(env, spec, backend)
+        if isinstance(ticket, flow.Held):
+            return throttled(env, ticket)
+        try:
+            return await execute(
+                data, backend, thread_executor=thread_executor, prepared=prep, admitted=True
+            )
+        finally:
+            await ticket.arelease()
     started = time.perf_counter()
     try:
         with _running(env):
@@ -405,16 +423,27 @@ def execute_sync(
     *,
     timeout_errors: tuple[type[BaseException], ...] = (),
     prepared: tuple[TaskEnvelope, TaskSpec] | None = None,
+    admitted: bool = False,
 ) -> Decision:
     """Run one message in the calling thread (thread and process workers).
 
     A sync function's timeout is the caller's to enforce: Celery's time limits raise one
-    of ``timeout_errors``, which is recorded as ``TaskTimeout``.
+    of ``timeout_errors``, which is recorded as ``TaskTimeout``. A task with flow limits
+    runs only once admitted (else the decision is ``defer``).
     """
     prep = prepared if prepared is not None else prepare(data, backend)
     if isinstance(prep, Decision):
         return prep
     env, spec = prep
+    if spec.flow is not None and not admitted and backend.flow_control:
+        return run_admitted(
+            env,
+            spec,
+            backend,
+            lambda: execute_sync(
+                data, backend, timeout_errors=timeout_errors, prepared=prep, admitted=True
+            ),
+        )
     started = time.perf_counter()
     value, exc = call_sync(env, spec)
     if exc is not None and timeout_errors and isinstance(exc, timeout_errors):
@@ -422,6 +451,35 @@ def execute_sync(
     if exc is not None:
         return conclude(env, spec, started, exc=exc, data=data)
     return conclude(env, spec, started, value=value)
+
+
+def run_admitted(
+    env: TaskEnvelope, spec: TaskSpec, backend: BackgroundBackend, run: Callable[[], R]
+) -> R | Decision:
+    """``run()`` once ``env`` is admitted under its task's flow limits, giving the
+    concurrency slot back after; the ``defer`` decision if a limit holds it back."""
+    ticket = flow.admit(env, spec, backend)
+    if isinstance(ticket, flow.Held):
+        return throttled(env, ticket)
+    try:
+        return run()
+    finally:
+        ticket.release()
+
+
+def throttled(env: TaskEnvelope, held: flow.Held) -> Decision:
+    """The decision for a start a limit held back: the same attempt, again after a wait.
+
+    Nothing of the attempt is spent: the monitor counts the task as throttled and its
+    record stays ``queued``.
+    """
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "task %s %s held back by its %s; deferred %.2fs",
+            env.task_name, env.task_id, held.limit, held.delay,
+        )  # fmt: skip
+    _monitor_safely("task_throttled", env, held.limit)
+    return Decision("defer", env, delay=held.delay, next_envelope=env)
 
 
 def abandon(task_id: str, name: str) -> None:
@@ -495,10 +553,10 @@ def settle(
     """Carry out ``decision``, once, for any backend.
 
     A retry publishes the next attempt's message with ``publish(message, delay)`` (and
-    returns what it returns). A final decision keeps the dead letter and finishes in the
-    ``state``: forget the ``counted`` delivery ``(task_id, attempt)``, release the
-    idempotency key (not after a success), store the outcome (unless the transport stores
-    it: ``store_outcome=False``).
+    returns what it returns); a deferred start publishes the same attempt again. A final
+    decision keeps the dead letter and finishes in the ``state``: forget the ``counted``
+    delivery ``(task_id, attempt)``, release the idempotency key (not after a success),
+    store the outcome (unless the transport stores it: ``store_outcome=False``).
 
     A dead-letter decision is final: each step is tried on its own, and a failure is
     logged, never raised, so the caller acknowledges the message (sending it back would
@@ -506,9 +564,10 @@ def settle(
     ``interrupts`` are exceptions that fire once at any point (Celery's soft time limit):
     a step they interrupt is tried once more.
     """
-    if decision.kind == "retry":
+    if decision.kind in REPUBLISH:
         result = _retrying(interrupts, publish, next_message(decision, signing_key), decision.delay)
-        if counted is not None:
+        if counted is not None and decision.kind == "retry":
+            # A deferred start keeps its count: the deliveries its worker died in stand.
             _retrying(interrupts, state.forget_deliveries, *counted)
         return result
     final = decision.dead_letter is not None
@@ -539,9 +598,16 @@ async def settle_async(
     *,
     signing_key: bytes | None = None,
     store_outcome: bool = True,
+    uncount: Callable[[], Awaitable[Any]] | None = None,
 ) -> Any:
-    """:func:`settle` for an event-loop worker: the state's async methods, awaited."""
-    if decision.kind == "retry":
+    """:func:`settle` for an event-loop worker: the state's async methods, awaited.
+
+    ``uncount`` gives back the delivery a transport counted itself (ARQ's ``job_try``)
+    before a deferred start is published again: a held-back start is no delivery.
+    """
+    if decision.kind == "defer" and uncount is not None:
+        await uncount()
+    if decision.kind in REPUBLISH:
         return await publish(next_message(decision, signing_key), decision.delay)
     final = decision.dead_letter is not None
     for name, arg in _final_steps(decision, data, None, store_outcome):

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pacificpy.background import _codec, execution, registry
+from pacificpy.background._lane import TOKEN, PriorityLane
 from pacificpy.background.backends.memory import InMemoryBackend
 from pacificpy.background.execution import Decision
 from pacificpy.background.task import (
@@ -127,6 +128,8 @@ class LocalExecutor(InMemoryBackend):
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._work: queue_module.SimpleQueue[Any] = queue_module.SimpleQueue()
+        self._lane = PriorityLane()  # sync messages with a priority (TOKENs in _work)
+        self._async_lane = PriorityLane()  # async ones (their tasks carry a TOKEN)
         self._threads: list[threading.Thread] = []
         self._stuck = 0  # threads still running a task that passed its timeout
         self._waiting: dict[str, int] = {}
@@ -229,17 +232,7 @@ class LocalExecutor(InMemoryBackend):
             threads, self._threads = self._threads, []
             self._stuck = 0
             self._started = False
-        for task_id, name in leftovers:
-            execution.abandon(task_id, name)
-            self.state.store_outcome(
-                task_id,
-                Outcome(
-                    TaskStatus.ABANDONED,
-                    error="abandoned at shutdown",
-                    error_type="Abandoned",
-                    finished_at=time.time(),
-                ),
-            )
+        self._leftovers(leftovers)
         for _ in threads:
             self._work.put(_STOP)
         for task in list(self._async_tasks):
@@ -251,6 +244,21 @@ class LocalExecutor(InMemoryBackend):
         self._own_loop_thread = None
         self._semaphores.clear()
         self._stop_portal()
+
+    def _leftovers(self, leftovers: list[tuple[str, str]]) -> None:
+        """What becomes of ``(task_id, name)`` still queued or running at shutdown: here,
+        nothing outlives the process, so each is logged and stored as abandoned."""
+        for task_id, name in leftovers:
+            execution.abandon(task_id, name)
+            self.state.store_outcome(
+                task_id,
+                Outcome(
+                    TaskStatus.ABANDONED,
+                    error="abandoned at shutdown",
+                    error_type="Abandoned",
+                    finished_at=time.time(),
+                ),
+            )
 
     # -- producing -----------------------------------------------------------------------
     def submit(self, message: Message, delay: float | None) -> TaskHandle[Any]:
@@ -286,12 +294,16 @@ class LocalExecutor(InMemoryBackend):
                     task_id=message.task_id,
                     task_name=message.task_name,
                 )
-            if not self._claim(env):
-                return
-            if env.attempt == 1 and (
-                message.task_id in self._queued
-                or message.task_id in self._running
-                or message.task_id in self._delayed
+            if enforce_limit and not self._claim(env):
+                return  # (a retry or a deferred start republished claims nothing)
+            if (
+                enforce_limit
+                and env.attempt == 1
+                and (
+                    message.task_id in self._queued
+                    or message.task_id in self._running
+                    or message.task_id in self._delayed
+                )
             ):
                 raise EnqueueError(
                     f"a task with id {message.task_id} is already queued or running; "
@@ -326,7 +338,11 @@ class LocalExecutor(InMemoryBackend):
         except Exception:
             is_async = False  # unknown here: a worker thread turns it into a dead letter
         if not is_async:
-            self._work.put(message)
+            if message.envelope.priority:
+                self._lane.put(message)
+                self._work.put(TOKEN)
+            else:
+                self._work.put(message)
             return
         loop = self._loop
         if loop is None or loop.is_closed():
@@ -374,6 +390,8 @@ class LocalExecutor(InMemoryBackend):
             item = self._work.get()
             if item is _STOP:
                 return
+            if item is TOKEN or self._lane.heap:
+                item = self._lane.pick(item)
             message: Message = item
             if not self._take(message):
                 continue
@@ -394,6 +412,17 @@ class LocalExecutor(InMemoryBackend):
             self._settle(prep, message)
             return False
         env, spec = prep
+        if spec.flow is not None:
+            retire = execution.run_admitted(
+                env, spec, self, lambda: self._run_prepared(message, env, spec)
+            )
+            if isinstance(retire, Decision):  # held back by a limit
+                self._settle(retire, message)
+                return False
+            return retire
+        return self._run_prepared(message, env, spec)
+
+    def _run_prepared(self, message: Message, env: TaskEnvelope, spec: TaskSpec) -> bool:
         if not spec.timeout:
             started = time.perf_counter()
             value, exc = execution.call_sync(env, spec)
@@ -475,6 +504,9 @@ class LocalExecutor(InMemoryBackend):
 
     def _spawn_async(self, message: Message) -> None:
         loop = asyncio.get_running_loop()
+        if message.envelope.priority:
+            self._async_lane.put(message)
+            message = TOKEN
         task = loop.create_task(self._run_async(message))
         self._async_tasks.add(task)
         task.add_done_callback(self._async_tasks.discard)
@@ -485,6 +517,8 @@ class LocalExecutor(InMemoryBackend):
         if sem is None:
             sem = self._semaphores[loop] = asyncio.Semaphore(self.max_workers)
         async with sem:
+            if message is TOKEN or self._async_lane.heap:
+                message = self._async_lane.pick(message)
             if not self._take(message):
                 return
             try:
@@ -501,7 +535,7 @@ class LocalExecutor(InMemoryBackend):
 
     # -- outcomes ------------------------------------------------------------------------
     def _settle(self, decision: Decision, message: Message) -> None:
-        if decision.kind != "retry":
+        if decision.kind not in execution.REPUBLISH:
             # The run ends before its outcome and dead letter are seen: whoever reacts to
             # them (a requeue of the letter, say) must find the id free.
             self._done(message)

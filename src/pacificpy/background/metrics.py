@@ -10,6 +10,9 @@ process sharing it):
                                               ``status`` (``queued`` counts enqueues;
                                               then ``completed``, ``failed``,
                                               ``retrying``, ``dead``, ``abandoned``)
+``pacificpy_tasks_throttled_total`` counter   starts a ``concurrency=`` or ``rate_limit=``
+                                              held back (each deferred once more), by
+                                              ``name``
 ``pacificpy_task_duration_seconds`` histogram run time of tasks that completed or failed
                                               for good (their last attempt), by ``name``
 ``pacificpy_queue_length``          gauge     tasks waiting, by ``queue``, read from the
@@ -73,9 +76,18 @@ class TaskMetricsCollector(Collector):
             "Background tasks entering a state, by task name and status.",
             labels=["name", "status"],
         )
+        throttled = CounterMetricFamily(
+            "pacificpy_tasks_throttled",
+            "Task starts held back by a concurrency or rate limit, by task name.",
+            labels=["name"],
+        )
         for (name, status), count in sorted(snap.totals.items()):
-            tasks.add_metric([name, status], count)
+            if status == "throttled":
+                throttled.add_metric([name], count)
+            else:
+                tasks.add_metric([name, status], count)
         yield tasks
+        yield throttled
 
         hist = HistogramMetricFamily(
             "pacificpy_task_duration_seconds",

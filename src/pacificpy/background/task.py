@@ -33,6 +33,7 @@ from pacificpy.types import TaskStatus
 
 if TYPE_CHECKING:
     from pacificpy.background.backend import BackgroundBackend
+    from pacificpy.background.flow import FlowLimits
     from pacificpy.background.retry import RetryPolicy
 
 __all__ = [
@@ -87,6 +88,8 @@ class TaskEnvelope:
     serializer: str = "json"
     idempotency_key: str | None = None
     trace: dict[str, str] | None = None
+    #: 0 to 9, higher first within a queue (flow control).
+    priority: int = 0
 
     def next_attempt(self) -> TaskEnvelope:
         """The envelope of the following attempt (same id, attempt + 1)."""
@@ -203,9 +206,11 @@ class TaskSpec:
         "_min_pos",
         "_plan",
         "_simple",
+        "flow",
         "fn",
         "is_async",
         "name",
+        "priority",
         "queue",
         "retry",
         "serializer",
@@ -222,8 +227,13 @@ class TaskSpec:
         retry: RetryPolicy,
         timeout: float | None,
         serializer: str,
+        flow: FlowLimits | None = None,
+        priority: int = 0,
     ) -> None:
         self.fn = fn
+        #: Concurrency and rate limits (None: none, the task pays nothing for them).
+        self.flow = flow
+        self.priority = priority
         self.name = name
         self.queue = queue
         self.retry = retry

@@ -6,7 +6,8 @@ JSON API under ``path + "/api/"``:
 ====== ================================ ================================================
 GET    ``tasks?status=&name=&limit=``   recent task records, newest first
 GET    ``tasks/{id}``                   one record (404 if unknown)
-GET    ``stats``                        ``get_task_monitor().stats()`` + backend name
+GET    ``stats``                        ``get_task_monitor().stats()`` + backend name +
+                                        ``throttled`` (held-back starts per task)
 GET    ``queues``                       queue lengths of the queues seen
 GET    ``dead-letters?limit=``          dead letters of the configured backend
 POST   ``dead-letters/{id}/requeue``    requeue one (a fresh first attempt, same task id);
@@ -168,6 +169,8 @@ def dashboard_routes(path: str = "/_tasks", token: str | None = None) -> list[Ba
         result["backend"] = get_backend().kind
         result["monitor"] = type(monitor.store).__name__
         result["monitor_enabled"] = monitor.enabled
+        totals = monitor.metrics().totals
+        result["throttled"] = {n: c for (n, status), c in totals.items() if status == "throttled"}
         return result
 
     def queues(request: Request) -> dict[str, Any]:

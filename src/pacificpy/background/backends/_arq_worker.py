@@ -406,10 +406,15 @@ class WorkerState:
             await redis.set(job_key_prefix + job_id, message.data, px=px)
             raise ArqRetry(defer=delay)
 
+        async def uncount() -> None:
+            # A start a flow limit held back is no delivery: give back the job_try ARQ
+            # counted (its next start counts it again), as a hand-back does.
+            await redis.decr(retry_key_prefix + job_id)
+
         backend = self.backend
         await execution.settle_async(
             decision, data, backend.state, publish, signing_key=backend.signing_key,
-            store_outcome=False,
+            store_outcome=False, uncount=uncount,
         )  # fmt: skip
         if decision.outcome is None:
             return None

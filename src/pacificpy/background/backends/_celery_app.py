@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery
 
 from pacificpy.background import config, registry
+from pacificpy.background.backends._celery_publish import PRIORITY_STEPS
 from pacificpy.background.task import TaskSpec
 
 if TYPE_CHECKING:
@@ -112,6 +113,9 @@ def apply_defaults(app: Celery, time_limit_grace: float = 5.0) -> None:
             if not _user_set(conf, key):
                 conf[key] = value
         options = conf.get("broker_transport_options") or {}
+        if "priority_steps" not in options:  # one Redis list per priority (flow control)
+            options = {**options, "priority_steps": list(PRIORITY_STEPS)}
+            conf["broker_transport_options"] = options
         if "visibility_timeout" not in options and app not in _VISIBILITY:
             _VISIBILITY[app] = [time_limit_grace, -1.0]
         _set_visibility_timeout(app, conf)

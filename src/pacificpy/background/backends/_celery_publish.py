@@ -10,13 +10,14 @@ so ``.delay()`` never blocks a loop.
 from __future__ import annotations
 
 import base64
+import bisect
 import concurrent.futures as cf
 import datetime as dt
 import os
 import queue as queue_module
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -31,12 +32,36 @@ if TYPE_CHECKING:
     import redis
     from celery import Celery
 
-__all__ = ["PRIORITY_SEP", "BrokerInfo", "Publisher", "celery_frame", "time_limits"]
+__all__ = [
+    "PRIORITY_SEP",
+    "PRIORITY_STEPS",
+    "BrokerInfo",
+    "Publisher",
+    "celery_frame",
+    "priority_suffix",
+    "time_limits",
+]
 
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 #: kombu's Redis transport keeps priority ``p`` of queue ``q`` in list ``q + SEP + p``.
 PRIORITY_SEP = "\x06\x16"
 _DEFAULT_PRIORITY_STEPS = (0, 3, 6, 9)
+#: The steps PacificPy sets (unless the app sets its own): one list per priority.
+PRIORITY_STEPS = tuple(range(10))
+
+
+def priority_suffix(priority: int, steps: Sequence[int]) -> str:
+    """The suffix of the Redis list kombu keeps PacificPy ``priority`` (0..9) in.
+
+    kombu's Redis transport drains the list of step 0 first (it is the queue's own list),
+    so PacificPy priority ``p`` is kombu priority ``9 - p``, kept on the highest step at or
+    below it, as kombu's ``Channel.priority`` rounds it.
+    """
+    level = 9 - priority
+    step = steps[bisect.bisect_right(steps, level) - 1]
+    return f"{PRIORITY_SEP}{step}" if step else ""
+
+
 _BATCH = 512
 
 
@@ -57,6 +82,8 @@ class BrokerInfo:
         self.redis = redis
         self.prefix = prefix
         self.priority_steps = priority_steps
+        #: The list suffix of each PacificPy priority, 0..9 (:func:`priority_suffix`).
+        self.priority_lists = tuple(priority_suffix(p, priority_steps) for p in range(10))
         self.connect_timeout = connect_timeout
         self.socket_timeout = socket_timeout
 
@@ -140,6 +167,7 @@ def celery_frame(
     task_name: str,
     key_prefix: str,
     limits: tuple[float | None, float | None],
+    priority_lists: Sequence[str] = ("",) * 10,
 ) -> tuple[str, bytes]:
     """The Redis list and the kombu frame (Celery protocol 2) that carry ``message``.
 
@@ -149,6 +177,7 @@ def celery_frame(
         task_name: the Celery task name.
         key_prefix: the transport's ``global_keyprefix``.
         limits: ``(soft, hard)`` time limits, from :func:`time_limits`.
+        priority_lists: the list suffix of each priority (``BrokerInfo.priority_lists``).
     """
     env = message.envelope
     data = message.data.decode("utf-8", "replace")
@@ -194,12 +223,12 @@ def celery_frame(
             "reply_to": "",
             "delivery_mode": 2,
             "delivery_info": {"exchange": "", "routing_key": queue},
-            "priority": 0,
+            "priority": 9 - env.priority,  # kombu's order on Redis: 0 first
             "body_encoding": "base64",
             "delivery_tag": new_task_id(),
         },
     }
-    return key_prefix + queue, orjson.dumps(frame)
+    return key_prefix + queue + priority_lists[env.priority], orjson.dumps(frame)
 
 
 _STOP = object()

@@ -59,6 +59,24 @@ def arq_queue_name(queue: str) -> str:
     return default_queue_name if queue == "default" else f"{default_queue_name}:{queue}"
 
 
+#: How far back one priority step moves a job's score (ms): a day, the longest a job
+#: waits in the queue (its key expires ``EXPIRES_EXTRA_MS`` after its start time).
+PRIORITY_STEP_MS = EXPIRES_EXTRA_MS
+
+
+def arq_score(now_ms: int, delay_ms: int, priority: int) -> int:
+    """The queue score (when ARQ may start it) of a job: ``now + delay``.
+
+    ARQ starts the lowest scores due first, so a job due now with a priority is scored
+    ``priority`` days in the past: ahead of every waiting job of a lower priority. A job
+    with a delay keeps its due time (a lower score would start it early): among jobs due,
+    it is ordered by that time.
+    """
+    if priority and not delay_ms:
+        return now_ms - priority * PRIORITY_STEP_MS
+    return now_ms + delay_ms
+
+
 def _settings_url(settings: RedisSettings) -> str:
     if settings.sentinel or not isinstance(settings.host, str):
         raise ConfigurationError(
@@ -192,7 +210,7 @@ class ARQBackgroundBackend(BackgroundBackend):
         args = [
             message.data,
             delay_ms + EXPIRES_EXTRA_MS,
-            now_ms + delay_ms,
+            arq_score(now_ms, delay_ms, env.priority),
             task_id,
             max(1, int(self.idempotency_ttl)) if idem else 0,
             1 if env.attempt == 1 else 0,

@@ -220,6 +220,7 @@ class CeleryBackgroundBackend(BackgroundBackend):
             task_name=name,
             key_prefix=self._broker().prefix,
             limits=self._limits(name),
+            priority_lists=self._broker().priority_lists,
         )
 
     enqueue_hint = "Is the broker running?"
@@ -262,6 +263,7 @@ class CeleryBackgroundBackend(BackgroundBackend):
             ignore_result=True,
             soft_time_limit=soft,
             time_limit=hard,
+            priority=env.priority or None,  # AMQP: higher first (x-max-priority queues)
         )
 
     def enqueue_sync(self, message: Message, *, delay: float | None = None) -> None:

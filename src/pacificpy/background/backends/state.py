@@ -12,7 +12,10 @@ The state holds:
 - outcomes: the final :class:`~pacificpy.background.task.Outcome` of a task id;
 - dead letters: what could not run or failed for good, newest first;
 - idempotency keys: ``(task name, key)`` held by the first task that took it, for a TTL;
-- delivery counts: how many times a worker began one attempt (the poison guard).
+- delivery counts: how many times a worker began one attempt (the poison guard);
+- flow control: each limited task's concurrency leases (a slot per running start,
+  expiring unless renewed) and rate window (recent start times), see
+  :mod:`pacificpy.background.flow`.
 
 Room is kept for tombstones (a cancelled id, refused when it arrives) and leases (a
 running task's claim, renewed while it runs): they will be methods of this class, with a
@@ -30,12 +33,16 @@ import asyncio
 import heapq
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from pacificpy.background._outcomes import OutcomeBoard
 from pacificpy.background.dead_letter import DeadLetter, MemoryDeadLetterStore
 from pacificpy.background.task import Outcome
+
+if TYPE_CHECKING:
+    from pacificpy.background.flow import Rate
 
 __all__ = ["Ending", "MemoryTaskState", "TaskState", "poll_outcome", "poll_outcome_sync"]
 
@@ -151,6 +158,54 @@ class TaskState(abc.ABC):
     async def afinish(self, end: Ending) -> None:
         self.finish(end)
 
+    # -- flow control (concurrency leases, rate windows) ---------------------------------
+    def admit(
+        self,
+        name: str,
+        holder: str,
+        concurrency: int | None,
+        rate: Rate | None,
+        lease: float,
+    ) -> tuple[str, float] | None:
+        """Take one start of task ``name`` for ``holder`` if its limits allow, atomically.
+
+        With ``concurrency``, a slot is taken while fewer than that many unexpired leases
+        are held, as a lease of ``lease`` seconds (renewed by :meth:`renew_slots`, given
+        back by :meth:`release_slot`). With ``rate``, the start is recorded while fewer
+        than ``rate.count`` starts fall in the last ``rate.per`` seconds. Either both are
+        taken or neither.
+
+        Returns None when admitted; else ``(limit, seconds)``: the limit that refused
+        (``"concurrency"`` or ``"rate_limit"``) and how soon it may allow a start (0 when
+        unknown). By default the state keeps no limits and says so.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} keeps no concurrency leases or rate windows: tasks with "
+            "concurrency= or rate_limit= cannot run on this backend"
+        )
+
+    async def aadmit(
+        self,
+        name: str,
+        holder: str,
+        concurrency: int | None,
+        rate: Rate | None,
+        lease: float,
+    ) -> tuple[str, float] | None:
+        return self.admit(name, holder, concurrency, rate, lease)
+
+    def renew_slots(self, held: list[tuple[str, str]], lease: float) -> None:
+        """Extend the leases ``(task name, holder)`` to ``lease`` seconds from now (a lease
+        already expired stays gone)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no concurrency leases")
+
+    def release_slot(self, name: str, holder: str) -> None:
+        """Give back ``holder``'s slot of task ``name`` (nothing if it expired)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no concurrency leases")
+
+    async def arelease_slot(self, name: str, holder: str) -> None:
+        self.release_slot(name, holder)
+
     # -- resources -----------------------------------------------------------------------
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the state may be used again after (it reconnects)."""
@@ -174,6 +229,9 @@ class MemoryTaskState(TaskState):
         self.key_expiry: list[tuple[float, tuple[str, str]]] = []  # heap by expiry
         self._keys_lock = threading.Lock()
         self._deliveries: dict[tuple[str, int], int] = {}
+        self._flow_lock = threading.Lock()
+        self._slots: dict[str, dict[str, float]] = {}  # task name -> holder -> lease expiry
+        self._starts: dict[str, deque[float]] = {}  # task name -> start times, oldest first
 
     def get_outcome(self, task_id: str) -> Outcome | None:
         return self.outcomes.get(task_id)
@@ -247,6 +305,52 @@ class MemoryTaskState(TaskState):
     def forget_deliveries(self, task_id: str, attempt: int) -> None:
         with self._keys_lock:
             self._deliveries.pop((task_id, attempt), None)
+
+    # -- flow control ----------------------------------------------------------------------
+    def admit(
+        self,
+        name: str,
+        holder: str,
+        concurrency: int | None,
+        rate: Rate | None,
+        lease: float,
+    ) -> tuple[str, float] | None:
+        now = self._clock()
+        with self._flow_lock:
+            slots = self._slots.get(name)
+            if concurrency is not None:
+                if slots is None:
+                    slots = self._slots[name] = {}
+                for gone in [h for h, expiry in slots.items() if expiry <= now]:
+                    del slots[gone]
+                if len(slots) >= concurrency:
+                    return "concurrency", 0.0
+            if rate is not None:
+                starts = self._starts.get(name)
+                if starts is None:
+                    starts = self._starts[name] = deque()
+                while starts and starts[0] <= now - rate.per:
+                    starts.popleft()
+                if len(starts) >= rate.count:
+                    return "rate_limit", starts[0] + rate.per - now
+                starts.append(now)
+            if slots is not None and concurrency is not None:
+                slots[holder] = now + lease
+        return None
+
+    def renew_slots(self, held: list[tuple[str, str]], lease: float) -> None:
+        expiry = self._clock() + lease
+        with self._flow_lock:
+            for name, holder in held:
+                slots = self._slots.get(name)
+                if slots is not None and holder in slots:
+                    slots[holder] = expiry
+
+    def release_slot(self, name: str, holder: str) -> None:
+        with self._flow_lock:
+            slots = self._slots.get(name)
+            if slots is not None:
+                slots.pop(holder, None)
 
 
 # -- polling a state that cannot notify ------------------------------------------------------

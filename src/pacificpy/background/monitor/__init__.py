@@ -100,6 +100,7 @@ class TaskMonitor:
         self.task_retrying: Callable[[TaskEnvelope, str, float], None] = s.task_retrying
         self.task_dead: Callable[[str, str | None, str], None] = s.task_dead
         self.task_abandoned: Callable[[str, str], None] = s.task_abandoned
+        self.task_throttled: Callable[[TaskEnvelope, str], None] = s.task_throttled
 
     def __repr__(self) -> str:
         return f"<TaskMonitor store={type(self.store).__name__}>"

@@ -265,6 +265,9 @@ class InMemoryMonitorStore(MonitorStore):
     def task_abandoned(self, task_id: str, name: str) -> None:
         self._final(task_id, name, TaskStatus.ABANDONED, None)
 
+    def task_throttled(self, env: TaskEnvelope, limit: str) -> None:
+        self._count(env.task_name, "throttled")
+
     def record_start(self, task_id: str, name: str) -> None:
         rec = self._records.get(task_id) or self._new(task_id, name)
         rec.status = TaskStatus.RUNNING

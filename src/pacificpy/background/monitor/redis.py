@@ -276,6 +276,10 @@ class RedisMonitorStore(MonitorStore):
         writes: list[list[Any]] = []
         for item in items:
             kind = item[0]
+            if kind == "throttled":  # counted only: the record stays as it was
+                field = f"{item[2]}{_SEP}throttled"
+                totals[field] = totals.get(field, 0) + 1
+                continue
             if kind == "metric":
                 _, name, labels, value = item
                 base = f"{name}{_SEP}{orjson.dumps(labels).decode()}{_SEP}"
@@ -423,6 +427,9 @@ class RedisMonitorStore(MonitorStore):
 
     def task_abandoned(self, task_id: str, name: str) -> None:
         self._push(("abandoned", time.time(), task_id, name))
+
+    def task_throttled(self, env: TaskEnvelope, limit: str) -> None:
+        self._push(("throttled", time.time(), env.task_name))
 
     def record_start(self, task_id: str, name: str) -> None:
         self._push(("start", time.time(), task_id, name))

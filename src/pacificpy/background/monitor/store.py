@@ -65,7 +65,8 @@ class MetricsSnapshot:
     """Cumulative counters of a store, as :mod:`pacificpy.background.metrics` exposes them.
 
     Attributes:
-        totals: ``(task name, status) -> events``: how many times tasks entered a state.
+        totals: ``(task name, status) -> events``: how many times tasks entered a state;
+            status ``throttled`` counts starts a flow limit held back.
         durations: ``task name -> (bucket counts, sum, count)``; the bucket counts are per
             bucket of :data:`DURATION_BUCKETS` plus a last one for ``+Inf`` (not
             cumulative).
@@ -127,6 +128,10 @@ class MonitorStore(abc.ABC):
     @abc.abstractmethod
     def task_abandoned(self, task_id: str, name: str) -> None:
         """The task was still queued or running when its executor shut down."""
+
+    def task_throttled(self, env: TaskEnvelope, limit: str) -> None:  # noqa: B027
+        """A start of ``env`` was held back by its ``limit`` (``"concurrency"`` or
+        ``"rate_limit"``) and deferred; the record stays as it was. Counted only."""
 
     @abc.abstractmethod
     def record_start(self, task_id: str, name: str) -> None:

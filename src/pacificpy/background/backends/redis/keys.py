@@ -8,6 +8,8 @@
     P:idem:<digest>           string task id, expires after the idempotency TTL; the digest
                                      is the SHA-256 of the JSON array [task name, key]
     P:deliveries:<id>:<n>     int    how many times a worker began attempt n (poison guard)
+    P:flow:slots:<name>       zset   holder -> lease expiry (ms): task name's concurrency slots
+    P:flow:starts:<name>      zset   holder -> start time (ms): task name's rate window
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ class Keys:
 
     def deliveries(self, task_id: str, attempt: int) -> str:
         return f"{self.prefix}:deliveries:{task_id}:{attempt}"
+
+    def flow_slots(self, name: str) -> str:
+        return f"{self.prefix}:flow:slots:{name}"
+
+    def flow_starts(self, name: str) -> str:
+        return f"{self.prefix}:flow:starts:{name}"
 
     def idem(self, name: str, key: str) -> str:
         """The key of task ``name``'s idempotency key ``key``: one per pair.

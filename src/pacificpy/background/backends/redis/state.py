@@ -1,11 +1,11 @@
 """The Redis :class:`~pacificpy.background.backends.state.TaskState`: outcomes, dead
-letters, idempotency keys and delivery counts in one Redis database (key names in
-:mod:`.keys`). Sync methods use redis-py; the ``a``-prefixed ones ``redis.asyncio``, one
-client per event loop, so it works from any loop or thread."""
+letters, idempotency keys, delivery counts and flow-control leases and windows in one
+Redis database (key names in :mod:`.keys`). Sync methods use redis-py; the ``a``-prefixed
+ones ``redis.asyncio``, one client per event loop, so it works from any loop or thread."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -14,6 +14,9 @@ from pacificpy.background.backends.redis.keys import Keys
 from pacificpy.background.backends.state import Ending, TaskState
 from pacificpy.background.dead_letter import DeadLetter
 from pacificpy.background.task import Outcome
+
+if TYPE_CHECKING:
+    from pacificpy.background.flow import Rate
 
 __all__ = ["MAX_DEAD_LETTERS", "RedisState", "RedisTaskState"]
 
@@ -143,6 +146,44 @@ class RedisTaskState(TaskState):
 
     def forget_deliveries(self, task_id: str, attempt: int) -> None:
         self.sync.delete(self.keys.deliveries(task_id, attempt))
+
+    # -- flow control (flow_admit.lua, flow_renew.lua) ----------------------------------
+    def _admit_call(
+        self, name: str, holder: str, concurrency: int | None, rate: Rate | None, lease: float
+    ) -> tuple[list[str], list[Any]]:
+        keys = [self.keys.flow_slots(name), self.keys.flow_starts(name)]
+        count, per = (rate.count, int(rate.per * 1000)) if rate is not None else (0, 0)
+        return keys, [holder, concurrency or 0, count, per, max(1, int(lease * 1000))]
+
+    @staticmethod
+    def _admitted(answer: list[Any]) -> tuple[str, float] | None:
+        kind, wait_ms = int(answer[0]), int(answer[1])
+        if kind == 0:
+            return None
+        return ("concurrency" if kind == 1 else "rate_limit"), max(0, wait_ms) / 1000
+
+    def admit(
+        self, name: str, holder: str, concurrency: int | None, rate: Rate | None, lease: float
+    ) -> tuple[str, float] | None:
+        keys, args = self._admit_call(name, holder, concurrency, rate, lease)
+        return self._admitted(self.clients.script("flow_admit")(keys, args))
+
+    async def aadmit(
+        self, name: str, holder: str, concurrency: int | None, rate: Rate | None, lease: float
+    ) -> tuple[str, float] | None:
+        keys, args = self._admit_call(name, holder, concurrency, rate, lease)
+        return self._admitted(await self.clients.ascript("flow_admit")(keys, args))
+
+    def renew_slots(self, held: list[tuple[str, str]], lease: float) -> None:
+        keys = [self.keys.flow_slots(name) for name, _ in held]
+        args: list[Any] = [max(1, int(lease * 1000)), *(holder for _, holder in held)]
+        self.clients.script("flow_renew")(keys, args)
+
+    def release_slot(self, name: str, holder: str) -> None:
+        self.sync.zrem(self.keys.flow_slots(name), holder)
+
+    async def arelease_slot(self, name: str, holder: str) -> None:
+        await self.aio().zrem(self.keys.flow_slots(name), holder)
 
     # -- the end of a delivery, in one round trip ----------------------------------------
     def _finish_pipe(self, client: Any, end: Ending) -> Any:
