@@ -396,7 +396,7 @@ class LocalExecutor(InMemoryBackend):
         env, spec = prep
         if not spec.timeout:
             started = time.perf_counter()
-            value, exc = execution.call_sync(env, spec)
+            value, exc = execution.call_sync(env, spec, self.state)
             self._settle(
                 execution.conclude(env, spec, started, value=value, exc=exc, data=message.data),
                 message,
@@ -422,7 +422,7 @@ class LocalExecutor(InMemoryBackend):
 
         assert spec.timeout is not None
         self._scheduler.at(time.monotonic() + spec.timeout, on_timeout)
-        value, exc = execution.call_sync(env, spec)
+        value, exc = execution.call_sync(env, spec, self.state)
         if not claim.acquire(blocking=False):
             logger.warning(
                 "timed-out task %s %s finally returned; its result is discarded",

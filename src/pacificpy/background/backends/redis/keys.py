@@ -8,6 +8,8 @@
     P:idem:<digest>           string task id, expires after the idempotency TTL; the digest
                                      is the SHA-256 of the JSON array [task name, key]
     P:deliveries:<id>:<n>     int    how many times a worker began attempt n (poison guard)
+    P:cancelled               zset   task id -> tombstone expiry (epoch seconds)
+    P:cancel:<db>             channel  "<task id> <expiry>" published on every cancel
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Keys:
         self.prefix = prefix
         self.dlq = f"{prefix}:dlq"
         self.dlq_index = f"{prefix}:dlq:index"
+        self.cancelled = f"{prefix}:cancelled"
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -35,6 +38,10 @@ class Keys:
 
     def deliveries(self, task_id: str, attempt: int) -> str:
         return f"{self.prefix}:deliveries:{task_id}:{attempt}"
+
+    def cancel_channel(self, db: int) -> str:
+        """The pub/sub channel of cancels in database ``db`` (channels span databases)."""
+        return f"{self.prefix}:cancel:{db}"
 
     def idem(self, name: str, key: str) -> str:
         """The key of task ``name``'s idempotency key ``key``: one per pair.
