@@ -300,3 +300,14 @@ def report_progress(steps: int) -> int:
             break
         time.sleep(0.01)
     return steps
+
+
+@background
+def sync_ignoring_cancel(seconds: float) -> str:
+    """Marks ``started`` with its pid, then sleeps, never looking at ``cancelled``."""
+    ctx = current_task()
+    assert ctx is not None
+    store().set(f"pacificpy-test:pid:{ctx.id}", os.getpid(), ex=600)
+    _mark("started")
+    time.sleep(seconds)
+    return "finished"

@@ -9,6 +9,7 @@ reaches it over Redis pub/sub, promptly (the tasks here would otherwise run a mi
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -154,3 +155,24 @@ def test_cancel_needs_a_string_id(harness: Harness) -> None:
     assert harness.backend is not None
     with pytest.raises(TypeError, match="task id is a string"):
         harness.backend.cancel_sync(42)  # type: ignore[arg-type]
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+async def test_terminate_kills_the_process_running_it(harness: Harness) -> None:
+    handle = await tasks.sync_ignoring_cancel.delay(60.0)
+    await wait_marked("started", handle.id)
+    pid = int(tasks.store().get(f"pacificpy-test:pid:{handle.id}") or 0)
+    assert pid and not process_gone(pid)
+    assert await handle.cancel(terminate=True) is True
+    deadline = time.monotonic() + PROMPT
+    while not process_gone(pid):
+        assert time.monotonic() < deadline, f"pool process {pid} still runs"
+        await asyncio.sleep(0.02)
+    await assert_cancelled(harness, handle)
