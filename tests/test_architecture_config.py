@@ -62,6 +62,7 @@ ALLOWED: dict[str, str] = {
     "pacificpy.background.backend:_LAZY": "read-only table",
     "pacificpy.background.backend:_EXTRA_PACKAGES": "read-only table",
     "pacificpy.web.dashboard:_SECURITY_HEADERS": "read-only table",
+    "pacificpy.web.events:_HEADERS": "read-only table",
     "pacificpy.cli.tasks:_STYLES": "read-only table",
 }
 
