@@ -70,6 +70,12 @@ CREATE TABLE IF NOT EXISTS pacificpy_deliveries (
     expires REAL NOT NULL,
     PRIMARY KEY (task_id, attempt)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pacificpy_tombstones (
+    seq INTEGER PRIMARY KEY,
+    task_id TEXT NOT NULL UNIQUE,
+    expires REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pacificpy_tombstones_expires ON pacificpy_tombstones (expires);
 """
 
 GET_VERSION = "SELECT value FROM pacificpy_meta WHERE name = 'schema_version'"
@@ -160,6 +166,18 @@ COUNT_DELIVERY = (
 )
 FORGET_DELIVERIES = "DELETE FROM pacificpy_deliveries WHERE task_id = ? AND attempt = ?"
 
+# -- tombstones (cancelled tasks) ------------------------------------------------------------
+BURY = (
+    "INSERT INTO pacificpy_tombstones (task_id, expires) VALUES (?, ?) "
+    "ON CONFLICT (task_id) DO UPDATE SET expires = excluded.expires"
+)
+IS_BURIED = "SELECT 1 FROM pacificpy_tombstones WHERE task_id = ? AND expires > ?"
+#: Tombstones laid after ``seq``, for the watcher of running tasks.
+BURIED_SINCE = (
+    "SELECT seq, task_id FROM pacificpy_tombstones WHERE seq > ? AND expires > ? ORDER BY seq"
+)
+LAST_TOMBSTONE = "SELECT coalesce(max(seq), 0) FROM pacificpy_tombstones"
+
 # -- retention (deleted in batches, so no statement holds the write lock for long) -----------
 EXPIRE = (
     "DELETE FROM pacificpy_outcomes WHERE task_id IN (SELECT task_id FROM "
@@ -168,6 +186,8 @@ EXPIRE = (
     "pacificpy_idem_keys WHERE expires <= ? LIMIT ?)",
     "DELETE FROM pacificpy_deliveries WHERE (task_id, attempt) IN (SELECT "
     "task_id, attempt FROM pacificpy_deliveries WHERE expires <= ? LIMIT ?)",
+    "DELETE FROM pacificpy_tombstones WHERE seq IN (SELECT seq FROM "
+    "pacificpy_tombstones WHERE expires <= ? LIMIT ?)",
 )
 INCREMENTAL_VACUUM = "PRAGMA incremental_vacuum({pages})"
 FREELIST = "PRAGMA freelist_count"
