@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from pacificpy.background import TaskStatus, get_handle
+from pacificpy.background.monitor import configure_task_monitor, get_task_monitor
 from pacificpy.background.task import new_task_id
 from pacificpy.errors import TaskCancelled
 from tests.conformance import tasks
@@ -176,3 +177,27 @@ async def test_terminate_kills_the_process_running_it(harness: Harness) -> None:
         assert time.monotonic() < deadline, f"pool process {pid} still runs"
         await asyncio.sleep(0.02)
     await assert_cancelled(harness, handle)
+
+
+# -- progress (SPEC §10.4) -------------------------------------------------------------------
+async def test_progress_reaches_the_caller(harness: Harness) -> None:
+    """The worker (another process on Celery and ARQ) reports; this process reads it from
+    the shared Redis monitor store."""
+    configure_task_monitor(redis_url=os.environ["PACIFICPY_TEST_REDIS"])
+    handle = await tasks.report_progress.delay(4)
+    await wait_marked("reported", handle.id)
+    deadline = time.monotonic() + WAIT
+    while await handle.progress() != (4.0, 4.0, "step 4"):
+        assert time.monotonic() < deadline, await handle.progress()
+        await asyncio.sleep(0.02)
+    record = get_task_monitor().get(handle.id)
+    assert record is not None and record.progress_message == "step 4"
+    tasks.store().set(f"pacificpy-test:release:{handle.id}", 1, ex=600)
+    assert await handle.result(timeout=WAIT) == 4
+    assert await get_handle(handle.id).progress() == (4.0, 4.0, "step 4")  # kept at the end
+
+
+async def test_no_progress_is_none(harness: Harness) -> None:
+    handle = await tasks.add.delay(1, 2)
+    assert await handle.result(timeout=WAIT) == 3
+    assert await handle.progress() is None

@@ -257,7 +257,11 @@ class BackgroundBackend(abc.ABC):
             return False
         logger.info("task %s %s cancelled", name, task_id)
         try:
-            get_task_monitor().task_cancelled(task_id, name or None)
+            monitor = get_task_monitor()
+            if not name:  # counted under the task's name when the monitor knows it
+                rec = monitor.get(task_id)
+                name = rec.name if rec is not None else ""
+            monitor.task_cancelled(task_id, name or None)
         except Exception:
             logger.exception("task monitor failed while recording cancelled task %s", task_id)
         if terminate:
