@@ -9,7 +9,8 @@ process sharing it):
 ``pacificpy_tasks_total``           counter   tasks entering a state, by ``name`` and
                                               ``status`` (``queued`` counts enqueues;
                                               then ``completed``, ``failed``,
-                                              ``retrying``, ``dead``, ``abandoned``)
+                                              ``retrying``, ``dead``, ``abandoned``,
+                                              ``cancelled``)
 ``pacificpy_task_duration_seconds`` histogram run time of tasks that completed or failed
                                               for good (their last attempt), by ``name``
 ``pacificpy_queue_length``          gauge     tasks waiting, by ``queue``, read from the
