@@ -26,18 +26,16 @@ CANCEL_MESSAGE = "pacificpy: task cancelled"
 class Run:
     """One running attempt of one task in this process."""
 
-    __slots__ = ("cancelled", "loop", "task", "task_id")
+    __slots__ = ("cancelled", "task", "task_id")
 
     def __init__(self, task_id: str) -> None:
         self.task_id = task_id
         self.cancelled = False
         self.task: asyncio.Task[Any] | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
 
     def attach(self, task: asyncio.Task[Any]) -> None:
         """Cancel ``task`` (an async run's asyncio task) when the run is cancelled; at once
         if the cancel came first."""
-        self.loop = task.get_loop()
         self.task = task
         if self.cancelled:
             task.cancel(CANCEL_MESSAGE)
@@ -45,11 +43,11 @@ class Run:
     def cancel(self) -> None:
         """Set the flag; cancel the asyncio task on its own loop (from any thread)."""
         self.cancelled = True
-        task, loop = self.task, self.loop
-        if task is None or loop is None or task.done():
+        task = self.task
+        if task is None or task.done():
             return
         try:
-            loop.call_soon_threadsafe(task.cancel, CANCEL_MESSAGE)
+            task.get_loop().call_soon_threadsafe(task.cancel, CANCEL_MESSAGE)
         except RuntimeError:  # the loop closed meanwhile: the run is over
             pass
 
