@@ -12,11 +12,11 @@ import pytest
 import redis
 from click.testing import CliRunner, Result
 
-from pacificpy.background.decorators import background, configure_background_tasks
-from pacificpy.background.local import LocalExecutor, get_local_executor
+from pacificpy.background.decorators import background
 from pacificpy.cli import cli
 from pacificpy.errors import TaskCancelled
 from pacificpy.types import TaskStatus
+from tests.background.conftest import executor  # noqa: F401  (the fixture)
 
 APP_SOURCE = """
 import os
@@ -48,15 +48,8 @@ def invoke(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args))
 
 
-@pytest.fixture
-def executor() -> Iterator[LocalExecutor]:
-    ex = get_local_executor(max_workers=2)
-    configure_background_tasks(ex)
-    yield ex
-    ex.shutdown_sync(timeout=5)
-
-
-def test_cancel_a_delayed_task(executor: LocalExecutor) -> None:
+@pytest.mark.usefixtures("executor")
+def test_cancel_a_delayed_task() -> None:
     handle = later.apply_async(args=(1,), countdown=30)
     result = invoke("tasks", "cancel", handle.id)
     assert result.exit_code == 0, result.output
@@ -66,7 +59,8 @@ def test_cancel_a_delayed_task(executor: LocalExecutor) -> None:
         handle.result_sync(5)
 
 
-def test_cancel_a_finished_task_exits_1(executor: LocalExecutor) -> None:
+@pytest.mark.usefixtures("executor")
+def test_cancel_a_finished_task_exits_1() -> None:
     handle = later.delay(2)
     assert handle.result_sync(5) == 2
     result = invoke("tasks", "cancel", handle.id)

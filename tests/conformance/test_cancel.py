@@ -19,6 +19,7 @@ from pacificpy.background import TaskStatus, get_handle
 from pacificpy.background.monitor import configure_task_monitor, get_task_monitor
 from pacificpy.background.task import new_task_id
 from pacificpy.errors import TaskCancelled
+from tests.background.backends._arq_procs import pid_alive
 from tests.conformance import tasks
 from tests.conformance.harness import Harness
 
@@ -160,22 +161,14 @@ def test_cancel_needs_a_string_id(harness: Harness) -> None:
         harness.backend.cancel_sync(42)  # type: ignore[arg-type]
 
 
-def process_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 async def test_terminate_kills_the_process_running_it(harness: Harness) -> None:
     handle = await tasks.sync_ignoring_cancel.delay(60.0)
     await wait_marked("started", handle.id)
     pid = int(tasks.store().get(f"pacificpy-test:pid:{handle.id}") or 0)
-    assert pid and not process_gone(pid)
+    assert pid and pid_alive(pid)
     assert await handle.cancel(terminate=True) is True
     deadline = time.monotonic() + PROMPT
-    while not process_gone(pid):
+    while pid_alive(pid):
         assert time.monotonic() < deadline, f"pool process {pid} still runs"
         await asyncio.sleep(0.02)
     await assert_cancelled(harness, handle)
