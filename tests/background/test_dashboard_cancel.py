@@ -85,3 +85,13 @@ def test_progress_shows_in_the_record(executor: LocalExecutor) -> None:
     finally:
         _release.set()
     assert handle.result_sync(10) == 10
+
+
+def test_a_cancelled_countdown_holds_up_neither_join_nor_shutdown(executor: LocalExecutor) -> None:
+    handle = later.apply_async(args=(1,), countdown=600)
+    assert executor.queue_length_sync() == 1
+    assert handle.cancel_sync() is True
+    assert executor.queue_length_sync() == 0
+    assert executor.join(timeout=5)
+    executor.shutdown_sync(timeout=5)
+    assert handle.status_sync() is TaskStatus.CANCELLED  # not abandoned at shutdown
