@@ -406,9 +406,9 @@ async def execute(
     except asyncio.CancelledError:
         if not running.cancelled:
             raise  # the worker is shutting down: not ours to record
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()  # the cancel was ours, and it is handled here
+        uncancel = getattr(asyncio.current_task(), "uncancel", None)  # Python 3.11+
+        if uncancel is not None:
+            uncancel()  # the cancel was ours, and it is handled here
         return conclude(env, spec, started, exc=cancelled_error(env), data=data)
     except _OverTime:
         if running.cancelled:
