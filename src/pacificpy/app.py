@@ -350,6 +350,24 @@ class PacificPy(Starlette):
 
         mount_metrics(self, path=path, token=token)
 
+    def include_task_events(
+        self,
+        path: str = "/_tasks/events",
+        token: str | None = None,
+        *,
+        secret: str | bytes | None = None,
+    ) -> None:
+        """Serve live events of one task at ``GET path/{task_id}`` (Server-Sent Events:
+        status and progress until it ends), to the token or a URL signed for that task
+        (``handle.events_url(app)``); see :mod:`pacificpy.web.events` for the secret.
+
+        Raises:
+            ConfigurationError: ``token`` is empty or blank, or ``secret`` too short.
+        """
+        from pacificpy.web.events import mount_task_events
+
+        mount_task_events(self, path=path, token=token, secret=secret)
+
 
 def default_port() -> int:
     """The ``PORT`` environment variable as a port number, else 8000.

@@ -55,3 +55,14 @@ async def charge(request: Request) -> dict[str, str]:
 async def heal(request: Request) -> dict[str, bool]:
     _state["broken"] = False
     return {"broken": False}
+
+
+@background
+def nightly_export(day: str) -> dict[str, Any]:
+    return {"status": "exported", "day": day}
+
+
+@app.post("/export-later")
+async def export_later(request: Request) -> dict[str, str]:
+    handle = await nightly_export.apply_async(args=("2026-11-30",), countdown=600)
+    return {"task_id": handle.id}

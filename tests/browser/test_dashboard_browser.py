@@ -231,7 +231,7 @@ def test_first_paint_is_the_form_or_the_empty_tables_never_loading(server: str) 
 
             static.goto(f"{server}/_open_tasks")  # the same dashboard without a token
             expect(static.locator("#login")).to_be_hidden()
-            expect(static.locator("#tasks th")).to_have_count(8)
+            expect(static.locator("#tasks th")).to_have_count(9)
             expect(static.locator("#cards [data-status='completed']")).to_be_visible()
             assert "loading" not in static.inner_text("body").lower()
 
@@ -241,8 +241,36 @@ def test_first_paint_is_the_form_or_the_empty_tables_never_loading(server: str) 
             page.goto(f"{server}/_tasks#token={TOKEN}")
             expect(page.locator("#app")).to_be_visible()
             expect(page.locator("#login")).to_be_hidden()
-            expect(page.locator("#tasks th")).to_have_count(8)
+            expect(page.locator("#tasks th")).to_have_count(9)
             assert page.get_attribute("body", "data-loaded") is None
             assert "loading" not in page.inner_text("body").lower()
         finally:
             browser.close()
+
+
+def test_cancel_from_the_dashboard(server: str) -> None:
+    """A queued task's Cancel button: the task ends cancelled, the card counts it."""
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = chromium_path()
+    with httpx.Client(base_url=server, timeout=10) as http:
+        task_id = http.post("/export-later").json()["task_id"]
+        wait_for_task(http, task_id, "queued")
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=executable, args=CHROMIUM_ARGS, headless=True
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 1000})
+                page.goto(f"{server}/_tasks#token={TOKEN}")
+                page.wait_for_selector("body[data-loaded='1']", timeout=15_000)
+                row = page.locator(f"#tasks tr[data-task-id='{task_id}']")
+                expect(row).to_have_attribute("data-status", "queued")
+                row.locator("button.cancel").click()
+                expect(page.locator("#notice")).to_contain_text(task_id)
+                expect(row).to_have_attribute("data-status", "cancelled", timeout=10_000)
+                expect(row.locator("button.cancel")).to_have_count(0)
+                expect(page.locator("#cards [data-status='cancelled'] .n")).to_have_text("1")
+            finally:
+                browser.close()
+        assert wait_for_task(http, task_id, "cancelled")["status"] == "cancelled"

@@ -157,6 +157,11 @@ def make_harness(redis_server: RedisServer) -> Iterator[Harness]:
             make_backend=make_backend,
             inject_raw=_inject,
             workers=flow_workers(env, logdir),  # type: ignore[arg-type]
+            skips={
+                "terminate_kills_the_process_running_it": "an ARQ worker runs tasks on its loop "
+                "and threads, which cannot be killed; the cancel reaches the run "
+                "(test_a_running_sync_task_sees_cancelled)",
+            },
         )
     finally:
         _stop(procs)

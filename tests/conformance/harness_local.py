@@ -55,5 +55,8 @@ def make_harness(redis_server: RedisServer) -> Iterator[Harness]:
             "concurrency_slot_of_a_killed_worker_expires": "the local executor's workers are "
             "threads of the app process: none can be killed alone (tests/background/test_flow.py "
             "covers a lease that is not renewed expiring)",
+            "terminate_kills_the_process_running_it": "the local executor runs tasks on threads "
+            "and its loop, which cannot be killed; the cancel reaches the run "
+            "(test_a_running_sync_task_sees_cancelled)",
         },
     )

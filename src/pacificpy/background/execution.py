@@ -21,7 +21,7 @@ import traceback as tb_module
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pacificpy.background import _codec, flow, registry
+from pacificpy.background import _codec, cancellation, flow, registry
 from pacificpy.background.backends.state import Ending
 from pacificpy.background.config import get_task_monitor, run_wrappers
 from pacificpy.background.dead_letter import DeadLetter
@@ -37,6 +37,7 @@ from pacificpy.background.task import (
 from pacificpy.errors import (
     MessageRejected,
     TaskArgumentError,
+    TaskCancelled,
     TaskNotFound,
     TaskTimeout,
 )
@@ -76,8 +77,8 @@ class Decision:
     ``kind`` is ``completed``, ``retry`` (re-enqueue ``next_envelope`` after ``delay``
     seconds), ``defer`` (a concurrency or rate limit held the start back: re-enqueue the
     same attempt after ``delay``, nothing spent), ``failed`` (final failure: store
-    ``outcome``, keep ``dead_letter``) or ``dead`` (could not be run: keep
-    ``dead_letter``, store ``outcome`` if the id is known).
+    ``outcome``, keep ``dead_letter``), ``dead`` (could not be run: keep
+    ``dead_letter``, store ``outcome`` if the id is known) or ``cancelled`` (``handle.cancel()`` stopped it: store ``outcome``, never a letter).
     """
 
     kind: str
@@ -165,24 +166,46 @@ def prepare(
     return env, spec
 
 
+class _Refused(Exception):
+    """The delivery arrived for a cancelled task (it has a tombstone): it never starts."""
+
+
 class _running:
-    """Context of one task run: ``current_task()`` set, ``task_running`` recorded.
+    """Context of one task run: registered for cancels, refused if cancelled already,
+    ``current_task()`` set, ``task_running`` recorded.
 
     A class rather than a ``@contextmanager`` generator: it is entered once per task, and
     the generator machinery cost about as much as the rest of the bookkeeping.
     """
 
-    __slots__ = ("_env", "_stack", "_token")
+    __slots__ = ("_env", "_stack", "_state", "_token", "run")
 
-    def __init__(self, env: TaskEnvelope) -> None:
+    def __init__(self, env: TaskEnvelope, state: TaskState | None = None) -> None:
         self._env = env
+        self._state = state
         self._stack: contextlib.ExitStack | None = None
+        self.run: cancellation.Run | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        """True if a cancel reached this run (before or while it ran)."""
+        run = self.run
+        return run is not None and run.cancelled
 
     def __enter__(self) -> None:
         env = self._env
+        # Registered first, then the tombstone checked: a cancel laid in between is seen by
+        # the check or reaches the registered run, never neither.
+        run = self.run = cancellation.register(env.task_id)
+        state = self._state
+        if state is not None and state.is_cancelled(env.task_id):
+            run.cancelled = True
+            cancellation.unregister(run)
+            raise _Refused
         ctx = TaskContext(
-            env.task_id, env.task_name, env.attempt, env.queue, env.enqueued_at, env.parent_id
-        )
+            env.task_id, env.task_name, env.attempt, env.queue, env.enqueued_at, env.parent_id,
+            run,
+        )  # fmt: skip
         self._token = _current.set(ctx)
         try:  # inlined _monitor_safely: this runs once per task
             get_task_monitor().task_running(env)
@@ -196,6 +219,7 @@ class _running:
             except BaseException:
                 stack.close()
                 _current.reset(self._token)
+                cancellation.unregister(run)
                 raise
             self._stack = stack
 
@@ -205,6 +229,17 @@ class _running:
                 self._stack.__exit__(*exc_info)  # a wrapper never swallows the task's error
         finally:
             _current.reset(self._token)
+            if self.run is not None:
+                cancellation.unregister(self.run)
+
+
+def cancelled_error(env: TaskEnvelope) -> TaskCancelled:
+    """The exception a cancelled run is concluded with."""
+    return TaskCancelled(
+        f"task {env.task_name} {env.task_id} was cancelled",
+        task_id=env.task_id,
+        task_name=env.task_name,
+    )
 
 
 def conclude(
@@ -221,6 +256,17 @@ def conclude(
     ``data`` (the message as received) is kept in the dead letter so it can be requeued.
     """
     duration = time.perf_counter() - started
+    if isinstance(exc, TaskCancelled):
+        # The canceller recorded it (monitor, outcome); the run only stops and settles.
+        logger.info("task %s %s cancelled (attempt %d)", env.task_name, env.task_id, env.attempt)
+        outcome = Outcome(
+            TaskStatus.CANCELLED,
+            error="cancelled",
+            error_type="TaskCancelled",
+            attempts=env.attempt,
+            finished_at=time.time(),
+        )
+        return Decision("cancelled", env, outcome=outcome)
     if exc is None:
         try:  # inlined _monitor_safely: this runs once per task
             get_task_monitor().task_completed(env, value, duration)
@@ -357,10 +403,14 @@ async def execute(
         finally:
             await ticket.arelease()
     started = time.perf_counter()
+    running = _running(env, backend.state)
     try:
-        with _running(env):
+        with running:
             args, kwargs = spec.plan.from_wire(env.args, env.kwargs)  # declared types
             if spec.is_async:
+                task = asyncio.current_task()
+                if task is not None and running.run is not None:
+                    running.run.attach(task)
                 coro = spec.fn(*args, **kwargs)
                 value = await (_limited(coro, spec.timeout) if spec.timeout else coro)
             else:
@@ -368,12 +418,26 @@ async def execute(
                 call = functools.partial(contextvars.copy_context().run, spec.fn, *args, **kwargs)
                 fut = loop.run_in_executor(thread_executor, call)
                 value = await (_limited(asyncio.shield(fut), spec.timeout) if spec.timeout else fut)
+    except _Refused:
+        return conclude(env, spec, started, exc=cancelled_error(env), data=data)
+    except asyncio.CancelledError:
+        if not running.cancelled:
+            raise  # the worker is shutting down: not ours to record
+        uncancel = getattr(asyncio.current_task(), "uncancel", None)  # Python 3.11+
+        if uncancel is not None:
+            uncancel()  # the cancel was ours, and it is handled here
+        return conclude(env, spec, started, exc=cancelled_error(env), data=data)
     except _OverTime:
+        if running.cancelled:
+            return conclude(env, spec, started, exc=cancelled_error(env), data=data)
         if not spec.is_async:
             _thread_runs_on(env, spec, fut)
         return conclude(env, spec, started, exc=timeout_error(spec), data=data)
     except (Exception, SystemExit) as exc:  # a task calling sys.exit() must not end a worker
-        return conclude(env, spec, started, exc=exc, data=data)
+        error = cancelled_error(env) if running.cancelled else exc
+        return conclude(env, spec, started, exc=error, data=data)
+    if running.cancelled:  # it returned after the cancel reached it: the cancel stands
+        return conclude(env, spec, started, exc=cancelled_error(env), data=data)
     return conclude(env, spec, started, value=value)
 
 
@@ -395,26 +459,47 @@ def _thread_runs_on(env: TaskEnvelope, spec: TaskSpec, fut: asyncio.Future[Any])
     fut.add_done_callback(returned)
 
 
-def call_sync(env: TaskEnvelope, spec: TaskSpec) -> tuple[Any, BaseException | None]:
+async def _attached(awaitable: Awaitable[Any], run: cancellation.Run | None) -> Any:
+    """Await ``awaitable`` in a task a cancel of ``run`` can reach."""
+    task = asyncio.current_task()
+    if run is not None and task is not None:
+        run.attach(task)
+    return await awaitable
+
+
+def call_sync(
+    env: TaskEnvelope, spec: TaskSpec, state: TaskState | None = None
+) -> tuple[Any, BaseException | None]:
     """Call the task in this thread with its context set; ``(value, None)`` or ``(None, exc)``.
 
     An async function runs on a fresh event loop with its timeout applied; a sync one
-    is called directly and its timeout is the caller's to enforce.
+    is called directly and its timeout is the caller's to enforce. With ``state`` a
+    cancelled task (a tombstone in it) is refused before it starts, and a run a cancel
+    reached ends with ``TaskCancelled``.
     """
+    running = _running(env, state)
     try:
-        with _running(env):
+        with running:
             args, kwargs = spec.plan.from_wire(env.args, env.kwargs)  # declared types
             if spec.is_async:
                 coro = spec.fn(*args, **kwargs)
-                return (
-                    asyncio.run(_limited(coro, spec.timeout) if spec.timeout else coro),
-                    None,
-                )
-            return spec.fn(*args, **kwargs), None
+                limited = _limited(coro, spec.timeout) if spec.timeout else coro
+                value = asyncio.run(_attached(limited, running.run))
+            else:
+                value = spec.fn(*args, **kwargs)
+    except _Refused:
+        return None, cancelled_error(env)
     except _OverTime:
-        return None, timeout_error(spec)
+        return None, cancelled_error(env) if running.cancelled else timeout_error(spec)
+    except asyncio.CancelledError:
+        if not running.cancelled:
+            raise
+        return None, cancelled_error(env)
     except (Exception, SystemExit) as exc:  # a task calling sys.exit() must not end a worker
-        return None, exc
+        return None, cancelled_error(env) if running.cancelled else exc
+    if running.cancelled:  # it returned after the cancel reached it: the cancel stands
+        return None, cancelled_error(env)
+    return value, None
 
 
 def execute_sync(
@@ -445,7 +530,7 @@ def execute_sync(
             ),
         )
     started = time.perf_counter()
-    value, exc = call_sync(env, spec)
+    value, exc = call_sync(env, spec, backend.state)
     if exc is not None and timeout_errors and isinstance(exc, timeout_errors):
         exc = timeout_error(spec)
     if exc is not None:

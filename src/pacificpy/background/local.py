@@ -425,7 +425,7 @@ class LocalExecutor(InMemoryBackend):
     def _run_prepared(self, message: Message, env: TaskEnvelope, spec: TaskSpec) -> bool:
         if not spec.timeout:
             started = time.perf_counter()
-            value, exc = execution.call_sync(env, spec)
+            value, exc = execution.call_sync(env, spec, self.state)
             self._settle(
                 execution.conclude(env, spec, started, value=value, exc=exc, data=message.data),
                 message,
@@ -451,7 +451,7 @@ class LocalExecutor(InMemoryBackend):
 
         assert spec.timeout is not None
         self._scheduler.at(time.monotonic() + spec.timeout, on_timeout)
-        value, exc = execution.call_sync(env, spec)
+        value, exc = execution.call_sync(env, spec, self.state)
         if not claim.acquire(blocking=False):
             logger.warning(
                 "timed-out task %s %s finally returned; its result is discarded",
@@ -541,6 +541,29 @@ class LocalExecutor(InMemoryBackend):
             self._done(message)
         execution.settle(decision, message.data, self.state, self._publish_retry,
                          signing_key=self.signing_key)  # fmt: skip
+
+    def cancel_sync(self, task_id: str, *, terminate: bool = False, name: str = "") -> bool:
+        """:meth:`BackgroundBackend.cancel_sync`; a task waiting out a countdown or a retry
+        delay here is also dropped at once, so it holds neither ``join()`` nor shutdown."""
+        stopped = super().cancel_sync(task_id, terminate=terminate, name=name)
+        if stopped:
+            self._drop_delayed(task_id)
+        return stopped
+
+    def _drop_delayed(self, task_id: str) -> None:
+        with self._lock:
+            pending = self._delayed.pop(task_id, None)
+            if pending is None:
+                return
+            pending.cancelled = True
+            q = pending.message.queue
+            self._waiting[q] = self._waiting.get(q, 1) - 1
+            self._waiting_total -= 1
+            if not self._waiting_total and not self._running:
+                self._idle.notify_all()
+        env = pending.message.envelope
+        if env.idempotency_key:  # as the refused delivery would have (a new call may run)
+            self.state.release(env.task_name, env.idempotency_key)
 
     def _publish_retry(self, message: Message, delay: float) -> None:
         self._put(message, delay, enforce_limit=False)

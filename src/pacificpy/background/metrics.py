@@ -13,6 +13,8 @@ process sharing it):
 ``pacificpy_tasks_throttled_total`` counter   starts a ``concurrency=`` or ``rate_limit=``
                                               held back (each deferred once more), by
                                               ``name``
+                                              ``retrying``, ``dead``, ``abandoned``,
+                                              ``cancelled``)
 ``pacificpy_task_duration_seconds`` histogram run time of tasks that completed or failed
                                               for good (their last attempt), by ``name``
 ``pacificpy_queue_length``          gauge     tasks waiting, by ``queue``, read from the

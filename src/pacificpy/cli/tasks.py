@@ -8,6 +8,7 @@ and the monitor, as ``celery -A`` does; it is imported from the current director
     pacificpy tasks -A myapp dlq list
     pacificpy tasks -A myapp dlq requeue LETTER_ID
     pacificpy tasks -A myapp dlq purge --yes
+    pacificpy tasks -A myapp cancel TASK_ID [--terminate]
 
 Task records come from the monitor the module configures, so they cover other processes
 only with the Redis monitor store (``configure_task_monitor(redis_url=...)``); dead letters
@@ -38,6 +39,7 @@ _STYLES = {
     "retrying": "yellow",
     "queued": "cyan",
     "abandoned": "magenta",
+    "cancelled": "magenta",
 }
 
 
@@ -361,3 +363,29 @@ def dlq_purge(ctx: click.Context, yes: bool) -> None:
         click.confirm("Delete every dead letter?", abort=True)
     purged = get_backend().purge_dead_letters_sync()
     click.echo(f"purged {purged} dead letters")
+
+
+@command.command("cancel")
+@click.argument("task_id")
+@click.option(
+    "--terminate", is_flag=True, help="Also kill the process running it (Celery's prefork pool)."
+)
+@click.pass_context
+def cancel_command(ctx: click.Context, task_id: str, terminate: bool) -> None:
+    """Cancel task TASK_ID: it never starts, or is stopped where it runs.
+
+    Exit status 1 when the task had already finished (nothing is changed then).
+    """
+    from pacificpy.background.decorators import get_backend
+
+    app = _app(ctx)
+    backend = get_backend()
+    if backend.kind == "local" and app != THIS_PROCESS:
+        raise click.ClickException(
+            "the local executor runs tasks inside the app's own process, which this command "
+            "cannot reach: cancel them there (await handle.cancel()), or from the dashboard"
+        )
+    if backend.cancel_sync(task_id, terminate=terminate):
+        click.echo(f"cancelled task {task_id}")
+        return
+    raise click.ClickException(f"task {task_id} had already finished; nothing was changed")

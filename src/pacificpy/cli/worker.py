@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from pacificpy.cli._loading import load_module
-from pacificpy.errors import BackendNotAvailable
+from pacificpy.errors import BackendError, BackendNotAvailable
 
 __all__ = ["command"]
 
@@ -80,5 +80,8 @@ def command(module: str, workers: int | None, queues: str | None, log_level: str
     params = inspect.signature(run).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         offered = {k: v for k, v in offered.items() if k in params}
-    code = run(**offered)
+    try:
+        code = run(**offered)
+    except BackendError as exc:  # a backend that cannot start its workers says why
+        raise click.ClickException(str(exc)) from exc
     sys.exit(int(code or 0))

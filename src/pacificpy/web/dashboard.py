@@ -14,6 +14,8 @@ POST   ``dead-letters/{id}/requeue``    requeue one (a fresh first attempt, same
                                         404 unknown id, 409 not requeueable, 422 no longer
                                         decodes (the letter stays), 503 backend refused
 POST   ``dead-letters/purge``           delete them all
+POST   ``tasks/{id}/cancel``            cancel a task (``handle.cancel()``); 409 if it had
+                                        finished (nothing changed)
 ====== ================================ ================================================
 
 The page holds no data, so it is served to anyone; it asks for the token (a form, or a
@@ -117,7 +119,7 @@ def dashboard_routes(path: str = "/_tasks", token: str | None = None) -> list[Ba
     Args:
         path: where the page is served; the API is under ``path + "/api/"``.
         token: when given, every API route needs ``Authorization: Bearer <token>``;
-            without it the mutating routes (requeue, purge) answer 403.
+            without it the mutating routes (requeue, purge, cancel) answer 403.
 
     Raises:
         ConfigurationError: ``token`` is empty or blank.
@@ -134,7 +136,8 @@ def dashboard_routes(path: str = "/_tasks", token: str | None = None) -> list[Ba
         if token is None:
             raise HTTPException(
                 403,
-                "Requeue and purge need a dashboard token: app.include_task_dashboard(token=...)",
+                "Requeue, purge and cancel need a dashboard token: "
+                "app.include_task_dashboard(token=...)",
             )
         guard(request)
 
@@ -217,6 +220,14 @@ def dashboard_routes(path: str = "/_tasks", token: str | None = None) -> list[Ba
         logger.info("%d dead letters purged from the dashboard", purged)
         return {"purged": purged}
 
+    def cancel(request: Request) -> dict[str, Any]:
+        guard_mutation(request)
+        task_id = request.path_params["task_id"]
+        if not get_backend().get_handle(task_id).cancel_sync():
+            raise HTTPException(409, f"Task {task_id!r} had already finished; nothing changed")
+        logger.info("task %s cancelled from the dashboard", task_id)
+        return {"cancelled": task_id}
+
     def get(route_path: str, handler: Handler) -> Route:
         return Route(route_path, handler, methods=["GET"], include_in_schema=False)
 
@@ -232,4 +243,5 @@ def dashboard_routes(path: str = "/_tasks", token: str | None = None) -> list[Ba
         get(api + "/dead-letters", dead_letters),
         post(api + "/dead-letters/purge", purge),
         post(api + "/dead-letters/{letter_id}/requeue", requeue),
+        post(api + "/tasks/{task_id}/cancel", cancel),
     ]

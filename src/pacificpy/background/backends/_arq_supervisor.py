@@ -42,16 +42,16 @@ class _Slot:
     restart_at: float = 0.0
 
 
-def _spawn(slot: _Slot, module: str, log_level: str) -> None:
-    cmd = [sys.executable, "-m", __name__, module, "--parent", str(os.getpid())]
+def _spawn(slot: _Slot, module: str, log_level: str, child: str, label: str) -> None:
+    cmd = [sys.executable, "-m", child, module, "--parent", str(os.getpid())]
     cmd += ["--log-level", log_level]
     if slot.queue:
         cmd += ["--queue", slot.queue]
     slot.proc = subprocess.Popen(cmd, start_new_session=True)
     slot.started = time.monotonic()
     logger.info(
-        "started ARQ worker %d (pid %d) for queue %s",
-        slot.index, slot.proc.pid, slot.queue or "default",
+        "started %s worker %d (pid %d) for queue %s",
+        label, slot.index, slot.proc.pid, slot.queue or "default",
     )  # fmt: skip
 
 
@@ -62,8 +62,14 @@ def supervise(
     queues: list[str | None],
     grace: float,
     log_level: str = "info",
+    child: str = __name__,
+    label: str = "ARQ",
 ) -> int:
-    """Run ``workers`` processes per queue until SIGINT/SIGTERM; return the exit code."""
+    """Run ``workers`` processes per queue until SIGINT/SIGTERM; return the exit code.
+
+    Each process runs ``python -m child MODULE --parent PID [--queue Q]`` (the SQLite
+    backend passes its own ``child`` module, and its queues joined by commas as one Q).
+    """
     stop = threading.Event()
     received: list[int] = []
 
@@ -77,14 +83,14 @@ def supervise(
     ]
     try:
         for slot in slots:
-            _spawn(slot, module, log_level)
+            _spawn(slot, module, log_level, child, label)
         while not stop.wait(0.2):
             now = time.monotonic()
             for slot in slots:
                 proc = slot.proc
                 if proc is None:
                     if now >= slot.restart_at:
-                        _spawn(slot, module, log_level)
+                        _spawn(slot, module, log_level, child, label)
                     continue
                 code = proc.poll()
                 if code is None:
@@ -94,23 +100,24 @@ def supervise(
                 backoff = min(_MAX_BACKOFF, 0.5 * 2 ** (slot.quick_deaths - 1))
                 backoff = backoff if slot.quick_deaths else 0.0
                 logger.warning(
-                    "ARQ worker %d (pid %d) exited with code %s after %.1fs; restarting it%s",
-                    slot.index, proc.pid, code, lived,
+                    "%s worker %d (pid %d) exited with code %s after %.1fs; restarting it%s",
+                    label, slot.index, proc.pid, code, lived,
                     f" in {backoff:.1f}s" if backoff else "",
                 )  # fmt: skip
                 slot.proc = None
                 slot.restart_at = now + backoff
         name = signal.Signals(received[0]).name if received else "signal"
         logger.info(
-            "%s received: stopping %d ARQ workers (grace period %.1fs)", name, len(slots), grace
-        )
-        return _stop_all(slots, grace)
+            "%s received: stopping %d %s workers (grace period %.1fs)",
+            name, len(slots), label, grace,
+        )  # fmt: skip
+        return _stop_all(slots, grace, label)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
-def _stop_all(slots: list[_Slot], grace: float) -> int:
+def _stop_all(slots: list[_Slot], grace: float, label: str = "ARQ") -> int:
     procs = [s.proc for s in slots if s.proc is not None and s.proc.poll() is None]
     for proc in procs:
         try:
@@ -122,10 +129,10 @@ def _stop_all(slots: list[_Slot], grace: float) -> int:
         try:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            logger.error("ARQ worker pid %d did not stop in time; killing it", proc.pid)
+            logger.error("%s worker pid %d did not stop in time; killing it", label, proc.pid)
             proc.kill()
             proc.wait()
-    logger.info("all ARQ workers stopped")
+    logger.info("all %s workers stopped", label)
     return 0
 
 

@@ -324,6 +324,13 @@ class CeleryBackgroundBackend(BackgroundBackend):
         message = Message(env, data)
         self._push(message, None, name or "pacificpy.unknown")
 
+    # -- cancellation --------------------------------------------------------------------
+    def terminate(self, task_id: str) -> None:
+        """Kill the pool process running ``task_id`` (``cancel(terminate=True)``): Celery's
+        ``revoke(terminate=True, signal="SIGKILL")``, broadcast to the workers. The pool
+        starts a new process; the message, if it comes back, meets the tombstone."""
+        self.celery_app.control.revoke(task_id, terminate=True, signal="SIGKILL")
+
     # -- status ------------------------------------------------------------------------
     def queued_hint(self, task_id: str) -> str:
         """Celery keeps no "running" mark of its own: before the outcome, the status is the

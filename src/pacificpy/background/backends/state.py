@@ -16,10 +16,11 @@ The state holds:
 - flow control: each limited task's concurrency leases (a slot per running start,
   expiring unless renewed) and rate window (recent start times), see
   :mod:`pacificpy.background.flow`.
+- tombstones: a cancelled task id, refused when its delivery arrives, for a TTL
+  (:meth:`TaskState.cancel`, :meth:`TaskState.is_cancelled`).
 
-Room is kept for tombstones (a cancelled id, refused when it arrives) and leases (a
-running task's claim, renewed while it runs): they will be methods of this class, with a
-default that says the state does not keep them.
+Room is kept for leases (a running task's claim, renewed while it runs): they will be
+methods of this class, with a default that says the state does not keep them.
 
 Two implementations: :class:`MemoryTaskState` here (the local executor, eager and
 capturing backends) and :class:`~pacificpy.background.backends.redis.state.RedisTaskState`
@@ -143,6 +144,27 @@ class TaskState(abc.ABC):
     def forget_deliveries(self, task_id: str, attempt: int) -> None:
         """The attempt ended: drop its count."""
 
+    # -- tombstones (cancellation) -------------------------------------------------------
+    #: False for a state that keeps no tombstones: its tasks cannot be cancelled.
+    keeps_tombstones: bool = False
+
+    def cancel(self, task_id: str, outcome: Outcome, ttl: float) -> bool:
+        """Lay a tombstone for ``task_id`` for ``ttl`` seconds and store ``outcome`` (its
+        ``cancelled`` outcome), unless it already has an outcome; then tell every process
+        running tasks of this state (:func:`pacificpy.background.cancellation.deliver`),
+        promptly, not at its next poll.
+
+        Returns:
+            True if the tombstone was laid; False if the task had finished (nothing
+            changed).
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no tombstones")
+
+    def is_cancelled(self, task_id: str) -> bool:
+        """True while ``task_id`` has a tombstone. Asked when every delivery arrives, before
+        the task runs: a state answers from memory (no I/O per task)."""
+        return False
+
     # -- the end of a delivery -----------------------------------------------------------
     def finish(self, end: Ending) -> None:
         """Everything a delivery writes when it ends (a state may do it in one round trip):
@@ -232,6 +254,27 @@ class MemoryTaskState(TaskState):
         self._flow_lock = threading.Lock()
         self._slots: dict[str, dict[str, float]] = {}  # task name -> holder -> lease expiry
         self._starts: dict[str, deque[float]] = {}  # task name -> start times, oldest first
+        self.tombstones: dict[str, float] = {}  # task id -> expiry (clock)
+
+    keeps_tombstones = True
+
+    def cancel(self, task_id: str, outcome: Outcome, ttl: float) -> bool:
+        from pacificpy.background import cancellation
+
+        with self._keys_lock:
+            if self.outcomes.get(task_id) is not None:
+                return False
+            now = self._clock()
+            if len(self.tombstones) > 1024:
+                self.tombstones = {k: e for k, e in self.tombstones.items() if e > now}
+            self.tombstones[task_id] = now + ttl
+            self.outcomes.post(task_id, outcome)
+        cancellation.deliver(task_id)
+        return True
+
+    def is_cancelled(self, task_id: str) -> bool:
+        expires = self.tombstones.get(task_id)
+        return expires is not None and expires > self._clock()
 
     def get_outcome(self, task_id: str) -> Outcome | None:
         return self.outcomes.get(task_id)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pacificpy.types import TaskStatus
 
 if TYPE_CHECKING:
-    from pacificpy.background.task import TaskEnvelope
+    from pacificpy.background.task import TaskContext, TaskEnvelope
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -52,6 +52,10 @@ class TaskRecord:
     traceback: str | None = None
     parent_id: str | None = None
     updated_at: float = 0.0
+    #: The latest ``current_task().set_progress(done, total, message)`` (None: none yet).
+    progress_done: float | None = None
+    progress_total: float | None = None
+    progress_message: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (``status`` as its string value)."""
@@ -133,6 +137,18 @@ class MonitorStore(abc.ABC):
         """A start of ``env`` was held back by its ``limit`` (``"concurrency"`` or
         ``"rate_limit"``) and deferred; the record stays as it was. Counted only."""
 
+    def task_cancelled(self, task_id: str, name: str | None) -> None:
+        """``handle.cancel()`` stopped the task (recorded once, by the canceller).
+
+        By default a hand-reported status change; the stores that order events override it.
+        """
+        self.update_status(task_id, TaskStatus.CANCELLED)
+
+    def task_progress(  # noqa: B027 - optional: a store may keep no progress
+        self, ctx: TaskContext, done: float, total: float | None, message: str | None
+    ) -> None:
+        """The running task reported its progress (``current_task().set_progress``)."""
+
     @abc.abstractmethod
     def record_start(self, task_id: str, name: str) -> None:
         """Hand-reported start: ``running``, one more attempt."""
@@ -185,6 +201,7 @@ class NullMonitorStore(MonitorStore):
 
     task_queued = task_running = task_completed = task_failed = _noop  # type: ignore[assignment]
     task_retrying = task_dead = task_abandoned = record_start = _noop  # type: ignore[assignment]
+    task_cancelled = task_progress = _noop  # type: ignore[assignment]
     update_status = record_metric = _noop  # type: ignore[assignment]
 
     def get(self, task_id: str) -> TaskRecord | None:

@@ -10,6 +10,8 @@
     P:deliveries:<id>:<n>     int    how many times a worker began attempt n (poison guard)
     P:flow:slots:<name>       zset   holder -> lease expiry (ms): task name's concurrency slots
     P:flow:starts:<name>      zset   holder -> start time (ms): task name's rate window
+    P:cancelled               zset   task id -> tombstone expiry (epoch seconds)
+    P:cancel:<db>             channel  "<task id> <expiry>" published on every cancel
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Keys:
         self.prefix = prefix
         self.dlq = f"{prefix}:dlq"
         self.dlq_index = f"{prefix}:dlq:index"
+        self.cancelled = f"{prefix}:cancelled"
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -43,6 +46,10 @@ class Keys:
 
     def flow_starts(self, name: str) -> str:
         return f"{self.prefix}:flow:starts:{name}"
+
+    def cancel_channel(self, db: int) -> str:
+        """The pub/sub channel of cancels in database ``db`` (channels span databases)."""
+        return f"{self.prefix}:cancel:{db}"
 
     def idem(self, name: str, key: str) -> str:
         """The key of task ``name``'s idempotency key ``key``: one per pair.

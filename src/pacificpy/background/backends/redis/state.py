@@ -5,10 +5,13 @@ ones ``redis.asyncio``, one client per event loop, so it works from any loop or 
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from pacificpy.background import cancellation
+from pacificpy.background.backends.redis.cancels import CancelWatcher, database
 from pacificpy.background.backends.redis.clients import RedisClients
 from pacificpy.background.backends.redis.keys import Keys
 from pacificpy.background.backends.state import Ending, TaskState
@@ -41,6 +44,7 @@ class RedisTaskState(TaskState):
         self.keys = Keys(prefix)
         self.clients = RedisClients(url)
         self._trim_keys = [self.keys.dlq, self.keys.dlq_index]
+        self.watcher = CancelWatcher(self.clients, self.keys)
 
     # -- clients -------------------------------------------------------------------------
     @property
@@ -56,6 +60,7 @@ class RedisTaskState(TaskState):
         await self.clients.aclose()
 
     def close(self) -> None:
+        self.watcher.stop()
         self.clients.close()
 
     def key(self, *parts: str) -> str:
@@ -72,6 +77,10 @@ class RedisTaskState(TaskState):
     def load_outcome(self, raw: bytes | None) -> Outcome | None:
         """The outcome stored as ``raw`` (None: no outcome yet)."""
         return Outcome.from_dict(orjson.loads(raw)) if raw else None
+
+    def dump_outcome(self, task_id: str, outcome: Outcome) -> bytes:
+        """``outcome`` as :meth:`load_outcome` reads it back."""
+        return orjson.dumps(outcome.to_dict())
 
     def get_outcome(self, task_id: str) -> Outcome | None:
         return self.load_outcome(self.sync.get(self.outcome_key(task_id)))
@@ -184,6 +193,29 @@ class RedisTaskState(TaskState):
 
     async def arelease_slot(self, name: str, holder: str) -> None:
         await self.aio().zrem(self.keys.flow_slots(name), holder)
+
+    # -- tombstones --------------------------------------------------------------------
+    keeps_tombstones = True
+
+    def cancel(self, task_id: str, outcome: Outcome, ttl: float) -> bool:
+        now = time.time()
+        args = [
+            task_id,
+            repr(now + ttl),
+            repr(now),
+            self.dump_outcome(task_id, outcome),
+            max(1, int(self.result_ttl)),
+            self.keys.cancel_channel(database(self.clients)),
+        ]
+        laid = bool(
+            self.clients.script("cancel")([self.outcome_key(task_id), self.keys.cancelled], args)
+        )
+        if laid:
+            cancellation.deliver(task_id)  # it may run in this very process
+        return laid
+
+    def is_cancelled(self, task_id: str) -> bool:
+        return self.watcher.is_cancelled(task_id)
 
     # -- the end of a delivery, in one round trip ----------------------------------------
     def _finish_pipe(self, client: Any, end: Ending) -> Any:
