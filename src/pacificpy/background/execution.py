@@ -78,7 +78,8 @@ class Decision:
     seconds), ``defer`` (a concurrency or rate limit held the start back: re-enqueue the
     same attempt after ``delay``, nothing spent), ``failed`` (final failure: store
     ``outcome``, keep ``dead_letter``), ``dead`` (could not be run: keep
-    ``dead_letter``, store ``outcome`` if the id is known) or ``cancelled`` (``handle.cancel()`` stopped it: store ``outcome``, never a letter).
+    ``dead_letter``, store ``outcome`` if the id is known) or ``cancelled``
+    (``handle.cancel()`` stopped it: store ``outcome``, never a letter).
     """
 
     kind: str
