@@ -17,7 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
-from pacificpy.background import _codec, registry
+from pacificpy.background import _codec, registry, schedules
 from pacificpy.background.backend import BackgroundBackend
 from pacificpy.background.config import (
     get_backend,
@@ -244,6 +244,9 @@ def background(
     retry_on: tuple[type[BaseException], ...] | type[BaseException] = (Exception,),
     timeout: float | None = None,
     serializer: str = "json",
+    schedule: str | dt.timedelta | None = None,
+    schedule_tz: str = "UTC",
+    missed: str = "skip",
 ) -> _TaskDecorator: ...
 def background(
     fn: Callable[..., Any] | None = None,
@@ -257,6 +260,9 @@ def background(
     retry_on: tuple[type[BaseException], ...] | type[BaseException] = (Exception,),
     timeout: float | None = None,
     serializer: str = "json",
+    schedule: str | dt.timedelta | None = None,
+    schedule_tz: str = "UTC",
+    missed: str = "skip",
 ) -> Any:
     """Declare a background task, bare (``@background``) or with options.
 
@@ -270,6 +276,12 @@ def background(
         retry_on: exception types that earn a retry (``Retry`` always does).
         timeout: seconds an attempt may run; a timeout is a failed attempt.
         serializer: ``"json"`` (default) or ``"pickle"`` (opt-in, see the docs).
+        schedule: run periodically: a cron expression (5 fields, or 6 with seconds first)
+            or a ``datetime.timedelta``; each slot runs once across every process (see
+            ``docs/schedules.md``). The task must take no required arguments.
+        schedule_tz: the time zone a cron expression is read in (an IANA name).
+        missed: after every process was down over some slots, ``"skip"`` them or run
+            ``"once"`` for them.
 
     Raises:
         ConfigurationError: a different function already has this name, or an option is
@@ -287,6 +299,9 @@ def background(
         policy = RetryPolicy(retries, retry_backoff, retry_backoff_max, retry_jitter, retry_on)
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
+    planned = None
+    if schedule is not None:
+        planned = schedules.parse_schedule(schedule, schedule_tz, missed)
 
     def decorate(func: Callable[..., Any]) -> BackgroundTask[Any, Any]:
         if isinstance(func, BackgroundTask):
@@ -294,6 +309,8 @@ def background(
         if not callable(func):
             raise ConfigurationError(f"@background needs a function, not {func!r}")
         task_name = name or f"{func.__module__}.{func.__qualname__}"
+        if planned is not None:
+            schedules.check_no_required_args(func, task_name)
         spec = TaskSpec(
             func,
             name=task_name,
@@ -303,7 +320,10 @@ def background(
             serializer=serializer,
         )
         registry.register(spec)
-        return BackgroundTask(func, spec)
+        task: BackgroundTask[Any, Any] = BackgroundTask(func, spec)
+        if planned is not None:
+            schedules.register(task, planned)
+        return task
 
     if fn is not None:
         return decorate(fn)

@@ -175,8 +175,9 @@ class _running:
     def __enter__(self) -> None:
         env = self._env
         ctx = TaskContext(
-            env.task_id, env.task_name, env.attempt, env.queue, env.enqueued_at, env.parent_id
-        )
+            env.task_id, env.task_name, env.attempt, env.queue, env.enqueued_at, env.parent_id,
+            env.idempotency_key,
+        )  # fmt: skip
         self._token = _current.set(ctx)
         try:  # inlined _monitor_safely: this runs once per task
             get_task_monitor().task_running(env)

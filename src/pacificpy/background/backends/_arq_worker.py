@@ -45,6 +45,7 @@ from pacificpy.background import execution
 from pacificpy.background.execution import Decision
 from pacificpy.background.monitor.previews import preview_call
 from pacificpy.background.task import Message
+from pacificpy.background.schedules import start_scheduler, stop_scheduler
 from pacificpy.errors import MessageRejected
 
 if TYPE_CHECKING:
@@ -327,9 +328,11 @@ class WorkerState:
             "PacificPy ARQ worker ready (max_jobs=%d, lease %.1fs, max_deliveries=%d)",
             self.backend.max_jobs, self.lease, self.backend.max_deliveries,
         )  # fmt: skip
+        start_scheduler(self.backend)
 
     async def on_shutdown(self, ctx: dict[str, Any]) -> None:
         """ARQ ``on_shutdown``: stop the lease refresher and the thread pool."""
+        stop_scheduler()
         beat, self._heartbeat = self._heartbeat, None
         if beat is not None:
             beat.cancel()

@@ -12,7 +12,9 @@ The state holds:
 - outcomes: the final :class:`~pacificpy.background.task.Outcome` of a task id;
 - dead letters: what could not run or failed for good, newest first;
 - idempotency keys: ``(task name, key)`` held by the first task that took it, for a TTL;
-- delivery counts: how many times a worker began one attempt (the poison guard).
+- delivery counts: how many times a worker began one attempt (the poison guard);
+- schedule slots: the last slot of each periodic task that some process enqueued
+  (:mod:`pacificpy.background.schedules`).
 
 Room is kept for tombstones (a cancelled id, refused when it arrives) and leases (a
 running task's claim, renewed while it runs): they will be methods of this class, with a
@@ -136,6 +138,23 @@ class TaskState(abc.ABC):
     def forget_deliveries(self, task_id: str, attempt: int) -> None:
         """The attempt ended: drop its count."""
 
+    # -- schedule slots (periodic tasks) ---------------------------------------------------
+    #: False for a state that does not keep schedule slots: no scheduler runs on it.
+    keeps_schedules: bool = False
+
+    def last_schedule_slot(self, name: str) -> float | None:
+        """The last slot (a Unix time) of task ``name``'s schedule that was enqueued, or
+        None if it never was (or the state does not keep slots)."""
+        return None
+
+    def advance_schedule_slot(self, name: str, slot: float) -> bool:
+        """Record ``slot`` as task ``name``'s last enqueued slot if it is later than the one
+        recorded, atomically across every process sharing the state.
+
+        Returns True for the one caller that advanced it: that caller enqueues the slot.
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no schedule slots")
+
     # -- the end of a delivery -----------------------------------------------------------
     def finish(self, end: Ending) -> None:
         """Everything a delivery writes when it ends (a state may do it in one round trip):
@@ -174,6 +193,7 @@ class MemoryTaskState(TaskState):
         self.key_expiry: list[tuple[float, tuple[str, str]]] = []  # heap by expiry
         self._keys_lock = threading.Lock()
         self._deliveries: dict[tuple[str, int], int] = {}
+        self._slots: dict[str, float] = {}
 
     def get_outcome(self, task_id: str) -> Outcome | None:
         return self.outcomes.get(task_id)
@@ -247,6 +267,19 @@ class MemoryTaskState(TaskState):
     def forget_deliveries(self, task_id: str, attempt: int) -> None:
         with self._keys_lock:
             self._deliveries.pop((task_id, attempt), None)
+
+    keeps_schedules = True
+
+    def last_schedule_slot(self, name: str) -> float | None:
+        return self._slots.get(name)
+
+    def advance_schedule_slot(self, name: str, slot: float) -> bool:
+        with self._keys_lock:
+            last = self._slots.get(name)
+            if last is not None and last >= slot:
+                return False
+            self._slots[name] = slot
+        return True
 
 
 # -- polling a state that cannot notify ------------------------------------------------------

@@ -8,6 +8,7 @@
     P:idem:<digest>           string task id, expires after the idempotency TTL; the digest
                                      is the SHA-256 of the JSON array [task name, key]
     P:deliveries:<id>:<n>     int    how many times a worker began attempt n (poison guard)
+    P:schedules               hash   task name -> its last enqueued schedule slot (Unix time)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Keys:
         self.prefix = prefix
         self.dlq = f"{prefix}:dlq"
         self.dlq_index = f"{prefix}:dlq:index"
+        self.schedules = f"{prefix}:schedules"
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))

@@ -144,6 +144,17 @@ class RedisTaskState(TaskState):
     def forget_deliveries(self, task_id: str, attempt: int) -> None:
         self.sync.delete(self.keys.deliveries(task_id, attempt))
 
+    # -- schedule slots ------------------------------------------------------------------
+    keeps_schedules = True
+
+    def last_schedule_slot(self, name: str) -> float | None:
+        raw = self.sync.hget(self.keys.schedules, name)
+        return float(raw) if raw is not None else None
+
+    def advance_schedule_slot(self, name: str, slot: float) -> bool:
+        script = self.clients.script("schedule_advance")
+        return bool(script([self.keys.schedules], [name, repr(float(slot))]))
+
     # -- the end of a delivery, in one round trip ----------------------------------------
     def _finish_pipe(self, client: Any, end: Ending) -> Any:
         pipe = client.pipeline(transaction=False)

@@ -1,0 +1,425 @@
+"""Periodic tasks (SPEC 10.3): ``@background(schedule=...)``, with no beat process.
+
+Every app process and every worker process runs a :class:`Scheduler` (a daemon thread,
+started with the backend and stopped with it). Each slot of each schedule is enqueued
+exactly once across all of them:
+
+1. At a slot, each scheduler asks the backend's ``TaskState`` to advance the schedule's
+   *last enqueued slot* to it (``advance_schedule_slot``: an atomic "set if later"). One
+   process wins; the others see the slot taken and do nothing.
+2. The winner enqueues the run with ``apply_async(idempotency_key="name@<slot ISO UTC>")``:
+   its task id is derived from the key, so the CLI and the dashboard find a slot's run
+   (and its status) from the slot alone, and an enqueue retried after an ambiguous failure
+   cannot queue the slot twice. The idempotency key alone is not the gate: a key is
+   released when its run fails for good, after which a late scheduler could claim it again.
+
+``missed="once"``: slots nobody enqueued (every process was down, or stalled past the
+slot) get one catch-up run, for the newest of them, when a scheduler next sees them.
+``missed="skip"``: they get none; a scheduler enqueues only slots that fell while it
+was running.
+
+Cron expressions are parsed by ``cronsim`` (5 fields, or 6 with seconds first), evaluated
+in ``schedule_tz``. Intervals (``datetime.timedelta``) are aligned on the Unix epoch, so
+every process computes the same slots with no coordination.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import inspect
+import logging
+import math
+import threading
+import time
+import zoneinfo
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from cronsim import CronSim, CronSimError
+
+from pacificpy.background import config
+from pacificpy.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from pacificpy.background.backend import BackgroundBackend
+    from pacificpy.background.backends.state import TaskState
+
+__all__ = [
+    "MISSED_POLICIES",
+    "Schedule",
+    "ScheduleView",
+    "Scheduler",
+    "all_schedules",
+    "get_schedule",
+    "parse_schedule",
+    "plan_slots",
+    "schedule_views",
+    "slot_key",
+    "slot_of_key",
+    "start_scheduler",
+    "stop_scheduler",
+]
+
+logger = logging.getLogger("pacificpy.background.schedules")
+
+MISSED_POLICIES = ("skip", "once")
+#: Longest the scheduler sleeps between two looks at the clock (a wall clock set back or
+#: forward is noticed within this many seconds).
+MAX_SLEEP = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """When a periodic task runs: a cron expression in a zone, or a fixed interval."""
+
+    cron: str | None
+    interval: float | None
+    tz: str
+    missed: str
+
+    @property
+    def expression(self) -> str:
+        """The schedule as a person wrote it: the cron expression, or ``every <interval>``."""
+        if self.cron is not None:
+            return self.cron
+        assert self.interval is not None
+        return f"every {dt.timedelta(seconds=self.interval)}"
+
+    def _zone(self) -> dt.tzinfo:
+        return dt.timezone.utc if self.tz == "UTC" else zoneinfo.ZoneInfo(self.tz)
+
+    def slot_at_or_before(self, now: float) -> float:
+        """The latest slot at or before ``now`` (a Unix time)."""
+        if self.interval is not None:
+            return math.floor(now / self.interval) * self.interval
+        assert self.cron is not None
+        zone = self._zone()
+        # cronsim works in whole seconds and walks strictly before its start: start one
+        # second after the whole second of ``now``.
+        start = dt.datetime.fromtimestamp(math.floor(now) + 1, dt.timezone.utc).astimezone(zone)
+        return next(CronSim(self.cron, start, reverse=True)).timestamp()
+
+    def slot_before(self, slot: float) -> float:
+        """The slot before ``slot``."""
+        if self.interval is not None:
+            return slot - self.interval
+        assert self.cron is not None
+        start = dt.datetime.fromtimestamp(slot, dt.timezone.utc).astimezone(self._zone())
+        return next(CronSim(self.cron, start, reverse=True)).timestamp()
+
+    def slot_after(self, now: float) -> float:
+        """The first slot strictly after ``now``."""
+        if self.interval is not None:
+            return (math.floor(now / self.interval) + 1) * self.interval
+        assert self.cron is not None
+        start = dt.datetime.fromtimestamp(math.floor(now), dt.timezone.utc).astimezone(self._zone())
+        return next(CronSim(self.cron, start)).timestamp()
+
+
+def parse_schedule(
+    schedule: str | dt.timedelta, tz: str = "UTC", missed: str = "skip"
+) -> Schedule:
+    """Check ``@background``'s schedule options and build the :class:`Schedule`.
+
+    Raises:
+        ConfigurationError: the expression, interval, zone or policy is invalid.
+    """
+    if missed not in MISSED_POLICIES:
+        raise ConfigurationError(f"missed must be 'skip' or 'once', not {missed!r}")
+    if not isinstance(tz, str):
+        raise ConfigurationError(f"schedule_tz must be a zone name such as 'UTC', not {tz!r}")
+    try:
+        zone = dt.timezone.utc if tz == "UTC" else zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigurationError(f"schedule_tz {tz!r} is not a known time zone: {exc}") from None
+    if isinstance(schedule, dt.timedelta):
+        seconds = schedule.total_seconds()
+        if seconds <= 0:
+            raise ConfigurationError(f"a schedule interval must be positive, not {schedule}")
+        return Schedule(None, seconds, tz, missed)
+    if not isinstance(schedule, str):
+        raise ConfigurationError(
+            "schedule must be a cron expression (str) or a datetime.timedelta, "
+            f"not {type(schedule).__name__}"
+        )
+    expr = " ".join(schedule.split())
+    if len(expr.split(" ")) not in (5, 6):
+        raise ConfigurationError(
+            f"cron expression {schedule!r} must have 5 fields (minute hour day month weekday) "
+            "or 6 (second first)"
+        )
+    try:
+        next(CronSim(expr, dt.datetime.now(zone)))
+    except (CronSimError, StopIteration) as exc:
+        raise ConfigurationError(f"invalid cron expression {schedule!r}: {exc}") from None
+    return Schedule(expr, None, tz, missed)
+
+
+def check_no_required_args(fn: Callable[..., Any], name: str) -> None:
+    """A scheduled task is called with no arguments: refuse one that requires some.
+
+    Raises:
+        ConfigurationError: a parameter has no default.
+    """
+    required = [
+        p.name
+        for p in inspect.signature(fn).parameters.values()
+        if p.default is inspect.Parameter.empty
+        and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    ]
+    if required:
+        raise ConfigurationError(
+            f"scheduled task {name} is called with no arguments, but requires "
+            f"{', '.join(required)}; give them defaults"
+        )
+
+
+# -- the declared schedules -------------------------------------------------------------------
+# Task name -> (the BackgroundTask, its Schedule). Filled as modules are imported, like the
+# task registry, so no reset_all() forgets them.
+_schedules: dict[str, tuple[Any, Schedule]] = {}
+
+
+def register(task: Any, schedule: Schedule) -> None:
+    """Record that ``task`` (a ``BackgroundTask``) runs on ``schedule``."""
+    _schedules[task.name] = (task, schedule)
+
+
+def get_schedule(name: str) -> Schedule | None:
+    """The schedule of task ``name``, or None if it has none."""
+    found = _schedules.get(name)
+    return found[1] if found is not None else None
+
+
+def all_schedules() -> dict[str, Schedule]:
+    """Every declared schedule, by task name."""
+    return {name: sched for name, (_, sched) in sorted(_schedules.items())}
+
+
+# -- slots and their keys ---------------------------------------------------------------------
+def slot_iso(slot: float) -> str:
+    """A slot as ISO 8601 in UTC (``2026-03-08T07:00:00+00:00``)."""
+    return dt.datetime.fromtimestamp(slot, dt.timezone.utc).isoformat()
+
+
+def slot_key(name: str, slot: float) -> str:
+    """The idempotency key of ``name``'s run for ``slot``: ``name@<slot ISO UTC>``."""
+    return f"{name}@{slot_iso(slot)}"
+
+
+def slot_of_key(name: str, key: str | None) -> dt.datetime | None:
+    """The slot a scheduled run's idempotency key names (None: not a scheduled run)."""
+    if key is None or name not in _schedules or not key.startswith(name + "@"):
+        return None
+    try:
+        return dt.datetime.fromisoformat(key[len(name) + 1 :])
+    except ValueError:
+        return None
+
+
+def plan_slots(schedule: Schedule, now: float, started: float, last: float | None) -> list[float]:
+    """The slots to enqueue at ``now``, oldest first; the last one is the slot to record.
+
+    ``started``: when this process's scheduler started; ``last``: the last slot any process
+    enqueued (None: the schedule never ran). The slot due now is run if it fell while this
+    scheduler was running; slots nobody enqueued before it get one catch-up run (the
+    newest of them) under ``missed="once"``, none under ``"skip"``. A schedule that never
+    ran has missed nothing.
+    """
+    due = schedule.slot_at_or_before(now)
+    if last is not None and due <= last:
+        return []
+    live = due >= started
+    runs: list[float] = []
+    if schedule.missed == "once" and last is not None:
+        newest_missed = schedule.slot_before(due) if live else due
+        if newest_missed > last:
+            runs.append(newest_missed)
+    if live:
+        runs.append(due)
+    return runs
+
+
+# -- the scheduler ----------------------------------------------------------------------------
+class Scheduler:
+    """Enqueues the declared schedules' slots from this process (a daemon thread).
+
+    Args:
+        backend: whose ``TaskState`` records the last slot of each schedule.
+        clock: the wall clock (Unix seconds); tests pass a controlled one and call
+            :meth:`tick` themselves.
+    """
+
+    def __init__(
+        self, backend: BackgroundBackend, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.backend = backend
+        self.clock = clock
+        self.started = clock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def state(self) -> TaskState:
+        return self.backend.state
+
+    def tick(self, now: float | None = None) -> list[tuple[str, float]]:
+        """Enqueue what is due at ``now`` (default: the clock); return ``(name, slot)``
+        of each run this process enqueued."""
+        now = self.clock() if now is None else now
+        sent: list[tuple[str, float]] = []
+        for name, (task, schedule) in list(_schedules.items()):
+            try:
+                sent.extend(self._tick_one(name, task, schedule, now))
+            except Exception:
+                logger.exception("scheduler: schedule of %s failed at %s", name, slot_iso(now))
+        return sent
+
+    def _tick_one(
+        self, name: str, task: Any, schedule: Schedule, now: float
+    ) -> list[tuple[str, float]]:
+        state = self.state
+        runs = plan_slots(schedule, now, self.started, state.last_schedule_slot(name))
+        if not runs or not state.advance_schedule_slot(name, runs[-1]):
+            return []  # nothing due, or another process took the slot
+        sent = []
+        for slot in runs:
+            try:
+                task.apply_async(idempotency_key=slot_key(name, slot))
+            except Exception:
+                logger.exception("scheduler: could not enqueue %s for %s", name, slot_iso(slot))
+                continue
+            sent.append((name, slot))
+        return sent
+
+    def next_wake(self, now: float) -> float:
+        """Seconds to sleep from ``now`` until the next slot of any schedule."""
+        slots = [s.slot_after(now) for _, s in list(_schedules.values())]
+        if not slots:
+            return MAX_SLEEP
+        return min(max(min(slots) - now, 0.0) + 0.001, MAX_SLEEP)
+
+    def start(self) -> None:
+        """Run :meth:`tick` at every slot on a daemon thread until :meth:`stop`."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="pacificpy-scheduler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.tick()
+            if self._stop.wait(self.next_wake(self.clock())):
+                return
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread (an enqueue in progress finishes first)."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+
+# The scheduler this process runs (None: none). Started with the backend, stopped with it.
+_scheduler: Scheduler | None = None
+_scheduler_lock = threading.Lock()
+
+
+def start_scheduler(backend: BackgroundBackend) -> Scheduler | None:
+    """Start this process's scheduler on ``backend`` if any task has a schedule.
+
+    Called when the app starts and when a worker process starts; a second call while one
+    runs does nothing. Returns the scheduler (None: no schedules, or the backend's state
+    keeps no schedules, which is logged).
+    """
+    global _scheduler
+    if not _schedules:
+        return None
+    with _scheduler_lock:
+        if _scheduler is not None:
+            return _scheduler
+        if not backend.state.keeps_schedules:
+            logger.error(
+                "the %s backend's state keeps no schedules: %d periodic task(s) will not run",
+                backend.kind, len(_schedules),
+            )  # fmt: skip
+            return None
+        _scheduler = Scheduler(backend)
+        _scheduler.start()
+    logger.info("PacificPy scheduler running %d schedule(s)", len(_schedules))
+    return _scheduler
+
+
+@config.resets(__name__, "_scheduler")
+def stop_scheduler() -> None:
+    """Stop this process's scheduler, if it runs."""
+    global _scheduler
+    with _scheduler_lock:
+        scheduler, _scheduler = _scheduler, None
+    if scheduler is not None:
+        scheduler.stop()
+
+
+# -- what the CLI and the dashboard show ------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ScheduleView:
+    """One schedule as a person sees it."""
+
+    name: str
+    expression: str
+    zone: str
+    missed: str
+    last_run: dt.datetime | None
+    last_task_id: str | None
+    last_status: str | None
+    next_run: dt.datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "expression": self.expression,
+            "zone": self.zone,
+            "missed": self.missed,
+            "last_run": self.last_run.isoformat() if self.last_run else None,
+            "last_task_id": self.last_task_id,
+            "last_status": self.last_status,
+            "next_run": self.next_run.isoformat(),
+        }
+
+
+def schedule_views(backend: BackgroundBackend, now: float | None = None) -> list[ScheduleView]:
+    """Every declared schedule with its last run (and that run's status) and next run.
+
+    The last run is what ``backend``'s state recorded (a backend whose state lives in
+    another process's memory, the local executor, shows none); its status is the
+    monitor's record of the run, else its stored outcome.
+    """
+    from pacificpy.background.decorators import _idempotent_id
+
+    now = time.time() if now is None else now
+    state = backend.state
+    views = []
+    for name, schedule in all_schedules().items():
+        last = state.last_schedule_slot(name) if state.keeps_schedules else None
+        task_id = status = None
+        last_run = None
+        if last is not None:
+            last_run = dt.datetime.fromtimestamp(last, dt.timezone.utc)
+            task_id = _idempotent_id(name, slot_key(name, last))
+            found = backend.get_status_sync(task_id)
+            status = found.value if found is not None else None
+        zone = schedule._zone()
+        views.append(
+            ScheduleView(
+                name,
+                schedule.expression,
+                schedule.tz,
+                schedule.missed,
+                last_run.astimezone(zone) if last_run else None,
+                task_id,
+                status,
+                dt.datetime.fromtimestamp(schedule.slot_after(now), dt.timezone.utc).astimezone(zone),
+            )
+        )
+    return views
