@@ -97,7 +97,7 @@ class Schedule:
         zone = self._zone()
         # cronsim works in whole seconds and walks strictly before its start: start one
         # second after the whole second of ``now``.
-        start = dt.datetime.fromtimestamp(math.floor(now) + 1, dt.timezone.utc).astimezone(zone)
+        start = _at(math.floor(now) + 1).astimezone(zone)
         return next(CronSim(self.cron, start, reverse=True)).timestamp()
 
     def slot_before(self, slot: float) -> float:
@@ -105,7 +105,7 @@ class Schedule:
         if self.interval is not None:
             return slot - self.interval
         assert self.cron is not None
-        start = dt.datetime.fromtimestamp(slot, dt.timezone.utc).astimezone(self._zone())
+        start = _at(slot).astimezone(self._zone())
         return next(CronSim(self.cron, start, reverse=True)).timestamp()
 
     def slot_after(self, now: float) -> float:
@@ -113,13 +113,11 @@ class Schedule:
         if self.interval is not None:
             return (math.floor(now / self.interval) + 1) * self.interval
         assert self.cron is not None
-        start = dt.datetime.fromtimestamp(math.floor(now), dt.timezone.utc).astimezone(self._zone())
+        start = _at(math.floor(now)).astimezone(self._zone())
         return next(CronSim(self.cron, start)).timestamp()
 
 
-def parse_schedule(
-    schedule: str | dt.timedelta, tz: str = "UTC", missed: str = "skip"
-) -> Schedule:
+def parse_schedule(schedule: str | dt.timedelta, tz: str = "UTC", missed: str = "skip") -> Schedule:
     """Check ``@background``'s schedule options and build the :class:`Schedule`.
 
     Raises:
@@ -198,9 +196,13 @@ def all_schedules() -> dict[str, Schedule]:
 
 
 # -- slots and their keys ---------------------------------------------------------------------
+def _at(ts: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc)
+
+
 def slot_iso(slot: float) -> str:
     """A slot as ISO 8601 in UTC (``2026-03-08T07:00:00+00:00``)."""
-    return dt.datetime.fromtimestamp(slot, dt.timezone.utc).isoformat()
+    return _at(slot).isoformat()
 
 
 def slot_key(name: str, slot: float) -> str:
@@ -251,9 +253,7 @@ class Scheduler:
             :meth:`tick` themselves.
     """
 
-    def __init__(
-        self, backend: BackgroundBackend, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, backend: BackgroundBackend, clock: Callable[[], float] = time.time) -> None:
         self.backend = backend
         self.clock = clock
         self.started = clock()
@@ -405,7 +405,7 @@ def schedule_views(backend: BackgroundBackend, now: float | None = None) -> list
         task_id = status = None
         last_run = None
         if last is not None:
-            last_run = dt.datetime.fromtimestamp(last, dt.timezone.utc)
+            last_run = _at(last)
             task_id = _idempotent_id(name, slot_key(name, last))
             found = backend.get_status_sync(task_id)
             status = found.value if found is not None else None
@@ -419,7 +419,7 @@ def schedule_views(backend: BackgroundBackend, now: float | None = None) -> list
                 last_run.astimezone(zone) if last_run else None,
                 task_id,
                 status,
-                dt.datetime.fromtimestamp(schedule.slot_after(now), dt.timezone.utc).astimezone(zone),
+                _at(schedule.slot_after(now)).astimezone(zone),
             )
         )
     return views
