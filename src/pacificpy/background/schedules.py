@@ -28,12 +28,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import inspect
+import itertools
 import logging
 import math
 import threading
 import time
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from cronsim import CronSim, CronSimError
@@ -67,6 +68,8 @@ MISSED_POLICIES = ("skip", "once")
 #: Longest the scheduler sleeps between two looks at the clock (a wall clock set back or
 #: forward is noticed within this many seconds).
 MAX_SLEEP = 30.0
+#: Most slots walked to find one (cronsim's walks are exact; this only bounds a surprise).
+_WALK = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,29 +95,55 @@ class Schedule:
     def slot_at_or_before(self, now: float) -> float:
         """The latest slot at or before ``now`` (a Unix time)."""
         if self.interval is not None:
-            return math.floor(now / self.interval) * self.interval
-        assert self.cron is not None
-        zone = self._zone()
-        # cronsim works in whole seconds and walks strictly before its start: start one
-        # second after the whole second of ``now``.
-        start = _at(math.floor(now) + 1).astimezone(zone)
-        return next(CronSim(self.cron, start, reverse=True)).timestamp()
+            return round(math.floor(now / self.interval) * self.interval, 6)
+        return self._cron_floor(now, strict=False)
 
     def slot_before(self, slot: float) -> float:
         """The slot before ``slot``."""
         if self.interval is not None:
-            return slot - self.interval
-        assert self.cron is not None
-        start = _at(slot).astimezone(self._zone())
-        return next(CronSim(self.cron, start, reverse=True)).timestamp()
+            return round(slot - self.interval, 6)
+        return self._cron_floor(slot, strict=True)
 
     def slot_after(self, now: float) -> float:
         """The first slot strictly after ``now``."""
         if self.interval is not None:
-            return (math.floor(now / self.interval) + 1) * self.interval
+            return round((math.floor(now / self.interval) + 1) * self.interval, 6)
+        slot = self._cron_floor(now, strict=False)
+        for found in self._walk(slot):
+            if found > now:
+                return found
+        raise RuntimeError(f"cron {self.cron!r}: no slot after {now}")  # pragma: no cover
+
+    def _walk(self, slot: float) -> Iterator[float]:
+        """The slots after ``slot``, by cronsim's forward walk from it (bounded)."""
+        start = _at(slot).astimezone(self._zone())
+        return itertools.islice((d.timestamp() for d in CronSim(self.cron, start)), _WALK)
+
+    def _cron_floor(self, ts: float, *, strict: bool) -> float:
+        """The latest cron slot before ``ts`` (or at it, unless ``strict``).
+
+        cronsim walks wall-clock time: walking backwards from inside a repeated hour (the
+        fall-back day) it can step over a slot of that hour, and walking forwards from an
+        arbitrary instant there it can answer a slot already past. Walking forwards *from a
+        slot* is what it is made for, so: step back until some slot is before ``ts``, then
+        walk forwards from it to the last one before ``ts``.
+        """
         assert self.cron is not None
-        start = _at(math.floor(now)).astimezone(self._zone())
-        return next(CronSim(self.cron, start)).timestamp()
+
+        def before(t: float) -> bool:
+            return t < ts or (not strict and t == ts)
+
+        # cronsim works in whole seconds and steps strictly before its start.
+        start = _at(math.floor(ts) + 1).astimezone(self._zone())
+        back = (d.timestamp() for d in CronSim(self.cron, start, reverse=True))
+        floor = next((t for t in itertools.islice(back, _WALK) if before(t)), None)
+        if floor is None:  # pragma: no cover - cronsim refuses expressions that never match
+            raise RuntimeError(f"cron {self.cron!r}: no slot before {ts}")
+        for t in self._walk(floor):
+            if not before(t):
+                break
+            floor = max(floor, t)
+        return floor
 
 
 def parse_schedule(schedule: str | dt.timedelta, tz: str = "UTC", missed: str = "skip") -> Schedule:

@@ -1,0 +1,335 @@
+"""Periodic tasks (SPEC 10.3) in one process: the decorator's checks, the slots (DST on a
+controlled clock), the missed policies, the slot record of the in-memory state, the slot
+seen by ``current_task()``, and the CLI and dashboard listings.
+
+The exactly-once figures across real processes are in
+``tests/reliability/test_schedules_processes.py``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from pacificpy import PacificPy
+from pacificpy.background import background, current_task, schedules
+from pacificpy.background.backends.state import MemoryTaskState
+from pacificpy.background.decorators import _idempotent_id, configure_background_tasks
+from pacificpy.background.local import LocalExecutor
+from pacificpy.background.schedules import Scheduler, parse_schedule, plan_slots, slot_key
+from pacificpy.cli import cli
+from pacificpy.errors import ConfigurationError
+from pacificpy.testing import CapturingBackend, TestClient
+from tests.support.wait import wait_for
+
+NY = ZoneInfo("America/New_York")
+
+
+@pytest.fixture(autouse=True)
+def _own_schedules() -> Iterator[None]:
+    """Only this test's schedules are declared while it runs, and none outlives it (a
+    schedule left declared would run in every later test that starts an app)."""
+    saved = dict(schedules._schedules)
+    schedules._schedules.clear()
+    yield
+    schedules._schedules.clear()
+    schedules._schedules.update(saved)
+
+
+def _ts(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0, tz: Any = NY) -> float:
+    return dt.datetime(y, mo, d, h, mi, s, tzinfo=tz).timestamp()
+
+
+# -- decoration-time checks ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"schedule": "61 * * * *"}, "invalid cron expression"),
+        ({"schedule": "* * * *"}, "5 fields"),
+        ({"schedule": "* * * * * * *"}, "5 fields"),
+        ({"schedule": "every minute"}, "5 fields"),
+        ({"schedule": dt.timedelta(0)}, "must be positive"),
+        ({"schedule": dt.timedelta(seconds=-5)}, "must be positive"),
+        ({"schedule": 60}, "cron expression (str) or a datetime.timedelta"),
+        ({"schedule": "* * * * *", "schedule_tz": "Mars/Olympus"}, "not a known time zone"),
+        ({"schedule": "* * * * *", "schedule_tz": "../etc/passwd"}, "not a known time zone"),
+        ({"schedule": "* * * * *", "missed": "all"}, "missed must be 'skip' or 'once'"),
+    ],
+)
+def test_a_bad_schedule_is_refused_at_decoration(options: dict[str, Any], says: str) -> None:
+    with pytest.raises(ConfigurationError, match=None) as caught:
+
+        @background(name="tests.sched.bad", **options)
+        def job() -> None: ...
+
+    assert says in str(caught.value)
+    assert schedules.get_schedule("tests.sched.bad") is None
+
+
+@pytest.mark.parametrize("signature", ["positional", "keyword_only"])
+def test_a_scheduled_task_with_required_arguments_is_refused(signature: str) -> None:
+    with pytest.raises(ConfigurationError, match="requires user_id"):
+        if signature == "positional":
+
+            @background(name="tests.sched.args", schedule="*/5 * * * *")
+            def job(user_id: int) -> None: ...
+
+        else:
+
+            @background(name="tests.sched.args", schedule="*/5 * * * *")
+            def job2(*, user_id: int) -> None: ...
+
+    assert schedules.get_schedule("tests.sched.args") is None
+
+
+def test_defaults_and_varargs_are_fine_and_the_schedule_is_recorded() -> None:
+    @background(name="tests.sched.ok", schedule="0 9 * * 1-5", schedule_tz="Europe/Paris")
+    def job(limit: int = 10, *args: Any, **kwargs: Any) -> None: ...
+
+    found = schedules.get_schedule("tests.sched.ok")
+    assert found is not None
+    assert (found.cron, found.tz, found.missed) == ("0 9 * * 1-5", "Europe/Paris", "skip")
+    assert job(limit=1) is None  # still a plain function
+
+
+# -- slots -----------------------------------------------------------------------------------
+def test_interval_slots_are_aligned_on_the_epoch() -> None:
+    every5 = parse_schedule(dt.timedelta(seconds=5))
+    assert every5.slot_at_or_before(1_000_003.2) == 1_000_000
+    assert every5.slot_at_or_before(1_000_005.0) == 1_000_005
+    assert every5.slot_after(1_000_005.0) == 1_000_010
+    assert every5.slot_before(1_000_005) == 1_000_000
+
+
+def test_six_fields_put_seconds_first() -> None:
+    at30 = parse_schedule("30 * * * * *")
+    now = _ts(2026, 1, 5, 12, 0, 10, tz=dt.timezone.utc)
+    assert at30.slot_after(now) == _ts(2026, 1, 5, 12, 0, 30, tz=dt.timezone.utc)
+    assert at30.slot_at_or_before(now) == _ts(2026, 1, 5, 11, 59, 30, tz=dt.timezone.utc)
+
+
+def _drive(scheduler: Scheduler, start: float, end: float) -> None:
+    """Run the scheduler's own loop on a controlled clock: tick, then jump to its wake-up."""
+    now = start
+    while now < end:
+        scheduler.tick(now)
+        now += scheduler.next_wake(now)
+
+
+@pytest.mark.parametrize(
+    ("day", "expected"),
+    [
+        # Spring forward (02:00 -> 03:00): the 02:30 that does not exist runs once, at 03:00;
+        # the day has 23 hours, so 23 hourly runs.
+        ((2026, 3, 8), {"daily-0230": ["03:00-04:00"], "daily-0130": ["01:30-05:00"],
+                        "hourly": 23}),
+        # Fall back (02:00 -> 01:00): 01:30 happens twice on the clock and runs once; the day
+        # has 25 hours, so 25 hourly runs (01:00 EDT and 01:00 EST are an hour apart).
+        ((2026, 11, 1), {"daily-0230": ["02:30-05:00"], "daily-0130": ["01:30-04:00"],
+                         "hourly": 25}),
+    ],
+)  # fmt: skip
+def test_dst_change_days_fire_once_per_wall_clock_slot(
+    day: tuple[int, int, int], expected: dict[str, Any]
+) -> None:
+    backend = CapturingBackend()
+    configure_background_tasks(backend)
+    for name, expr in (("daily-0230", "30 2 * * *"), ("daily-0130", "30 1 * * *"),
+                       ("hourly", "0 * * * *")):  # fmt: skip
+        background(name=name, schedule=expr, schedule_tz="America/New_York")(lambda: None)
+    start = _ts(*day) - 60  # one minute before local midnight
+    scheduler = Scheduler(backend, clock=lambda: start)
+    _drive(scheduler, start, _ts(*day) + 86_400 + 7_200)  # past the next local midnight
+
+    runs: dict[str, list[dt.datetime]] = {}
+    for task in backend.enqueued:
+        slot = dt.datetime.fromisoformat(task.options["idempotency_key"].split("@", 1)[1])
+        local = slot.astimezone(NY)
+        if local.date() == dt.date(*day):
+            runs.setdefault(task.name, []).append(local)
+    wall = {n: [t.strftime("%H:%M%z")[:-2] + ":00" for t in ts] for n, ts in runs.items()}
+    assert wall["daily-0230"] == expected["daily-0230"]
+    assert wall["daily-0130"] == expected["daily-0130"]
+    assert len(runs["hourly"]) == expected["hourly"]
+    keys = Counter(t.options["idempotency_key"] for t in backend.enqueued)
+    assert max(keys.values()) == 1  # no slot twice
+
+
+# -- the missed policies and the race of two schedulers ----------------------------------------
+def test_plan_skip_and_once_after_downtime() -> None:
+    every = parse_schedule(dt.timedelta(seconds=10))
+    once = parse_schedule(dt.timedelta(seconds=10), missed="once")
+    # Live, on time: the slot due now, nothing else.
+    assert plan_slots(every, 1005, started=900, last=990) == [1000]
+    assert plan_slots(once, 1005, started=900, last=990) == [1000]
+    # Already enqueued by another process.
+    assert plan_slots(every, 1005, started=900, last=1000) == []
+    # Restarted at 1005 after slots 1000, 990, 980 passed unseen (last enqueued: 970).
+    assert plan_slots(every, 1005, started=1003, last=970) == []
+    assert plan_slots(once, 1005, started=1003, last=970) == [1000]
+    # ... then the next slot is live: skip runs it alone; once ran its catch-up already.
+    assert plan_slots(every, 1012, started=1003, last=970) == [1010]
+    assert plan_slots(once, 1012, started=1003, last=1000) == [1010]
+    # A live process that stalled past a slot: once catches the missed one up, then runs.
+    assert plan_slots(once, 1012, started=900, last=990) == [1000, 1010]
+    assert plan_slots(every, 1012, started=900, last=990) == [1010]
+    # A schedule that never ran has missed nothing.
+    assert plan_slots(once, 1005, started=1003, last=None) == []
+    assert plan_slots(once, 1012, started=1003, last=None) == [1010]
+
+
+def test_two_schedulers_on_one_state_enqueue_each_slot_once() -> None:
+    backend = CapturingBackend()
+    configure_background_tasks(backend)
+    background(name="tests.sched.two", schedule=dt.timedelta(seconds=1))(lambda: None)
+    a = Scheduler(backend, clock=lambda: 1000.0)
+    b = Scheduler(backend, clock=lambda: 1000.0)
+    for step in range(40):  # interleaved, each a little late, in both orders
+        now = 1000.0 + step * 0.5
+        first, second = (a, b) if step % 3 else (b, a)
+        first.tick(now + 0.01)
+        second.tick(now + 0.02)
+    slots = Counter(t.options["idempotency_key"] for t in backend.enqueued)
+    assert len(slots) == 20 and set(slots.values()) == {1}
+
+
+def test_a_process_starting_just_after_a_slot_leaves_it_to_the_live_one() -> None:
+    backend = CapturingBackend()
+    configure_background_tasks(backend)
+    background(name="tests.sched.late", schedule=dt.timedelta(seconds=10))(lambda: None)
+    live = Scheduler(backend, clock=lambda: 900.0)
+    live.tick(995)  # before: it ran slot 990
+    fresh = Scheduler(backend, clock=lambda: 1000.5)  # started just after slot 1000
+    assert fresh.tick(1000.5) == []  # skip: slot 1000 fell before it started
+    assert live.tick(1000.7) == [("tests.sched.late", 1000.0)]
+
+
+def test_memory_state_advances_a_slot_for_one_caller() -> None:
+    state = MemoryTaskState()
+    barrier = threading.Barrier(8)
+    won: list[bool] = []
+
+    def race() -> None:
+        barrier.wait()
+        won.append(state.advance_schedule_slot("job", 100.0))
+
+    threads = [threading.Thread(target=race) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(won) == [False] * 7 + [True]
+    assert state.last_schedule_slot("job") == 100.0
+    assert state.advance_schedule_slot("job", 90.0) is False  # never backwards
+    assert state.advance_schedule_slot("job", 110.0) is True
+    assert state.last_schedule_slot("other") is None
+
+
+def test_an_enqueue_failure_is_logged_and_the_other_schedules_still_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    backend = CapturingBackend()
+    configure_background_tasks(backend)
+    background(name="tests.sched.a", schedule=dt.timedelta(seconds=10))(lambda: None)
+    background(name="tests.sched.b", schedule=dt.timedelta(seconds=10))(lambda: None)
+    a_task = schedules._schedules["tests.sched.a"][0]
+
+    def refuse(**_: Any) -> None:
+        raise RuntimeError("broker down")
+
+    a_task.apply_async = refuse  # this instance only
+    sent = Scheduler(backend, clock=lambda: 900.0).tick(1001)
+    assert sent == [("tests.sched.b", 1000.0)]
+    assert "could not enqueue tests.sched.a" in caplog.text
+
+
+# -- running for real: current_task().scheduled_for --------------------------------------------
+def test_a_scheduled_run_tells_its_slot(executor: LocalExecutor) -> None:
+    seen: list[tuple[Any, Any]] = []
+
+    @background(name="tests.sched.real", schedule=dt.timedelta(seconds=0.2))
+    def job() -> None:
+        ctx = current_task()
+        assert ctx is not None
+        seen.append((ctx.scheduled_for, ctx.idempotency_key))
+
+    @background(name="tests.sched.plain")
+    def plain() -> None:
+        ctx = current_task()
+        assert ctx is not None
+        seen.append((ctx.scheduled_for, "plain"))
+
+    scheduler = schedules.start_scheduler(executor)
+    assert scheduler is not None
+    try:
+        wait_for(lambda: len(seen) >= 3, 30, what="three scheduled runs")
+    finally:
+        schedules.stop_scheduler()
+    # A plain task, even one whose key looks like a slot's, has no slot.
+    plain.apply_async(idempotency_key="tests.sched.plain@2026-01-01T00:00:00+00:00")
+    wait_for(lambda: seen[-1][1] == "plain", 30, what="the plain task")
+    assert seen[-1][0] is None
+    for slot, key in seen[:3]:
+        assert slot is not None and slot.tzinfo is not None
+        assert key == slot_key("tests.sched.real", slot.timestamp())
+        assert abs(slot.timestamp() * 5 - round(slot.timestamp() * 5)) < 1e-6  # 0.2 s grid
+
+
+def test_no_scheduler_without_schedules(executor: LocalExecutor) -> None:
+    assert schedules.start_scheduler(executor) is None
+
+
+# -- the listings ------------------------------------------------------------------------------
+def _ran_one(executor: LocalExecutor) -> None:
+    @background(name="tests.sched.listed", schedule="*/5 * * * *", schedule_tz="Europe/Paris")
+    def job() -> None: ...
+
+    slot = _ts(2026, 6, 1, 12, 0, tz=dt.timezone.utc)
+    Scheduler(executor, clock=lambda: slot - 30).tick(slot + 1)
+    task_id = _idempotent_id("tests.sched.listed", slot_key("tests.sched.listed", slot))
+    executor.get_handle(task_id).result_sync(timeout=30)
+
+
+def test_cli_lists_schedules(executor: LocalExecutor) -> None:
+    _ran_one(executor)
+    result = CliRunner().invoke(cli, ["tasks", "schedules", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (row,) = orjson.loads(result.output)
+    assert row["name"] == "tests.sched.listed"
+    assert (row["expression"], row["zone"], row["missed"]) == (
+        "*/5 * * * *",
+        "Europe/Paris",
+        "skip",
+    )
+    assert row["last_run"] == "2026-06-01T14:00:00+02:00"  # in the schedule's zone
+    assert row["last_status"] == "completed"
+    next_run = dt.datetime.fromisoformat(row["next_run"])
+    assert next_run > dt.datetime.now(dt.timezone.utc) and next_run.minute % 5 == 0
+    for width in ("200", "80"):  # a table, or a block per schedule on a narrow terminal
+        shown = CliRunner(env={"COLUMNS": width}).invoke(
+            cli, ["tasks", "schedules"], catch_exceptions=False
+        )
+        assert "tests.sched.listed" in shown.output, shown.output
+        assert "completed" in shown.output and "*/5 * * * *" in shown.output, shown.output
+
+
+def test_dashboard_lists_schedules(executor: LocalExecutor) -> None:
+    _ran_one(executor)
+    app = PacificPy()
+    app.include_task_dashboard(token="t" * 20)
+    with TestClient(app) as client:
+        answer = client.get(
+            "/_tasks/api/schedules", headers={"Authorization": "Bearer " + "t" * 20}
+        )
+        assert client.get("/_tasks/api/schedules").status_code == 401
+    assert answer.status_code == 200
+    (row,) = answer.json()["schedules"]
+    assert row["name"] == "tests.sched.listed" and row["last_status"] == "completed"
