@@ -70,6 +70,10 @@ CREATE TABLE IF NOT EXISTS pacificpy_deliveries (
     expires REAL NOT NULL,
     PRIMARY KEY (task_id, attempt)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pacificpy_schedules (
+    name TEXT PRIMARY KEY,
+    slot REAL NOT NULL
+) WITHOUT ROWID;
 """
 
 GET_VERSION = "SELECT value FROM pacificpy_meta WHERE name = 'schema_version'"
@@ -171,3 +175,12 @@ EXPIRE = (
 )
 INCREMENTAL_VACUUM = "PRAGMA incremental_vacuum({pages})"
 FREELIST = "PRAGMA freelist_count"
+
+# -- schedule slots (periodic tasks) ----------------------------------------------------------
+LAST_SCHEDULE_SLOT = "SELECT slot FROM pacificpy_schedules WHERE name = ?"
+#: Changes one row only when the slot is later than the recorded one (or none is).
+ADVANCE_SCHEDULE_SLOT = (
+    "INSERT INTO pacificpy_schedules (name, slot) VALUES (?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET slot = excluded.slot "
+    "WHERE pacificpy_schedules.slot < excluded.slot"
+)

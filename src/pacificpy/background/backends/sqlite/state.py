@@ -99,6 +99,16 @@ class SQLiteTaskState(TaskState):
     def forget_deliveries(self, task_id: str, attempt: int) -> None:
         self.db.write(sql.FORGET_DELIVERIES, (task_id, attempt))
 
+    # -- schedule slots ------------------------------------------------------------------
+    keeps_schedules = True
+
+    def last_schedule_slot(self, name: str) -> float | None:
+        slot = self.db.one(sql.LAST_SCHEDULE_SLOT, (name,))
+        return None if slot is None else float(slot)
+
+    def advance_schedule_slot(self, name: str, slot: float) -> bool:
+        return self.db.write(sql.ADVANCE_SCHEDULE_SLOT, (name, float(slot))).rowcount > 0
+
     # -- the end of a delivery, in one transaction ---------------------------------------
     def finish(self, end: Ending) -> None:
         with self.db.atomic() as conn:
