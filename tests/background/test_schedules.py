@@ -116,6 +116,19 @@ def test_six_fields_put_seconds_first() -> None:
     assert at30.slot_at_or_before(now) == _ts(2026, 1, 5, 11, 59, 30, tz=dt.timezone.utc)
 
 
+def test_slots_seen_from_inside_the_repeated_hour() -> None:
+    """cronsim walking back from 01:15 EST (the second 01:xx of the fall-back day) steps over
+    01:30 EDT of that day; the slot before 01:15 EST is still 01:30 EDT, 45 minutes ago."""
+    daily = parse_schedule("30 1 * * *", "America/New_York")
+    inside = _ts(2026, 11, 1, 6, 15, tz=dt.timezone.utc)  # 01:15 EST
+    assert daily.slot_at_or_before(inside) == _ts(2026, 11, 1, 5, 30, tz=dt.timezone.utc)
+    assert daily.slot_after(inside) == _ts(2026, 11, 2, 6, 30, tz=dt.timezone.utc)
+    hourly = parse_schedule("0 * * * *", "America/New_York")
+    second_one = _ts(2026, 11, 1, 6, 0, tz=dt.timezone.utc)  # 01:00 EST
+    assert hourly.slot_before(second_one) == _ts(2026, 11, 1, 5, 0, tz=dt.timezone.utc)
+    assert hourly.slot_at_or_before(second_one + 1) == second_one
+
+
 def _drive(scheduler: Scheduler, start: float, end: float) -> None:
     """Run the scheduler's own loop on a controlled clock: tick, then jump to its wake-up."""
     now = start
@@ -186,17 +199,41 @@ def test_plan_skip_and_once_after_downtime() -> None:
     assert plan_slots(once, 1012, started=1003, last=None) == [1010]
 
 
+class _StaleReads(MemoryTaskState):
+    """Every scheduler reads the last slot as it was before the round began: the race of
+    processes that all look before any of them records the slot."""
+
+    stale: float | None = None
+
+    def last_schedule_slot(self, name: str) -> float | None:
+        return self.stale
+
+
+class _StaleBackend(CapturingBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self._stale = _StaleReads()
+
+    @property
+    def state(self) -> MemoryTaskState:
+        return self._stale
+
+
 def test_two_schedulers_on_one_state_enqueue_each_slot_once() -> None:
-    backend = CapturingBackend()
+    backend = _StaleBackend()
     configure_background_tasks(backend)
     background(name="tests.sched.two", schedule=dt.timedelta(seconds=1))(lambda: None)
     a = Scheduler(backend, clock=lambda: 1000.0)
     b = Scheduler(backend, clock=lambda: 1000.0)
-    for step in range(40):  # interleaved, each a little late, in both orders
-        now = 1000.0 + step * 0.5
-        first, second = (a, b) if step % 3 else (b, a)
-        first.tick(now + 0.01)
-        second.tick(now + 0.02)
+    sent = []
+    for step in range(20):  # both look at each slot before either records it
+        backend.state.stale = 1000.0 + step - 1 if step else None
+        now = 1000.0 + step + 0.01
+        first, second = (a, b) if step % 2 else (b, a)
+        sent += first.tick(now) + second.tick(now + 0.01)
+    # The slot record let one scheduler through per slot (the other enqueued nothing) ...
+    assert Counter(sent) == Counter(("tests.sched.two", 1000.0 + s) for s in range(20))
+    # ... and the backend got each slot once.
     slots = Counter(t.options["idempotency_key"] for t in backend.enqueued)
     assert len(slots) == 20 and set(slots.values()) == {1}
 
