@@ -3,7 +3,9 @@
 Three processes run ``tests.reliability.apps.schedule_app``'s 1 s schedule, each with its
 own scheduler:
 
-- Redis (ARQ): two uvicorn app processes and one ``pacificpy worker`` process;
+- Redis (ARQ, and Celery for ``missed="once"``): two uvicorn app processes and one
+  ``pacificpy worker`` process (Celery: its main process schedules, two prefork children
+  run the tasks);
 - SQLite: two uvicorn app processes that only enqueue and one that also runs the tasks
   (the SQLite backend's workers live in its app processes).
 
@@ -66,6 +68,9 @@ class Rig:
 
         if self.kind == "arq":
             worker = [*PACIFICPY, "worker", APP, "--workers", "1"]
+            return [app(), app(), (worker, {})]
+        if self.kind == "celery":
+            worker = [*PACIFICPY, "worker", APP, "--workers", "2"]
             return [app(), app(), (worker, {})]
         return [app(), app(), app(consume="1")]
 
@@ -131,8 +136,10 @@ def _report(name: str, slots: range, ran: Counter[float]) -> dict[str, int]:
     return figures
 
 
-@pytest.mark.parametrize("missed", ["skip", "once"])
-@pytest.mark.parametrize("kind", ["arq", "sqlite"])
+@pytest.mark.parametrize(
+    ("kind", "missed"),
+    [("arq", "skip"), ("arq", "once"), ("sqlite", "skip"), ("sqlite", "once"), ("celery", "once")],
+)
 def test_each_slot_once_across_processes_and_the_missed_policy(
     kind: str, missed: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -143,7 +150,7 @@ def test_each_slot_once_across_processes_and_the_missed_policy(
         "PACIFICPY_SCHED_EVENTS": str(tmp_path / "events.txt"),
         "PACIFICPY_SCHED_DB": str(tmp_path / "tasks.db"),
     }
-    if kind == "arq":
+    if kind in ("arq", "celery"):
         env["PACIFICPY_SCHED_REDIS"] = request.getfixturevalue("sched_redis").url
     rig = Rig(kind, tmp_path, env)
 

@@ -7,7 +7,8 @@ tests.reliability.apps.schedule_app`` (ARQ). One task runs every second; each ru
 lines of concurrent processes never mix), and the scheduler's start in each process is
 appended to ``PACIFICPY_SCHED_EVENTS`` with its Unix time.
 
-Environment: ``PACIFICPY_SCHED_BACKEND`` (``arq``: Redis at ``PACIFICPY_SCHED_REDIS``;
+Environment: ``PACIFICPY_SCHED_BACKEND`` (``arq`` or ``celery``: Redis at
+``PACIFICPY_SCHED_REDIS``;
 ``sqlite``: the file ``PACIFICPY_SCHED_DB``, tasks run in the processes with
 ``PACIFICPY_SCHED_CONSUME=1``), ``PACIFICPY_SCHED_MISSED`` (``skip`` or ``once``).
 """
@@ -35,6 +36,13 @@ if KIND == "arq":
         redis_settings=RedisSettings.from_dsn(os.environ["PACIFICPY_SCHED_REDIS"]),
         shutdown_timeout=5.0,
     )
+elif KIND == "celery":
+    from celery import Celery
+
+    from pacificpy.background.backend import CeleryBackgroundBackend
+
+    celery_app = Celery("pacificpy-schedules", broker=os.environ["PACIFICPY_SCHED_REDIS"])
+    backend = CeleryBackgroundBackend(celery_app=celery_app, shutdown_timeout=5.0)
 else:
     from pacificpy.background.backends.sqlite.backend import SQLiteBackgroundBackend
 
