@@ -24,6 +24,7 @@ from pacificpy.background import background, current_task, schedules
 from pacificpy.background.backends.state import MemoryTaskState
 from pacificpy.background.decorators import _idempotent_id, configure_background_tasks
 from pacificpy.background.local import LocalExecutor
+from pacificpy.background.monitor import get_task_monitor
 from pacificpy.background.schedules import Scheduler, parse_schedule, plan_slots, slot_key
 from pacificpy.cli import cli
 from pacificpy.errors import ConfigurationError
@@ -318,6 +319,42 @@ def test_a_scheduled_run_tells_its_slot(executor: LocalExecutor) -> None:
         assert slot is not None and slot.tzinfo is not None
         assert key == slot_key("tests.sched.real", slot.timestamp())
         assert abs(slot.timestamp() * 5 - round(slot.timestamp() * 5)) < 1e-6  # 0.2 s grid
+
+
+def test_a_scheduled_run_retries_and_dead_letters_like_any_task(executor: LocalExecutor) -> None:
+    attempts: list[tuple[Any, int]] = []
+
+    @background(
+        name="tests.sched.flaky",
+        schedule=dt.timedelta(seconds=0.3),
+        retries=1,
+        retry_backoff=0.01,
+        retry_jitter=False,
+    )
+    def flaky() -> None:
+        ctx = current_task()
+        assert ctx is not None
+        attempts.append((ctx.scheduled_for, ctx.attempt))
+        raise RuntimeError("boom")
+
+    schedules.start_scheduler(executor)
+    try:
+        wait_for(lambda: len(executor.dead_letters_sync()) >= 2, 30, what="two dead slots")
+    finally:
+        schedules.stop_scheduler()
+    letter = executor.dead_letters_sync()[-1]  # the oldest: its slot ran both attempts
+    assert letter.task_name == "tests.sched.flaky" and letter.attempts == 2
+    (slot,) = {
+        s
+        for s, _ in attempts
+        if _idempotent_id("tests.sched.flaky", slot_key("tests.sched.flaky", s.timestamp()))
+        == letter.task_id
+    }  # the letter's task id is the slot's
+    assert [a for s, a in attempts if s == slot] == [1, 2]  # both attempts tell the slot
+    record = get_task_monitor().get(letter.task_id)
+    assert record is not None and record.status.value == "failed" and record.attempts == 2
+    firsts = Counter(s for s, a in attempts if a == 1)
+    assert set(firsts.values()) == {1}  # a dead slot is not enqueued again
 
 
 def test_no_scheduler_without_schedules(executor: LocalExecutor) -> None:
