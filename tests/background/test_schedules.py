@@ -357,6 +357,16 @@ def test_a_scheduled_run_retries_and_dead_letters_like_any_task(executor: LocalE
     assert set(firsts.values()) == {1}  # a dead slot is not enqueued again
 
 
+def test_the_app_starts_and_stops_the_scheduler(executor: LocalExecutor) -> None:
+    background(name="tests.sched.hourly", schedule=dt.timedelta(hours=1))(lambda: None)
+    with TestClient(PacificPy()):
+        running = schedules._scheduler
+        assert running is not None and running._thread is not None
+        assert running._thread.is_alive() and running.backend is executor
+        thread = running._thread
+    assert schedules._scheduler is None and not thread.is_alive()
+
+
 def test_no_scheduler_without_schedules(executor: LocalExecutor) -> None:
     assert schedules.start_scheduler(executor) is None
 

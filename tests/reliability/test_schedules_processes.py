@@ -41,6 +41,9 @@ DOWN = 3.5  # seconds every process is stopped (>= 3 slots)
 AFTER = 5  # slots run after the restart
 STARTED = "PacificPy scheduler running"
 
+# Two phases of three processes each, on a machine that may be loaded: minutes, not seconds.
+pytestmark = pytest.mark.timeout(420)
+
 
 @pytest.fixture
 def sched_redis() -> Iterator[RedisServer]:

@@ -31,6 +31,7 @@ import inspect
 import itertools
 import logging
 import math
+import os
 import threading
 import time
 import zoneinfo
@@ -378,6 +379,16 @@ def start_scheduler(backend: BackgroundBackend) -> Scheduler | None:
         _scheduler.start()
     logger.info("PacificPy scheduler running %d schedule(s)", len(_schedules))
     return _scheduler
+
+
+def _forget_in_child() -> None:
+    # A forked child (a Celery prefork process) has no scheduler thread: it does not
+    # inherit the parent's, and must not believe it runs one.
+    global _scheduler
+    _scheduler = None
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 @config.resets(__name__, "_scheduler")
