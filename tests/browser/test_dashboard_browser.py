@@ -51,7 +51,8 @@ def chromium_path() -> str:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    with serve_app("tests.apps.dashboard_app:app") as (base_url, _proc):
+    env = {"PACIFICPY_DASHBOARD_SCHEDULE": "1"}
+    with serve_app("tests.apps.dashboard_app:app", env) as (base_url, _proc):
         yield base_url
 
 
