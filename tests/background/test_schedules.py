@@ -271,22 +271,35 @@ def test_memory_state_advances_a_slot_for_one_caller() -> None:
     assert state.last_schedule_slot("other") is None
 
 
-def test_an_enqueue_failure_is_logged_and_the_other_schedules_still_run(
+def test_an_enqueue_failure_is_tried_again_then_logged_and_the_others_still_run(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     backend = CapturingBackend()
     configure_background_tasks(backend)
-    background(name="tests.sched.a", schedule=dt.timedelta(seconds=10))(lambda: None)
-    background(name="tests.sched.b", schedule=dt.timedelta(seconds=10))(lambda: None)
-    a_task = schedules._schedules["tests.sched.a"][0]
+    for name in ("tests.sched.a", "tests.sched.b", "tests.sched.c"):
+        background(name=name, schedule=dt.timedelta(seconds=10))(lambda: None)
+    calls = Counter[str]()
 
-    def refuse(**_: Any) -> None:
-        raise RuntimeError("broker down")
+    def failing(task: Any, times: int) -> None:
+        send = task.apply_async
 
-    a_task.apply_async = refuse  # this instance only
+        def apply_async(**options: Any) -> Any:
+            calls[task.name] += 1
+            if calls[task.name] <= times:
+                raise RuntimeError("broker down")
+            return send(**options)
+
+        task.apply_async = apply_async  # this instance only
+
+    failing(schedules._schedules["tests.sched.a"][0], times=99)  # never gets through
+    failing(schedules._schedules["tests.sched.b"][0], times=1)  # the second try does
     sent = Scheduler(backend, clock=lambda: 900.0).tick(1001)
-    assert sent == [("tests.sched.b", 1000.0)]
-    assert "could not enqueue tests.sched.a" in caplog.text
+    assert sent == [("tests.sched.b", 1000.0), ("tests.sched.c", 1000.0)]
+    assert calls == {"tests.sched.a": 3, "tests.sched.b": 2}
+    assert "could not enqueue tests.sched.a for 1970-01-01T00:16:40+00:00; this slot is lost" in (
+        caplog.text
+    )
+    assert [t.name for t in backend.enqueued] == ["tests.sched.b", "tests.sched.c"]
 
 
 # -- running for real: current_task().scheduled_for --------------------------------------------

@@ -69,6 +69,8 @@ MISSED_POLICIES = ("skip", "once")
 #: Longest the scheduler sleeps between two looks at the clock (a wall clock set back or
 #: forward is noticed within this many seconds).
 MAX_SLEEP = 30.0
+#: Pauses between the tries of a slot's enqueue that failed.
+ENQUEUE_PAUSES = (0.25, 1.0)
 #: Most slots walked to find one (cronsim's walks are exact; this only bounds a surprise).
 _WALK = 1000
 
@@ -289,6 +291,7 @@ class Scheduler:
         self.started = clock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._settled: dict[str, float] = {}  # schedule -> the latest slot decided here
 
     @property
     def state(self) -> TaskState:
@@ -309,19 +312,38 @@ class Scheduler:
     def _tick_one(
         self, name: str, task: Any, schedule: Schedule, now: float
     ) -> list[tuple[str, float]]:
+        due = schedule.slot_at_or_before(now)
+        if due <= self._settled.get(name, -math.inf):
+            return []  # this slot was decided already: no round trip to the state
         state = self.state
-        runs = plan_slots(schedule, now, self.started, state.last_schedule_slot(name))
+        last = state.last_schedule_slot(name)
+        runs = plan_slots(schedule, now, self.started, last)
+        # Whatever happens below, ``due`` is decided for this process: enqueued by it or by
+        # another, or not its to enqueue (it fell before this scheduler started).
+        self._settled[name] = due
         if not runs or not state.advance_schedule_slot(name, runs[-1]):
             return []  # nothing due, or another process took the slot
-        sent = []
-        for slot in runs:
+        return [(name, slot) for slot in runs if self._enqueue(name, task, slot)]
+
+    def _enqueue(self, name: str, task: Any, slot: float) -> bool:
+        """Enqueue ``slot``'s run, trying again after a failure (the slot's key makes a
+        second try harmless if the first one did get through). False: given up, logged."""
+        for pause in (*ENQUEUE_PAUSES, None):
             try:
                 task.apply_async(idempotency_key=slot_key(name, slot))
+                return True
             except Exception:
-                logger.exception("scheduler: could not enqueue %s for %s", name, slot_iso(slot))
-                continue
-            sent.append((name, slot))
-        return sent
+                if pause is None or self._stop.wait(pause):
+                    logger.exception(
+                        "scheduler: could not enqueue %s for %s; this slot is lost",
+                        name, slot_iso(slot),
+                    )  # fmt: skip
+                    return False
+                logger.warning(
+                    "scheduler: enqueue of %s for %s failed; trying again in %ss",
+                    name, slot_iso(slot), pause, exc_info=True,
+                )  # fmt: skip
+        return False  # pragma: no cover - the loop always returns
 
     def next_wake(self, now: float) -> float:
         """Seconds to sleep from ``now`` until the next slot of any schedule."""
