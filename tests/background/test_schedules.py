@@ -239,6 +239,37 @@ def test_two_schedulers_on_one_state_enqueue_each_slot_once() -> None:
     assert len(slots) == 20 and set(slots.values()) == {1}
 
 
+class _CountedReads(MemoryTaskState):
+    reads = 0
+
+    def last_schedule_slot(self, name: str) -> float | None:
+        self.reads += 1
+        return super().last_schedule_slot(name)
+
+
+class _CountedBackend(CapturingBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self._counted = _CountedReads()
+
+    @property
+    def state(self) -> MemoryTaskState:
+        return self._counted
+
+
+def test_a_slot_decided_here_is_not_read_again() -> None:
+    backend = _CountedBackend()
+    configure_background_tasks(backend)
+    background(name="tests.sched.reads", schedule=dt.timedelta(seconds=10))(lambda: None)
+    scheduler = Scheduler(backend, clock=lambda: 900.0)
+    for now in (1000.5, 1003, 1009.9):  # woken for other schedules within one slot
+        scheduler.tick(now)
+    assert backend.state.reads == 1
+    scheduler.tick(1010.1)
+    assert backend.state.reads == 2
+    assert len(backend.enqueued) == 2
+
+
 def test_a_process_starting_just_after_a_slot_leaves_it_to_the_live_one() -> None:
     backend = CapturingBackend()
     configure_background_tasks(backend)
