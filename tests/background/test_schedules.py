@@ -21,11 +21,13 @@ from click.testing import CliRunner
 
 from pacificpy import PacificPy
 from pacificpy.background import background, current_task, schedules
+from pacificpy.background import scheduler as scheduler_module
 from pacificpy.background.backends.state import MemoryTaskState
 from pacificpy.background.decorators import _idempotent_id, configure_background_tasks
 from pacificpy.background.local import LocalExecutor
 from pacificpy.background.monitor import get_task_monitor
-from pacificpy.background.schedules import Scheduler, parse_schedule, plan_slots, slot_key
+from pacificpy.background.scheduler import Scheduler, start_scheduler, stop_scheduler
+from pacificpy.background.schedules import parse_schedule, plan_slots, slot_key
 from pacificpy.cli import cli
 from pacificpy.errors import ConfigurationError
 from pacificpy.testing import CapturingBackend, TestClient
@@ -349,12 +351,12 @@ def test_a_scheduled_run_tells_its_slot(executor: LocalExecutor) -> None:
         assert ctx is not None
         seen.append((ctx.scheduled_for, "plain"))
 
-    scheduler = schedules.start_scheduler(executor)
+    scheduler = start_scheduler(executor)
     assert scheduler is not None
     try:
         wait_for(lambda: len(seen) >= 3, 30, what="three scheduled runs")
     finally:
-        schedules.stop_scheduler()
+        stop_scheduler()
     # A plain task, even one whose key looks like a slot's, has no slot.
     plain.apply_async(idempotency_key="tests.sched.plain@2026-01-01T00:00:00+00:00")
     wait_for(lambda: seen[-1][1] == "plain", 30, what="the plain task")
@@ -381,11 +383,11 @@ def test_a_scheduled_run_retries_and_dead_letters_like_any_task(executor: LocalE
         attempts.append((ctx.scheduled_for, ctx.attempt))
         raise RuntimeError("boom")
 
-    schedules.start_scheduler(executor)
+    start_scheduler(executor)
     try:
         wait_for(lambda: len(executor.dead_letters_sync()) >= 2, 30, what="two dead slots")
     finally:
-        schedules.stop_scheduler()
+        stop_scheduler()
     letter = executor.dead_letters_sync()[-1]  # the oldest: its slot ran both attempts
     assert letter.task_name == "tests.sched.flaky" and letter.attempts == 2
     (slot,) = {
@@ -404,15 +406,15 @@ def test_a_scheduled_run_retries_and_dead_letters_like_any_task(executor: LocalE
 def test_the_app_starts_and_stops_the_scheduler(executor: LocalExecutor) -> None:
     background(name="tests.sched.hourly", schedule=dt.timedelta(hours=1))(lambda: None)
     with TestClient(PacificPy()):
-        running = schedules._scheduler
+        running = scheduler_module._scheduler
         assert running is not None and running._thread is not None
         assert running._thread.is_alive() and running.backend is executor
         thread = running._thread
-    assert schedules._scheduler is None and not thread.is_alive()
+    assert scheduler_module._scheduler is None and not thread.is_alive()
 
 
 def test_no_scheduler_without_schedules(executor: LocalExecutor) -> None:
-    assert schedules.start_scheduler(executor) is None
+    assert start_scheduler(executor) is None
 
 
 # -- the listings ------------------------------------------------------------------------------

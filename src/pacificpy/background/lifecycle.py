@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pacificpy.background.decorators import get_backend
-from pacificpy.background.schedules import start_scheduler, stop_scheduler
+from pacificpy.background.scheduler import start_scheduler, stop_scheduler
 
 __all__ = ["app_shutdown", "app_startup"]
 

@@ -1,8 +1,13 @@
 """Periodic tasks (SPEC 10.3): ``@background(schedule=...)``, with no beat process.
 
-Every app process and every worker process runs a :class:`Scheduler` (a daemon thread,
-started with the backend and stopped with it). Each slot of each schedule is enqueued
-exactly once across all of them:
+This module holds what a schedule is (:class:`Schedule`, its slots, the checks of the
+decorator's options), the declared schedules, the slot keys, :func:`plan_slots` (what is
+due at a moment) and what the CLI and the dashboard show. The thread that enqueues the
+slots is :mod:`pacificpy.background.scheduler`.
+
+Every app process and every worker process runs a scheduler (a daemon thread, started
+with the backend and stopped with it). Each slot of each schedule is enqueued exactly once
+across all of them:
 
 1. At a slot, each scheduler asks the backend's ``TaskState`` to advance the schedule's
    *last enqueued slot* to it (``advance_schedule_slot``: an atomic "set if later"). One
@@ -31,8 +36,6 @@ import inspect
 import itertools
 import logging
 import math
-import os
-import threading
 import time
 import zoneinfo
 from collections.abc import Callable, Iterator
@@ -40,37 +43,28 @@ from typing import TYPE_CHECKING, Any
 
 from cronsim import CronSim, CronSimError
 
-from pacificpy.background import config
 from pacificpy.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from pacificpy.background.backend import BackgroundBackend
-    from pacificpy.background.backends.state import TaskState
 
 __all__ = [
     "MISSED_POLICIES",
     "Schedule",
     "ScheduleView",
-    "Scheduler",
     "all_schedules",
+    "declared",
     "get_schedule",
     "parse_schedule",
     "plan_slots",
     "schedule_views",
     "slot_key",
     "slot_of_key",
-    "start_scheduler",
-    "stop_scheduler",
 ]
 
 logger = logging.getLogger("pacificpy.background.schedules")
 
 MISSED_POLICIES = ("skip", "once")
-#: Longest the scheduler sleeps between two looks at the clock (a wall clock set back or
-#: forward is noticed within this many seconds).
-MAX_SLEEP = 30.0
-#: Pauses between the tries of a slot's enqueue that failed.
-ENQUEUE_PAUSES = (0.25, 1.0)
 #: Most slots walked to find one (cronsim's walks are exact; this only bounds a surprise).
 _WALK = 1000
 
@@ -222,6 +216,11 @@ def get_schedule(name: str) -> Schedule | None:
     return found[1] if found is not None else None
 
 
+def declared() -> list[tuple[str, Any, Schedule]]:
+    """Every declared schedule as ``(task name, BackgroundTask, Schedule)``."""
+    return [(name, task, sched) for name, (task, sched) in list(_schedules.items())]
+
+
 def all_schedules() -> dict[str, Schedule]:
     """Every declared schedule, by task name."""
     return {name: sched for name, (_, sched) in sorted(_schedules.items())}
@@ -273,154 +272,6 @@ def plan_slots(schedule: Schedule, now: float, started: float, last: float | Non
     if live:
         runs.append(due)
     return runs
-
-
-# -- the scheduler ----------------------------------------------------------------------------
-class Scheduler:
-    """Enqueues the declared schedules' slots from this process (a daemon thread).
-
-    Args:
-        backend: whose ``TaskState`` records the last slot of each schedule.
-        clock: the wall clock (Unix seconds); tests pass a controlled one and call
-            :meth:`tick` themselves.
-    """
-
-    def __init__(self, backend: BackgroundBackend, clock: Callable[[], float] = time.time) -> None:
-        self.backend = backend
-        self.clock = clock
-        self.started = clock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._settled: dict[str, float] = {}  # schedule -> the latest slot decided here
-
-    @property
-    def state(self) -> TaskState:
-        return self.backend.state
-
-    def tick(self, now: float | None = None) -> list[tuple[str, float]]:
-        """Enqueue what is due at ``now`` (default: the clock); return ``(name, slot)``
-        of each run this process enqueued."""
-        now = self.clock() if now is None else now
-        sent: list[tuple[str, float]] = []
-        for name, (task, schedule) in list(_schedules.items()):
-            try:
-                sent.extend(self._tick_one(name, task, schedule, now))
-            except Exception:
-                logger.exception("scheduler: schedule of %s failed at %s", name, slot_iso(now))
-        return sent
-
-    def _tick_one(
-        self, name: str, task: Any, schedule: Schedule, now: float
-    ) -> list[tuple[str, float]]:
-        due = schedule.slot_at_or_before(now)
-        if due <= self._settled.get(name, -math.inf):
-            return []  # this slot was decided already: no round trip to the state
-        state = self.state
-        last = state.last_schedule_slot(name)
-        runs = plan_slots(schedule, now, self.started, last)
-        # Whatever happens below, ``due`` is decided for this process: enqueued by it or by
-        # another, or not its to enqueue (it fell before this scheduler started).
-        self._settled[name] = due
-        if not runs or not state.advance_schedule_slot(name, runs[-1]):
-            return []  # nothing due, or another process took the slot
-        return [(name, slot) for slot in runs if self._enqueue(name, task, slot)]
-
-    def _enqueue(self, name: str, task: Any, slot: float) -> bool:
-        """Enqueue ``slot``'s run, trying again after a failure (the slot's key makes a
-        second try harmless if the first one did get through). False: given up, logged."""
-        for pause in (*ENQUEUE_PAUSES, None):
-            try:
-                task.apply_async(idempotency_key=slot_key(name, slot))
-                return True
-            except Exception:
-                if pause is None or self._stop.wait(pause):
-                    logger.exception(
-                        "scheduler: could not enqueue %s for %s; this slot is lost",
-                        name, slot_iso(slot),
-                    )  # fmt: skip
-                    return False
-                logger.warning(
-                    "scheduler: enqueue of %s for %s failed; trying again in %ss",
-                    name, slot_iso(slot), pause, exc_info=True,
-                )  # fmt: skip
-        return False  # pragma: no cover - the loop always returns
-
-    def next_wake(self, now: float) -> float:
-        """Seconds to sleep from ``now`` until the next slot of any schedule."""
-        slots = [s.slot_after(now) for _, s in list(_schedules.values())]
-        if not slots:
-            return MAX_SLEEP
-        return min(max(min(slots) - now, 0.0) + 0.001, MAX_SLEEP)
-
-    def start(self) -> None:
-        """Run :meth:`tick` at every slot on a daemon thread until :meth:`stop`."""
-        if self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._run, name="pacificpy-scheduler", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.tick()
-            if self._stop.wait(self.next_wake(self.clock())):
-                return
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the thread (an enqueue in progress finishes first)."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-
-
-# The scheduler this process runs (None: none). Started with the backend, stopped with it.
-_scheduler: Scheduler | None = None
-_scheduler_lock = threading.Lock()
-
-
-def start_scheduler(backend: BackgroundBackend) -> Scheduler | None:
-    """Start this process's scheduler on ``backend`` if any task has a schedule.
-
-    Called when the app starts and when a worker process starts; a second call while one
-    runs does nothing. Returns the scheduler (None: no schedules, or the backend's state
-    keeps no schedules, which is logged).
-    """
-    global _scheduler
-    if not _schedules:
-        return None
-    with _scheduler_lock:
-        if _scheduler is not None:
-            return _scheduler
-        if not backend.state.keeps_schedules:
-            logger.error(
-                "the %s backend's state keeps no schedules: %d periodic task(s) will not run",
-                backend.kind, len(_schedules),
-            )  # fmt: skip
-            return None
-        _scheduler = Scheduler(backend)
-        _scheduler.start()
-    logger.info("PacificPy scheduler running %d schedule(s)", len(_schedules))
-    return _scheduler
-
-
-def _forget_in_child() -> None:
-    # A forked child (a Celery prefork process) has no scheduler thread: it does not
-    # inherit the parent's, and must not believe it runs one.
-    global _scheduler
-    _scheduler = None
-
-
-os.register_at_fork(after_in_child=_forget_in_child)
-
-
-@config.resets(__name__, "_scheduler")
-def stop_scheduler() -> None:
-    """Stop this process's scheduler, if it runs."""
-    global _scheduler
-    with _scheduler_lock:
-        scheduler, _scheduler = _scheduler, None
-    if scheduler is not None:
-        scheduler.stop()
 
 
 # -- what the CLI and the dashboard show ------------------------------------------------------

@@ -19,6 +19,7 @@ from pacificpy.background.backends.redis.state import RedisTaskState
 from pacificpy.background.backends.sqlite.db import Database
 from pacificpy.background.backends.sqlite.state import SQLiteTaskState
 from pacificpy.background.backends.state import MemoryTaskState, TaskState
+from pacificpy.background.scheduler import start_scheduler
 from pacificpy.testing import CapturingBackend
 
 RACERS = 8
@@ -94,7 +95,7 @@ def test_a_state_that_keeps_no_slots_runs_no_scheduler(caplog: pytest.LogCapture
     saved = dict(schedules._schedules)
     try:
         background(name="tests.noslots", schedule="* * * * *")(lambda: None)
-        assert schedules.start_scheduler(_NoSlotsBackend()) is None
+        assert start_scheduler(_NoSlotsBackend()) is None
     finally:
         schedules._schedules.clear()
         schedules._schedules.update(saved)

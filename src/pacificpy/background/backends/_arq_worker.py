@@ -44,7 +44,7 @@ from arq.worker import Retry as ArqRetry
 from pacificpy.background import execution
 from pacificpy.background.execution import Decision
 from pacificpy.background.monitor.previews import preview_call
-from pacificpy.background.schedules import start_scheduler, stop_scheduler
+from pacificpy.background.scheduler import start_scheduler, stop_scheduler
 from pacificpy.background.task import Message
 from pacificpy.errors import MessageRejected
 

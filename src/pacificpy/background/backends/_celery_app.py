@@ -256,13 +256,13 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     # do not: a thread does not survive the fork, and one per worker is enough).
     backend = backend_for(getattr(sender, "app", None))
     if backend is not None:
-        from pacificpy.background.schedules import start_scheduler
+        from pacificpy.background.scheduler import start_scheduler
 
         start_scheduler(backend)
 
 
 def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
-    from pacificpy.background.schedules import stop_scheduler
+    from pacificpy.background.scheduler import stop_scheduler
 
     stop_scheduler()
 
