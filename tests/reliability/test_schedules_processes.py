@@ -63,6 +63,7 @@ class Rig:
         self.events = Path(env["PACIFICPY_SCHED_EVENTS"])
         self.runs = Path(env["PACIFICPY_SCHED_RUNS"])
         self.round = 0
+        self.procs: list[Proc] = []
 
     def commands(self) -> list[tuple[list[str], dict[str, str]]]:
         def app(consume: str = "0") -> tuple[list[str], dict[str, str]]:
@@ -83,7 +84,7 @@ class Rig:
         three have. Stops them all (SIGTERM, a graceful shutdown) when the block ends."""
         self.round += 1
         seen = len(self.started_at())
-        procs = []
+        procs = self.procs = []
         try:
             for i, (cmd, env) in enumerate(self.commands()):
                 log = self.tmp / f"round{self.round}-p{i}.log"
@@ -101,6 +102,20 @@ class Rig:
                     proc.popen.send_signal(signal.SIGTERM)
             for proc in procs:
                 proc.stop(timeout=30)
+
+    def wait_for_slots(self, first: int, last: int, timeout: float) -> None:
+        """Wait until every slot from ``first`` to ``last`` ran; say what is missing if not."""
+        try:
+            wait_for(lambda: _all_ran(self, first, last), timeout, what=f"slots {first}..{last}")
+        except AssertionError as exc:
+            ran = self.slots()
+            missing = [s for s in range(first, last + 1) if not ran[float(s)]]
+            runs = self.runs.read_text()[-2000:] if self.runs.exists() else ""
+            events = self.events.read_text() if self.events.exists() else ""
+            raise AssertionError(
+                f"{exc}; missing {missing}, at {time.time():.3f}\nruns:\n{runs}\n"
+                f"scheduler starts:\n{events}\n{_logs(self.procs)}"
+            ) from None
 
     def started_at(self) -> list[float]:
         if not self.events.exists():
@@ -162,7 +177,7 @@ def test_each_slot_once_across_processes_and_the_missed_policy(
         up = stack.enter_context(rig.running())
         first1 = math.ceil(up)
         last1 = first1 + WINDOW - 1
-        wait_for(lambda: _all_ran(rig, first1, last1), WINDOW + 60, what="phase 1's slots")
+        rig.wait_for_slots(first1, last1, WINDOW + 60)
     down = time.time()  # every process has exited
 
     # Every process down for DOWN seconds (the downtime under test, not a synchronisation).
@@ -173,7 +188,7 @@ def test_each_slot_once_across_processes_and_the_missed_policy(
         up2 = stack.enter_context(rig.running())
         first2 = math.ceil(up2)
         last2 = first2 + AFTER - 1
-        wait_for(lambda: _all_ran(rig, first2, last2), AFTER + 60, what="phase 2's slots")
+        rig.wait_for_slots(first2, last2, AFTER + 60)
 
     ran = rig.slots()
     window1 = _report(f"{kind}/{missed} phase 1", range(first1, last1 + 1), ran)
