@@ -27,7 +27,7 @@ from pacificpy.background.decorators import _idempotent_id, configure_background
 from pacificpy.background.local import LocalExecutor
 from pacificpy.background.monitor import get_task_monitor
 from pacificpy.background.scheduler import Scheduler, start_scheduler, stop_scheduler
-from pacificpy.background.schedules import parse_schedule, plan_slots, slot_key
+from pacificpy.background.schedules import MAX_LATE, parse_schedule, plan_slots, slot_key
 from pacificpy.cli import cli
 from pacificpy.errors import ConfigurationError
 from pacificpy.testing import CapturingBackend, TestClient
@@ -194,9 +194,13 @@ def test_plan_skip_and_once_after_downtime() -> None:
     # ... then the next slot is live: skip runs it alone; once ran its catch-up already.
     assert plan_slots(every, 1012, started=1003, last=970) == [1010]
     assert plan_slots(once, 1012, started=1003, last=1000) == [1010]
-    # A live process that stalled past a slot: once catches the missed one up, then runs.
+    # A live process that woke late, past a slot: both slots fell while it ran, both run.
     assert plan_slots(once, 1012, started=900, last=990) == [1000, 1010]
-    assert plan_slots(every, 1012, started=900, last=990) == [1010]
+    assert plan_slots(every, 1012, started=900, last=990) == [1000, 1010]
+    # ... unless it woke more than MAX_LATE after them: then they were missed.
+    late = 1000 + MAX_LATE + 2  # slots 1000 .. 1060 passed; 1000 is too old now
+    assert plan_slots(every, late, started=900, last=990)[0] == 1010
+    assert plan_slots(once, late, started=900, last=990)[:2] == [1000, 1010]
     # A schedule that never ran has missed nothing.
     assert plan_slots(once, 1005, started=1003, last=None) == []
     assert plan_slots(once, 1012, started=1003, last=None) == [1010]
@@ -263,7 +267,7 @@ def test_a_slot_decided_here_is_not_read_again() -> None:
     backend = _CountedBackend()
     configure_background_tasks(backend)
     background(name="tests.sched.reads", schedule=dt.timedelta(seconds=10))(lambda: None)
-    scheduler = Scheduler(backend, clock=lambda: 900.0)
+    scheduler = Scheduler(backend, clock=lambda: 999.0)
     for now in (1000.5, 1003, 1009.9):  # woken for other schedules within one slot
         scheduler.tick(now)
     assert backend.state.reads == 1
@@ -290,7 +294,7 @@ def test_memory_state_advances_a_slot_for_one_caller() -> None:
 
     def race() -> None:
         barrier.wait()
-        won.append(state.advance_schedule_slot("job", 100.0))
+        won.append(state.advance_schedule_slot("job", 100.0, None))
 
     threads = [threading.Thread(target=race) for _ in range(8)]
     for t in threads:
@@ -299,8 +303,9 @@ def test_memory_state_advances_a_slot_for_one_caller() -> None:
         t.join()
     assert sorted(won) == [False] * 7 + [True]
     assert state.last_schedule_slot("job") == 100.0
-    assert state.advance_schedule_slot("job", 90.0) is False  # never backwards
-    assert state.advance_schedule_slot("job", 110.0) is True
+    assert state.advance_schedule_slot("job", 90.0, 100.0) is False  # never backwards
+    assert state.advance_schedule_slot("job", 110.0, None) is False  # not what it holds
+    assert state.advance_schedule_slot("job", 110.0, 100.0) is True
     assert state.last_schedule_slot("other") is None
 
 
@@ -326,7 +331,7 @@ def test_an_enqueue_failure_is_tried_again_then_logged_and_the_others_still_run(
 
     failing(schedules._schedules["tests.sched.a"][0], times=99)  # never gets through
     failing(schedules._schedules["tests.sched.b"][0], times=1)  # the second try does
-    sent = Scheduler(backend, clock=lambda: 900.0).tick(1001)
+    sent = Scheduler(backend, clock=lambda: 999.0).tick(1001)
     assert sent == [("tests.sched.b", 1000.0), ("tests.sched.c", 1000.0)]
     assert calls == {"tests.sched.a": 3, "tests.sched.b": 2}
     assert "could not enqueue tests.sched.a for 1970-01-01T00:16:40+00:00; this slot is lost" in (

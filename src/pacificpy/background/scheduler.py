@@ -77,11 +77,12 @@ class Scheduler:
         state = self.state
         last = state.last_schedule_slot(name)
         runs = plan_slots(schedule, now, self.started, last)
-        # Whatever happens below, ``due`` is decided for this process: enqueued by it or by
-        # another, or not its to enqueue (it fell before this scheduler started).
+        if not runs:
+            self._settled[name] = due  # enqueued already, or not this process's to enqueue
+            return []
+        if not state.advance_schedule_slot(name, runs[-1], last):
+            return []  # another process advanced it since we read it: those slots are its
         self._settled[name] = due
-        if not runs or not state.advance_schedule_slot(name, runs[-1]):
-            return []  # nothing due, or another process took the slot
         return [(name, slot) for slot in runs if self._enqueue(name, task, slot)]
 
     def _enqueue(self, name: str, task: Any, slot: float) -> bool:

@@ -9,9 +9,10 @@ Every app process and every worker process runs a scheduler (a daemon thread, st
 with the backend and stopped with it). Each slot of each schedule is enqueued exactly once
 across all of them:
 
-1. At a slot, each scheduler asks the backend's ``TaskState`` to advance the schedule's
-   *last enqueued slot* to it (``advance_schedule_slot``: an atomic "set if later"). One
-   process wins; the others see the slot taken and do nothing.
+1. At a slot, each scheduler reads the schedule's *last enqueued slot* from the backend's
+   ``TaskState`` and asks it to advance that record to the slot due
+   (``advance_schedule_slot``: an atomic compare-and-set from the value it read). One
+   process wins; the others see the record moved and do nothing.
 2. The winner enqueues the run with ``apply_async(idempotency_key="name@<slot ISO UTC>")``:
    its task id is derived from the key, so the CLI and the dashboard find a slot's run
    (and its status) from the slot alone, and an enqueue retried after an ambiguous failure
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from pacificpy.background.backend import BackgroundBackend
 
 __all__ = [
+    "MAX_LATE",
     "MISSED_POLICIES",
     "Schedule",
     "ScheduleView",
@@ -65,6 +67,11 @@ __all__ = [
 logger = logging.getLogger("pacificpy.background.schedules")
 
 MISSED_POLICIES = ("skip", "once")
+#: How late a scheduler may wake for a slot that fell while it ran and still enqueue it;
+#: a slot later than this counts as missed.
+MAX_LATE = 60.0
+#: Most live slots enqueued at once (a very short interval after a long pause).
+MAX_LIVE = 100
 #: Most slots walked to find one (cronsim's walks are exact; this only bounds a surprise).
 _WALK = 1000
 
@@ -255,22 +262,27 @@ def plan_slots(schedule: Schedule, now: float, started: float, last: float | Non
     """The slots to enqueue at ``now``, oldest first; the last one is the slot to record.
 
     ``started``: when this process's scheduler started; ``last``: the last slot any process
-    enqueued (None: the schedule never ran). The slot due now is run if it fell while this
-    scheduler was running; slots nobody enqueued before it get one catch-up run (the
-    newest of them) under ``missed="once"``, none under ``"skip"``. A schedule that never
-    ran has missed nothing.
+    enqueued (None: the schedule never ran).
+
+    A slot that fell while this scheduler was running, at most :data:`MAX_LATE` seconds
+    ago, is *live*: it is enqueued, however late the scheduler woke (a loaded machine, a
+    pause). Slots after ``last`` that are not live were *missed* (no scheduler was running,
+    or all were later than ``MAX_LATE``): ``missed="once"`` gives them one catch-up run,
+    for the newest of them; ``"skip"`` none. A schedule that never ran has missed nothing.
     """
     due = schedule.slot_at_or_before(now)
     if last is not None and due <= last:
         return []
-    live = due >= started
+    floor = max(started, now - MAX_LATE)
+    live: list[float] = []
+    slot = due
+    while slot >= floor and (last is None or slot > last) and len(live) < MAX_LIVE:
+        live.append(slot)
+        slot = schedule.slot_before(slot)
     runs: list[float] = []
-    if schedule.missed == "once" and last is not None:
-        newest_missed = schedule.slot_before(due) if live else due
-        if newest_missed > last:
-            runs.append(newest_missed)
-    if live:
-        runs.append(due)
+    if schedule.missed == "once" and last is not None and slot > last:
+        runs.append(slot)  # the newest missed slot stands for all of them
+    runs.extend(reversed(live))
     return runs
 
 

@@ -1,5 +1,6 @@
 """The schedule-slot methods of every ``TaskState`` (memory, Redis, SQLite): a slot is
-advanced by exactly one of many racing callers, never backwards, and read back by any.
+advanced by exactly one of many racing callers (a compare-and-set from the value each
+read), never backwards, and read back by any.
 
 "Processes" are separate state objects over one store (a Redis server, a SQLite file),
 each with its own connections, racing from threads.
@@ -44,11 +45,13 @@ def make_state(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], T
 
 def test_one_of_many_racing_callers_advances_a_slot(make_state: Callable[[], TaskState]) -> None:
     states = [make_state() for _ in range(RACERS)]
+    previous = None
     for slot in (1000.0, 1001.0, 1002.5):
         barrier = threading.Barrier(RACERS)
         won: list[bool] = []
         threads = [
-            threading.Thread(target=_race, args=(state, slot, barrier, won)) for state in states
+            threading.Thread(target=_race, args=(state, slot, previous, barrier, won))
+            for state in states
         ]
         for t in threads:
             t.start()
@@ -56,23 +59,37 @@ def test_one_of_many_racing_callers_advances_a_slot(make_state: Callable[[], Tas
             t.join(30)
         assert sorted(won) == [False] * (RACERS - 1) + [True], slot
         assert all(s.last_schedule_slot("tests.job") == slot for s in states)
+        previous = slot
 
 
-def _race(state: TaskState, slot: float, barrier: threading.Barrier, won: list[bool]) -> None:
+def _race(
+    state: TaskState,
+    slot: float,
+    previous: float | None,
+    barrier: threading.Barrier,
+    won: list[bool],
+) -> None:
     barrier.wait()
-    won.append(state.advance_schedule_slot("tests.job", slot))
+    won.append(state.advance_schedule_slot("tests.job", slot, previous))
 
 
-def test_a_slot_never_moves_backwards(make_state: Callable[[], TaskState]) -> None:
+def test_a_slot_moves_only_from_the_value_read_and_forwards(
+    make_state: Callable[[], TaskState],
+) -> None:
     state = make_state()
     assert state.keeps_schedules
     assert state.last_schedule_slot("tests.job") is None
-    assert state.advance_schedule_slot("tests.job", 1_764_000_000.25) is True
-    assert state.advance_schedule_slot("tests.job", 1_764_000_000.25) is False
-    assert state.advance_schedule_slot("tests.job", 1_763_999_999.0) is False
-    assert state.last_schedule_slot("tests.job") == 1_764_000_000.25  # exact, not rounded
+    first = 1_764_000_000.25
+    assert state.advance_schedule_slot("tests.job", first, None) is True
+    assert state.advance_schedule_slot("tests.job", first + 1, None) is False  # one is there
+    assert state.advance_schedule_slot("tests.job", first, first) is False  # not later
+    assert state.advance_schedule_slot("tests.job", first - 1, first) is False  # backwards
+    assert state.advance_schedule_slot("tests.job", first + 2, first - 1) is False  # stale
+    assert state.last_schedule_slot("tests.job") == first  # exact, not rounded
+    assert state.advance_schedule_slot("tests.job", first + 2, first) is True
+    assert state.last_schedule_slot("tests.job") == first + 2
     assert state.last_schedule_slot("tests.other") is None
-    assert state.advance_schedule_slot("tests.other", 5.0) is True  # per schedule
+    assert state.advance_schedule_slot("tests.other", 5.0, None) is True  # per schedule
 
 
 class _NoSlots(MemoryTaskState):
@@ -102,4 +119,4 @@ def test_a_state_that_keeps_no_slots_runs_no_scheduler(caplog: pytest.LogCapture
     assert "keeps no schedules: 1 periodic task(s) will not run" in caplog.text
     assert _NoSlots().last_schedule_slot("x") is None
     with pytest.raises(NotImplementedError):
-        _NoSlots().advance_schedule_slot("x", 1.0)
+        _NoSlots().advance_schedule_slot("x", 1.0, None)

@@ -147,11 +147,13 @@ class TaskState(abc.ABC):
         None if it never was (or the state does not keep slots)."""
         return None
 
-    def advance_schedule_slot(self, name: str, slot: float) -> bool:
-        """Record ``slot`` as task ``name``'s last enqueued slot if it is later than the one
-        recorded, atomically across every process sharing the state.
+    def advance_schedule_slot(self, name: str, slot: float, expected: float | None) -> bool:
+        """Record ``slot`` as task ``name``'s last enqueued slot if the recorded one is still
+        ``expected`` (None: none is recorded) and ``slot`` is later: a compare-and-set,
+        atomic across every process sharing the state.
 
-        Returns True for the one caller that advanced it: that caller enqueues the slot.
+        Returns True for the one caller that advanced it: that caller enqueues the slots
+        after ``expected`` up to ``slot``.
         """
         raise NotImplementedError(f"{type(self).__name__} keeps no schedule slots")
 
@@ -273,10 +275,10 @@ class MemoryTaskState(TaskState):
     def last_schedule_slot(self, name: str) -> float | None:
         return self._slots.get(name)
 
-    def advance_schedule_slot(self, name: str, slot: float) -> bool:
+    def advance_schedule_slot(self, name: str, slot: float, expected: float | None) -> bool:
         with self._keys_lock:
             last = self._slots.get(name)
-            if last is not None and last >= slot:
+            if last != expected or (last is not None and last >= slot):
                 return False
             self._slots[name] = slot
         return True

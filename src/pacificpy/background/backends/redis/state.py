@@ -151,9 +151,10 @@ class RedisTaskState(TaskState):
         raw = self.sync.hget(self.keys.schedules, name)
         return float(raw) if raw is not None else None
 
-    def advance_schedule_slot(self, name: str, slot: float) -> bool:
+    def advance_schedule_slot(self, name: str, slot: float, expected: float | None) -> bool:
         script = self.clients.script("schedule_advance")
-        return bool(script([self.keys.schedules], [name, repr(float(slot))]))
+        was = "" if expected is None else repr(float(expected))
+        return bool(script([self.keys.schedules], [name, repr(float(slot)), was]))
 
     # -- the end of a delivery, in one round trip ----------------------------------------
     def _finish_pipe(self, client: Any, end: Ending) -> Any:

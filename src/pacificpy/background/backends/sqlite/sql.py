@@ -178,9 +178,11 @@ FREELIST = "PRAGMA freelist_count"
 
 # -- schedule slots (periodic tasks) ----------------------------------------------------------
 LAST_SCHEDULE_SLOT = "SELECT slot FROM pacificpy_schedules WHERE name = ?"
-#: Changes one row only when the slot is later than the recorded one (or none is).
+#: The first slot of a schedule: changes a row only when none is recorded.
+FIRST_SCHEDULE_SLOT = (
+    "INSERT INTO pacificpy_schedules (name, slot) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
+)
+#: Compare-and-set: changes the row only when it still holds the slot the caller read.
 ADVANCE_SCHEDULE_SLOT = (
-    "INSERT INTO pacificpy_schedules (name, slot) VALUES (?, ?) "
-    "ON CONFLICT (name) DO UPDATE SET slot = excluded.slot "
-    "WHERE pacificpy_schedules.slot < excluded.slot"
+    "UPDATE pacificpy_schedules SET slot = ? WHERE name = ? AND slot = ? AND slot < ?"
 )
