@@ -120,6 +120,7 @@ class Schedule:
 
     def _walk(self, slot: float) -> Iterator[float]:
         """The slots after ``slot``, by cronsim's forward walk from it (bounded)."""
+        assert self.cron is not None
         start = _at(slot).astimezone(self._zone())
         return itertools.islice((d.timestamp() for d in CronSim(self.cron, start)), _WALK)
 
