@@ -216,25 +216,34 @@ class _StaleReads(MemoryTaskState):
         return self.stale
 
 
-class _StaleBackend(CapturingBackend):
-    def __init__(self) -> None:
+class _OwnStateBackend(CapturingBackend):
+    """A capturing backend over the state given."""
+
+    def __init__(self, state: MemoryTaskState) -> None:
         super().__init__()
-        self._stale = _StaleReads()
+        self._own = state
 
     @property
     def state(self) -> MemoryTaskState:
-        return self._stale
+        return self._own
+
+
+def _capture_over(state: MemoryTaskState, name: str, seconds: float) -> _OwnStateBackend:
+    """Configure a capturing backend over ``state``, and a task every ``seconds``."""
+    backend = _OwnStateBackend(state)
+    configure_background_tasks(backend)
+    background(name=name, schedule=dt.timedelta(seconds=seconds))(lambda: None)
+    return backend
 
 
 def test_two_schedulers_on_one_state_enqueue_each_slot_once() -> None:
-    backend = _StaleBackend()
-    configure_background_tasks(backend)
-    background(name="tests.sched.two", schedule=dt.timedelta(seconds=1))(lambda: None)
+    stale = _StaleReads()
+    backend = _capture_over(stale, "tests.sched.two", 1)
     a = Scheduler(backend, clock=lambda: 1000.0)
     b = Scheduler(backend, clock=lambda: 1000.0)
     sent = []
     for step in range(20):  # both look at each slot before either records it
-        backend.state.stale = 1000.0 + step - 1 if step else None
+        stale.stale = 1000.0 + step - 1 if step else None
         now = 1000.0 + step + 0.01
         first, second = (a, b) if step % 2 else (b, a)
         sent += first.tick(now) + second.tick(now + 0.01)
@@ -253,26 +262,15 @@ class _CountedReads(MemoryTaskState):
         return super().last_schedule_slot(name)
 
 
-class _CountedBackend(CapturingBackend):
-    def __init__(self) -> None:
-        super().__init__()
-        self._counted = _CountedReads()
-
-    @property
-    def state(self) -> MemoryTaskState:
-        return self._counted
-
-
 def test_a_slot_decided_here_is_not_read_again() -> None:
-    backend = _CountedBackend()
-    configure_background_tasks(backend)
-    background(name="tests.sched.reads", schedule=dt.timedelta(seconds=10))(lambda: None)
+    counted = _CountedReads()
+    backend = _capture_over(counted, "tests.sched.reads", 10)
     scheduler = Scheduler(backend, clock=lambda: 999.0)
     for now in (1000.5, 1003, 1009.9):  # woken for other schedules within one slot
         scheduler.tick(now)
-    assert backend.state.reads == 1
+    assert counted.reads == 1
     scheduler.tick(1010.1)
-    assert backend.state.reads == 2
+    assert counted.reads == 2
     assert len(backend.enqueued) == 2
 
 
