@@ -40,6 +40,10 @@ ALLOWED: dict[str, str] = {
         "declared tasks: declared once, when their module is imported; a module is not "
         "imported twice, so a reset would lose tasks for good"
     ),
+    "pacificpy.background.schedules:_schedules": (
+        "declared schedules, beside the declared tasks (registry._tasks) and for the same "
+        "reason: declared once, when their module is imported"
+    ),
     "pacificpy.background.task:new_task_id": (
         "the task id source: its state is a random prefix and a counter (reseeded after "
         "fork); any state gives unique ids, none is configuration"

@@ -153,4 +153,5 @@ def test_lua_scripts_are_files_loaded_with_register_script() -> None:
         "flow_renew.lua",
         "monitor_event.lua",
         "monitor_trim.lua",
+        "schedule_advance.lua",
     ]

@@ -51,7 +51,8 @@ def chromium_path() -> str:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    with serve_app("tests.apps.dashboard_app:app") as (base_url, _proc):
+    env = {"PACIFICPY_DASHBOARD_SCHEDULE": "1"}
+    with serve_app("tests.apps.dashboard_app:app", env) as (base_url, _proc):
         yield base_url
 
 
@@ -119,6 +120,9 @@ def test_dashboard_lists_tasks_and_requeues_a_dead_letter(server: str) -> None:
                 expect(page.locator("#failed")).not_to_contain_text("tok_live_SECRET")
                 expect(page.locator("#cards [data-status='completed'] .n")).to_have_text("1")
                 expect(page.locator("#queues")).to_contain_text("default")
+                schedule = page.locator("#schedules tr[data-schedule$='.yearly_report']")
+                expect(schedule).to_contain_text("0 3 1 1 *")
+                expect(schedule).to_contain_text("Europe/Paris")
                 row = page.locator(f"#dead tr[data-letter-id='{letter_id}']")
                 expect(row).to_contain_text("ConnectionError")
 

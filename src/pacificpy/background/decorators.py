@@ -17,7 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
-from pacificpy.background import _codec, flow, registry
+from pacificpy.background import _codec, flow, registry, schedules
 from pacificpy.background.backend import BackgroundBackend
 from pacificpy.background.config import (
     get_backend,
@@ -253,6 +253,9 @@ def background(
     concurrency: int | None = None,
     rate_limit: str | None = None,
     priority: int = 0,
+    schedule: str | dt.timedelta | None = None,
+    schedule_tz: str = "UTC",
+    missed: str = "skip",
 ) -> _TaskDecorator: ...
 def background(
     fn: Callable[..., Any] | None = None,
@@ -269,6 +272,9 @@ def background(
     concurrency: int | None = None,
     rate_limit: str | None = None,
     priority: int = 0,
+    schedule: str | dt.timedelta | None = None,
+    schedule_tz: str = "UTC",
+    missed: str = "skip",
 ) -> Any:
     """Declare a background task, bare (``@background``) or with options.
 
@@ -286,6 +292,12 @@ def background(
         rate_limit: at most this many starts per second, minute or hour (``"100/m"``),
             across every worker process.
         priority: 0 (default) to 9; higher runs first within a queue.
+        schedule: run periodically: a cron expression (5 fields, or 6 with seconds first)
+            or a ``datetime.timedelta``; each slot runs once across every process (see
+            ``docs/schedules.md``). The task must take no required arguments.
+        schedule_tz: the time zone a cron expression is read in (an IANA name).
+        missed: after every process was down over some slots, ``"skip"`` them or run
+            ``"once"`` for them.
 
     Raises:
         ConfigurationError: a different function already has this name, or an option is
@@ -305,6 +317,9 @@ def background(
         raise ConfigurationError(str(exc)) from None
     limits = flow.limits(concurrency, rate_limit)
     flow.check_priority(priority)
+    planned = None
+    if schedule is not None:
+        planned = schedules.parse_schedule(schedule, schedule_tz, missed)
 
     def decorate(func: Callable[..., Any]) -> BackgroundTask[Any, Any]:
         if isinstance(func, BackgroundTask):
@@ -312,6 +327,8 @@ def background(
         if not callable(func):
             raise ConfigurationError(f"@background needs a function, not {func!r}")
         task_name = name or f"{func.__module__}.{func.__qualname__}"
+        if planned is not None:
+            schedules.check_no_required_args(func, task_name)
         spec = TaskSpec(
             func,
             name=task_name,
@@ -323,7 +340,10 @@ def background(
             priority=priority,
         )
         registry.register(spec)
-        return BackgroundTask(func, spec)
+        task: BackgroundTask[Any, Any] = BackgroundTask(func, spec)
+        if planned is not None:
+            schedules.register(task, planned)
+        return task
 
     if fn is not None:
         return decorate(fn)

@@ -205,7 +205,7 @@ class _running:
             raise _Refused
         ctx = TaskContext(
             env.task_id, env.task_name, env.attempt, env.queue, env.enqueued_at, env.parent_id,
-            run,
+            env.idempotency_key, run,
         )  # fmt: skip
         self._token = _current.set(ctx)
         try:  # inlined _monitor_safely: this runs once per task

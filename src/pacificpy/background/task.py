@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import datetime
 import inspect
 import itertools
 import os
@@ -141,6 +142,19 @@ class TaskContext:
     queue: str
     enqueued_at: float
     parent_id: str | None
+    #: The key the task was enqueued with (``apply_async(idempotency_key=...)``).
+    idempotency_key: str | None = None
+
+    @property
+    def scheduled_for(self) -> datetime.datetime | None:
+        """The slot a periodic task's run is for (UTC), or None for a run no schedule
+        enqueued. A catch-up run (``missed="once"``) tells the newest slot it stands for."""
+        if self.idempotency_key is None:
+            return None
+        from pacificpy.background.schedules import slot_of_key
+
+        return slot_of_key(self.name, self.idempotency_key)
+
     #: This run's entry in :mod:`pacificpy.background.cancellation` (None outside a run).
     run: Any = dataclasses.field(default=None, repr=False, compare=False)
 

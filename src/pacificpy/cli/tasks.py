@@ -9,6 +9,7 @@ and the monitor, as ``celery -A`` does; it is imported from the current director
     pacificpy tasks -A myapp dlq requeue LETTER_ID
     pacificpy tasks -A myapp dlq purge --yes
     pacificpy tasks -A myapp cancel TASK_ID [--terminate]
+    pacificpy tasks -A myapp schedules
 
 Task records come from the monitor the module configures, so they cover other processes
 only with the Redis monitor store (``configure_task_monitor(redis_url=...)``); dead letters
@@ -389,3 +390,47 @@ def cancel_command(ctx: click.Context, task_id: str, terminate: bool) -> None:
         click.echo(f"cancelled task {task_id}")
         return
     raise click.ClickException(f"task {task_id} had already finished; nothing was changed")
+
+
+@command.command("schedules")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def schedules_command(ctx: click.Context, as_json: bool) -> None:
+    """Periodic tasks: expression, zone, last run and its status, next run."""
+    from pacificpy.background.decorators import get_backend
+    from pacificpy.background.schedules import schedule_views
+
+    _app(ctx)
+    views = schedule_views(get_backend())
+    if as_json:
+        _json([v.to_dict() for v in views])
+        return
+    console = _console()
+    title = f"Schedules ({len(views)})"
+    if console.width < COMPACT_WIDTH:
+        _blocks(console, title, [
+            (v.name, _status(v.last_status or ""), [
+                _cell(f"{v.expression} ({v.zone}, missed: {v.missed})"),
+                _cell(f"last run {_slot(v.last_run)} · next run {_slot(v.next_run)}"),
+            ])
+            for v in views
+        ])  # fmt: skip
+        return
+    table = Table(title=title, title_justify="left")
+    for col in ("task", "schedule", "zone", "missed", "last run", "status", "next run"):
+        table.add_column(col, no_wrap=col in ("last run", "next run", "status"), overflow="fold")
+    for v in views:
+        table.add_row(
+            _cell(v.name),
+            _cell(v.expression),
+            _cell(v.zone),
+            _cell(v.missed),
+            _cell(_slot(v.last_run)),
+            _status(v.last_status or ""),
+            _cell(_slot(v.next_run)),
+        )
+    console.print(table)
+
+
+def _slot(when: dt.datetime | None) -> str:
+    return when.isoformat(sep=" ") if when is not None else "never"

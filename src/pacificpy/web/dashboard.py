@@ -10,6 +10,8 @@ GET    ``stats``                        ``get_task_monitor().stats()`` + backend
                                         ``throttled`` (held-back starts per task)
 GET    ``queues``                       queue lengths of the queues seen
 GET    ``dead-letters?limit=``          dead letters of the configured backend
+GET    ``schedules``                    periodic tasks: expression, zone, last run and
+                                        its status, next run
 POST   ``dead-letters/{id}/requeue``    requeue one (a fresh first attempt, same task id);
                                         404 unknown id, 409 not requeueable, 422 no longer
                                         decodes (the letter stays), 503 backend refused
@@ -194,6 +196,12 @@ def dashboard_routes(path: str = "/_tasks", token: str | None = None) -> list[Ba
         letters = get_backend().dead_letters_sync(_limit(request))
         return {"dead_letters": [dead_letter_view(letter) for letter in letters]}
 
+    def schedules(request: Request) -> dict[str, Any]:
+        guard(request)
+        from pacificpy.background.schedules import schedule_views
+
+        return {"schedules": [v.to_dict() for v in schedule_views(get_backend())]}
+
     def requeue(request: Request) -> dict[str, Any]:
         guard_mutation(request)
         letter_id = request.path_params["letter_id"]
@@ -241,6 +249,7 @@ def dashboard_routes(path: str = "/_tasks", token: str | None = None) -> list[Ba
         get(api + "/stats", stats),
         get(api + "/queues", queues),
         get(api + "/dead-letters", dead_letters),
+        get(api + "/schedules", schedules),
         post(api + "/dead-letters/purge", purge),
         post(api + "/dead-letters/{letter_id}/requeue", requeue),
         post(api + "/tasks/{task_id}/cancel", cancel),

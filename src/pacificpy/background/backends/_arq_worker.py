@@ -44,6 +44,7 @@ from arq.worker import Retry as ArqRetry
 from pacificpy.background import execution
 from pacificpy.background.execution import Decision
 from pacificpy.background.monitor.previews import preview_call
+from pacificpy.background.scheduler import start_scheduler, stop_scheduler
 from pacificpy.background.task import Message
 from pacificpy.errors import MessageRejected
 
@@ -327,9 +328,11 @@ class WorkerState:
             "PacificPy ARQ worker ready (max_jobs=%d, lease %.1fs, max_deliveries=%d)",
             self.backend.max_jobs, self.lease, self.backend.max_deliveries,
         )  # fmt: skip
+        start_scheduler(self.backend)
 
     async def on_shutdown(self, ctx: dict[str, Any]) -> None:
         """ARQ ``on_shutdown``: stop the lease refresher and the thread pool."""
+        stop_scheduler()
         beat, self._heartbeat = self._heartbeat, None
         if beat is not None:
             beat.cancel()

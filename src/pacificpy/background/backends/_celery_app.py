@@ -221,6 +221,8 @@ def connect_worker_signals() -> None:
 
     signals.celeryd_after_setup.connect(_on_worker_setup, weak=False)
     signals.task_unknown.connect(_on_unknown_task, weak=False)
+    signals.worker_ready.connect(_on_worker_ready, weak=False)
+    signals.worker_shutdown.connect(_on_worker_shutdown, weak=False)
     _signals_connected = True
 
 
@@ -234,6 +236,8 @@ def _detach_all() -> None:
 
         signals.celeryd_after_setup.disconnect(_on_worker_setup)
         signals.task_unknown.disconnect(_on_unknown_task)
+        signals.worker_ready.disconnect(_on_worker_ready)
+        signals.worker_shutdown.disconnect(_on_worker_shutdown)
         _signals_connected = False
 
 
@@ -249,6 +253,22 @@ def _on_worker_setup(sender: Any = None, instance: Any = None, **_: Any) -> None
         if name not in queues:
             queues.add(name)
     logger.info("PacificPy: consuming queues %s", ", ".join(sorted(queues)))
+
+
+def _on_worker_ready(sender: Any = None, **_: Any) -> None:
+    # The worker's main process runs the scheduler of periodic tasks (prefork children
+    # do not: a thread does not survive the fork, and one per worker is enough).
+    backend = backend_for(getattr(sender, "app", None))
+    if backend is not None:
+        from pacificpy.background.scheduler import start_scheduler
+
+        start_scheduler(backend)
+
+
+def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
+    from pacificpy.background.scheduler import stop_scheduler
+
+    stop_scheduler()
 
 
 def _on_unknown_task(

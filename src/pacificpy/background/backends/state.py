@@ -18,13 +18,14 @@ The state holds:
   :mod:`pacificpy.background.flow`.
 - tombstones: a cancelled task id, refused when its delivery arrives, for a TTL
   (:meth:`TaskState.cancel`, :meth:`TaskState.is_cancelled`).
+- schedule slots: the last slot of each periodic task that some process enqueued
+  (:mod:`pacificpy.background.schedules`).
 
-Room is kept for leases (a running task's claim, renewed while it runs): they will be
-methods of this class, with a default that says the state does not keep them.
-
-Two implementations: :class:`MemoryTaskState` here (the local executor, eager and
-capturing backends) and :class:`~pacificpy.background.backends.redis.state.RedisTaskState`
-(Celery and ARQ).
+Three implementations: :class:`MemoryTaskState` here (the local executor, eager and
+capturing backends), :class:`~pacificpy.background.backends.redis.state.RedisTaskState`
+(Celery and ARQ) and :class:`~pacificpy.background.backends.sqlite.state.SQLiteTaskState`
+(SQLite). A state that lacks an optional part says so (``keeps_tombstones``,
+``keeps_schedules``) or raises ``NotImplementedError``.
 """
 
 from __future__ import annotations
@@ -165,6 +166,25 @@ class TaskState(abc.ABC):
         the task runs: a state answers from memory (no I/O per task)."""
         return False
 
+    # -- schedule slots (periodic tasks) ---------------------------------------------------
+    #: False for a state that does not keep schedule slots: no scheduler runs on it.
+    keeps_schedules: bool = False
+
+    def last_schedule_slot(self, name: str) -> float | None:
+        """The last slot (a Unix time) of task ``name``'s schedule that was enqueued, or
+        None if it never was (or the state does not keep slots)."""
+        return None
+
+    def advance_schedule_slot(self, name: str, slot: float, expected: float | None) -> bool:
+        """Record ``slot`` as task ``name``'s last enqueued slot if the recorded one is still
+        ``expected`` (None: none is recorded) and ``slot`` is later: a compare-and-set,
+        atomic across every process sharing the state.
+
+        Returns True for the one caller that advanced it: that caller enqueues the slots
+        after ``expected`` up to ``slot``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no schedule slots")
+
     # -- the end of a delivery -----------------------------------------------------------
     def finish(self, end: Ending) -> None:
         """Everything a delivery writes when it ends (a state may do it in one round trip):
@@ -255,6 +275,7 @@ class MemoryTaskState(TaskState):
         self._slots: dict[str, dict[str, float]] = {}  # task name -> holder -> lease expiry
         self._starts: dict[str, deque[float]] = {}  # task name -> start times, oldest first
         self.tombstones: dict[str, float] = {}  # task id -> expiry (clock)
+        self._schedule_slots: dict[str, float] = {}  # schedule name -> last enqueued slot
 
     keeps_tombstones = True
 
@@ -394,6 +415,19 @@ class MemoryTaskState(TaskState):
             slots = self._slots.get(name)
             if slots is not None:
                 slots.pop(holder, None)
+
+    keeps_schedules = True
+
+    def last_schedule_slot(self, name: str) -> float | None:
+        return self._schedule_slots.get(name)
+
+    def advance_schedule_slot(self, name: str, slot: float, expected: float | None) -> bool:
+        with self._keys_lock:
+            last = self._schedule_slots.get(name)
+            if last != expected or (last is not None and last >= slot):
+                return False
+            self._schedule_slots[name] = slot
+        return True
 
 
 # -- polling a state that cannot notify ------------------------------------------------------

@@ -12,6 +12,7 @@
     P:flow:starts:<name>      zset   holder -> start time (ms): task name's rate window
     P:cancelled               zset   task id -> tombstone expiry (epoch seconds)
     P:cancel:<db>             channel  "<task id> <expiry>" published on every cancel
+    P:schedules               hash   task name -> its last enqueued schedule slot (Unix time)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Keys:
         self.dlq = f"{prefix}:dlq"
         self.dlq_index = f"{prefix}:dlq:index"
         self.cancelled = f"{prefix}:cancelled"
+        self.schedules = f"{prefix}:schedules"
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))

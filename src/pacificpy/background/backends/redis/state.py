@@ -217,6 +217,18 @@ class RedisTaskState(TaskState):
     def is_cancelled(self, task_id: str) -> bool:
         return self.watcher.is_cancelled(task_id)
 
+    # -- schedule slots ------------------------------------------------------------------
+    keeps_schedules = True
+
+    def last_schedule_slot(self, name: str) -> float | None:
+        raw = self.sync.hget(self.keys.schedules, name)
+        return float(raw) if raw is not None else None
+
+    def advance_schedule_slot(self, name: str, slot: float, expected: float | None) -> bool:
+        script = self.clients.script("schedule_advance")
+        was = "" if expected is None else repr(float(expected))
+        return bool(script([self.keys.schedules], [name, repr(float(slot)), was]))
+
     # -- the end of a delivery, in one round trip ----------------------------------------
     def _finish_pipe(self, client: Any, end: Ending) -> Any:
         pipe = client.pipeline(transaction=False)

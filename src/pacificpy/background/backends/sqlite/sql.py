@@ -74,6 +74,10 @@ CREATE TABLE IF NOT EXISTS pacificpy_tombstones (
     expires REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS pacificpy_tombstones_expires ON pacificpy_tombstones (expires);
+CREATE TABLE IF NOT EXISTS pacificpy_schedules (
+    name TEXT PRIMARY KEY,
+    slot REAL NOT NULL
+) WITHOUT ROWID;
 """
 
 GET_VERSION = "SELECT value FROM pacificpy_meta WHERE name = 'schema_version'"
@@ -197,3 +201,14 @@ EXPIRE = (
 )
 INCREMENTAL_VACUUM = "PRAGMA incremental_vacuum({pages})"
 FREELIST = "PRAGMA freelist_count"
+
+# -- schedule slots (periodic tasks) ----------------------------------------------------------
+LAST_SCHEDULE_SLOT = "SELECT slot FROM pacificpy_schedules WHERE name = ?"
+#: The first slot of a schedule: changes a row only when none is recorded.
+FIRST_SCHEDULE_SLOT = (
+    "INSERT INTO pacificpy_schedules (name, slot) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
+)
+#: Compare-and-set: changes the row only when it still holds the slot the caller read.
+ADVANCE_SCHEDULE_SLOT = (
+    "UPDATE pacificpy_schedules SET slot = ? WHERE name = ? AND slot = ? AND slot < ?"
+)

@@ -122,6 +122,20 @@ class SQLiteTaskState(TaskState):
         self.watcher.start()
         return self.db.one(sql.IS_BURIED, (task_id, time.time())) is not None
 
+    # -- schedule slots ------------------------------------------------------------------
+    keeps_schedules = True
+
+    def last_schedule_slot(self, name: str) -> float | None:
+        slot = self.db.one(sql.LAST_SCHEDULE_SLOT, (name,))
+        return None if slot is None else float(slot)
+
+    def advance_schedule_slot(self, name: str, slot: float, expected: float | None) -> bool:
+        if expected is None:
+            cur = self.db.write(sql.FIRST_SCHEDULE_SLOT, (name, float(slot)))
+        else:
+            cur = self.db.write(sql.ADVANCE_SCHEDULE_SLOT, (slot, name, expected, slot))
+        return cur.rowcount > 0
+
     # -- the end of a delivery, in one transaction ---------------------------------------
     def finish(self, end: Ending) -> None:
         with self.db.atomic() as conn:
