@@ -317,6 +317,7 @@ def configure_background_tasks(
     signing_key: str | bytes | None = None,
     max_payload_bytes: int | None = 1_048_576,
     idempotency_ttl: float = 86_400.0,
+    heartbeat_interval: float | None = None,
 ) -> None:
     """Make ``backend`` the default for every ``@background`` task.
 
@@ -333,9 +334,13 @@ def configure_background_tasks(
             key reject unsigned or altered messages into the dead-letter queue.
         max_payload_bytes: largest encoded message accepted at the call site.
         idempotency_ttl: seconds an ``idempotency_key`` keeps pointing at its first task.
+        heartbeat_interval: seconds between the heartbeats workers write to the worker
+            registry (a worker not seen for 3 of them is shown as lost); None keeps the
+            backend's (10 s unless set).
 
     Raises:
-        ConfigurationError: ``backend`` does not implement ``BackgroundBackend``.
+        ConfigurationError: ``backend`` does not implement ``BackgroundBackend``, or
+            ``heartbeat_interval`` is not a positive number.
     """
     if not isinstance(backend, BackgroundBackend):
         raise ConfigurationError(
@@ -349,6 +354,10 @@ def configure_background_tasks(
     backend.signing_key = signing_key
     backend.max_payload_bytes = max_payload_bytes
     backend.idempotency_ttl = idempotency_ttl
+    if heartbeat_interval is not None:
+        from pacificpy.background.workers import check_interval
+
+        backend.heartbeat_interval = check_interval(heartbeat_interval)
     swap_backend(backend)
     attach = getattr(backend, "attach", None)
     if attach is not None:

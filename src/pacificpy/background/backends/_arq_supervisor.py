@@ -24,6 +24,9 @@ import threading
 import time
 from types import FrameType
 
+from pacificpy.background.backends._arq_health import SlotStatus
+from pacificpy.background.workers import DEFAULT_GRACE, WorkerHealth
+
 __all__ = ["child_main", "supervise"]
 
 logger = logging.getLogger("pacificpy.worker")
@@ -40,14 +43,21 @@ class _Slot:
     started: float = 0.0
     quick_deaths: int = 0
     restart_at: float = 0.0
+    #: What the process last reported of its health (on its ``--status-fd`` pipe).
+    health: SlotStatus = dataclasses.field(default_factory=SlotStatus)
 
 
-def _spawn(slot: _Slot, module: str, log_level: str) -> None:
+def _spawn(slot: _Slot, module: str, log_level: str, grace: float = DEFAULT_GRACE) -> None:
     cmd = [sys.executable, "-m", __name__, module, "--parent", str(os.getpid())]
     cmd += ["--log-level", log_level]
     if slot.queue:
         cmd += ["--queue", slot.queue]
-    slot.proc = subprocess.Popen(cmd, start_new_session=True)
+    status = slot.health.open()
+    cmd += ["--status-fd", str(status), "--health-grace", repr(grace)]
+    try:
+        slot.proc = subprocess.Popen(cmd, start_new_session=True, pass_fds=(status,))
+    finally:
+        os.close(status)
     slot.started = time.monotonic()
     logger.info(
         "started ARQ worker %d (pid %d) for queue %s",
@@ -62,8 +72,12 @@ def supervise(
     queues: list[str | None],
     grace: float,
     log_level: str = "info",
+    health: WorkerHealth | None = None,
 ) -> int:
-    """Run ``workers`` processes per queue until SIGINT/SIGTERM; return the exit code."""
+    """Run ``workers`` processes per queue until SIGINT/SIGTERM; return the exit code.
+
+    ``health`` gets one check per process: ready once it consumes and reaches Redis.
+    """
     stop = threading.Event()
     received: list[int] = []
 
@@ -75,16 +89,20 @@ def supervise(
     slots = [
         _Slot(index=i, queue=q) for i, q in enumerate(q for q in queues for _ in range(workers))
     ]
+    health_grace = health.grace if health is not None else DEFAULT_GRACE
+    if health is not None:
+        for slot in slots:
+            health.add(f"worker {slot.index} ({slot.queue or 'default'})", slot.health.status)
     try:
         for slot in slots:
-            _spawn(slot, module, log_level)
+            _spawn(slot, module, log_level, health_grace)
         while not stop.wait(0.2):
             now = time.monotonic()
             for slot in slots:
                 proc = slot.proc
                 if proc is None:
                     if now >= slot.restart_at:
-                        _spawn(slot, module, log_level)
+                        _spawn(slot, module, log_level, health_grace)
                     continue
                 code = proc.poll()
                 if code is None:
@@ -100,6 +118,7 @@ def supervise(
                 )  # fmt: skip
                 slot.proc = None
                 slot.restart_at = now + backoff
+                slot.health.close(f"exited with code {code}; restarting")
         name = signal.Signals(received[0]).name if received else "signal"
         logger.info(
             "%s received: stopping %d ARQ workers (grace period %.1fs)", name, len(slots), grace
@@ -149,13 +168,16 @@ def child_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queue", default=None)
     parser.add_argument("--parent", type=int, default=None)
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--status-fd", type=int, default=None)
+    parser.add_argument("--health-grace", type=float, default=DEFAULT_GRACE)
     args = parser.parse_args(argv)
 
     import logging.config
 
     from arq.logs import default_log_config
-    from arq.worker import run_worker
+    from arq.worker import get_kwargs
 
+    from pacificpy.background.backends._arq_health import ResilientWorker
     from pacificpy.background.backends.arq_backend import (
         ARQBackgroundBackend,
         arq_queue_name,
@@ -184,7 +206,15 @@ def child_main(argv: list[str] | None = None) -> None:
     if args.parent:
         _watch_parent(args.parent)
     kwargs = {"queue_name": arq_queue_name(args.queue)} if args.queue else {}
-    run_worker(settings, **kwargs)
+    worker = ResilientWorker(**{**get_kwargs(settings), **kwargs})
+    state = getattr(settings, "pacificpy_state", None)
+    if state is not None:
+        if args.queue:
+            state.queue = args.queue
+        state.health.status_fd = args.status_fd
+        state.health.grace = args.health_grace
+        worker.health = state.health
+    worker.run()
 
 
 if __name__ == "__main__":

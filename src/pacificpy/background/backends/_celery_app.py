@@ -217,6 +217,8 @@ def connect_worker_signals() -> None:
 
     signals.celeryd_after_setup.connect(_on_worker_setup, weak=False)
     signals.task_unknown.connect(_on_unknown_task, weak=False)
+    signals.worker_ready.connect(_on_worker_ready, weak=False)
+    signals.worker_shutdown.connect(_on_worker_shutdown, weak=False)
     _signals_connected = True
 
 
@@ -230,6 +232,8 @@ def _detach_all() -> None:
 
         signals.celeryd_after_setup.disconnect(_on_worker_setup)
         signals.task_unknown.disconnect(_on_unknown_task)
+        signals.worker_ready.disconnect(_on_worker_ready)
+        signals.worker_shutdown.disconnect(_on_worker_shutdown)
         _signals_connected = False
 
 
@@ -245,6 +249,27 @@ def _on_worker_setup(sender: Any = None, instance: Any = None, **_: Any) -> None
         if name not in queues:
             queues.add(name)
     logger.info("PacificPy: consuming queues %s", ", ".join(sorted(queues)))
+
+
+def _on_worker_ready(sender: Any = None, **_: Any) -> None:
+    backend = backend_for(getattr(sender, "app", None))
+    if backend is None:
+        return
+    from pacificpy.background.backends._celery_workers import on_worker_ready
+
+    try:
+        on_worker_ready(backend, sender)
+    except Exception:
+        logger.exception("could not register this worker in the worker registry")
+
+
+def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
+    backend = backend_for(getattr(sender, "app", None))
+    if backend is None:
+        return
+    from pacificpy.background.backends._celery_workers import on_worker_shutdown
+
+    on_worker_shutdown(backend)
 
 
 def _on_unknown_task(

@@ -12,7 +12,8 @@ The state holds:
 - outcomes: the final :class:`~pacificpy.background.task.Outcome` of a task id;
 - dead letters: what could not run or failed for good, newest first;
 - idempotency keys: ``(task name, key)`` held by the first task that took it, for a TTL;
-- delivery counts: how many times a worker began one attempt (the poison guard).
+- delivery counts: how many times a worker began one attempt (the poison guard);
+- the worker registry: each worker's last heartbeat (:mod:`pacificpy.background.workers`).
 
 Room is kept for tombstones (a cancelled id, refused when it arrives) and leases (a
 running task's claim, renewed while it runs): they will be methods of this class, with a
@@ -31,7 +32,7 @@ import heapq
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pacificpy.background._outcomes import OutcomeBoard
 from pacificpy.background.dead_letter import DeadLetter, MemoryDeadLetterStore
@@ -136,6 +137,32 @@ class TaskState(abc.ABC):
     def forget_deliveries(self, task_id: str, attempt: int) -> None:
         """The attempt ended: drop its count."""
 
+    # -- the worker registry (pacificpy.background.workers) -------------------------------
+    #: False for a state that keeps no worker registry (the defaults below keep nothing).
+    keeps_workers: bool = False
+
+    def put_worker(  # noqa: B027 - optional: a state may keep no registry
+        self, worker_id: str, record: dict[str, Any], ttl: float
+    ) -> None:
+        """Keep ``record`` (a worker's heartbeat, JSON-able) under ``worker_id`` for ``ttl``
+        seconds, replacing the previous one. The default keeps nothing."""
+
+    def remove_worker(self, worker_id: str) -> None:  # noqa: B027 - optional, as put_worker
+        """Forget ``worker_id`` (it stopped cleanly). The default keeps nothing."""
+
+    def list_worker_records(self) -> list[dict[str, Any]]:
+        """Every worker record whose TTL has not run out, in no particular order."""
+        return []
+
+    async def aput_worker(self, worker_id: str, record: dict[str, Any], ttl: float) -> None:
+        self.put_worker(worker_id, record, ttl)
+
+    async def aremove_worker(self, worker_id: str) -> None:
+        self.remove_worker(worker_id)
+
+    def ping(self) -> None:  # noqa: B027 - a state in this process always answers
+        """One round trip to where the state lives; raises if it does not answer."""
+
     # -- the end of a delivery -----------------------------------------------------------
     def finish(self, end: Ending) -> None:
         """Everything a delivery writes when it ends (a state may do it in one round trip):
@@ -174,6 +201,7 @@ class MemoryTaskState(TaskState):
         self.key_expiry: list[tuple[float, tuple[str, str]]] = []  # heap by expiry
         self._keys_lock = threading.Lock()
         self._deliveries: dict[tuple[str, int], int] = {}
+        self._workers: dict[str, tuple[float, dict[str, Any]]] = {}  # id -> (expiry, record)
 
     def get_outcome(self, task_id: str) -> Outcome | None:
         return self.outcomes.get(task_id)
@@ -247,6 +275,23 @@ class MemoryTaskState(TaskState):
     def forget_deliveries(self, task_id: str, attempt: int) -> None:
         with self._keys_lock:
             self._deliveries.pop((task_id, attempt), None)
+
+    keeps_workers = True
+
+    def put_worker(self, worker_id: str, record: dict[str, Any], ttl: float) -> None:
+        with self._keys_lock:
+            self._workers[worker_id] = (time.monotonic() + ttl, dict(record))
+
+    def remove_worker(self, worker_id: str) -> None:
+        with self._keys_lock:
+            self._workers.pop(worker_id, None)
+
+    def list_worker_records(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        with self._keys_lock:
+            for wid in [w for w, (expiry, _) in self._workers.items() if expiry <= now]:
+                del self._workers[wid]
+            return [dict(record) for _, record in self._workers.values()]
 
 
 # -- polling a state that cannot notify ------------------------------------------------------

@@ -8,6 +8,8 @@
     P:idem:<digest>           string task id, expires after the idempotency TTL; the digest
                                      is the SHA-256 of the JSON array [task name, key]
     P:deliveries:<id>:<n>     int    how many times a worker began attempt n (poison guard)
+    P:worker:<worker id>      string a worker's last heartbeat (JSON), expires after its TTL
+    P:workers                 zset   worker id -> last heartbeat time (the registry's index)
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Keys:
         self.prefix = prefix
         self.dlq = f"{prefix}:dlq"
         self.dlq_index = f"{prefix}:dlq:index"
+        self.workers = f"{prefix}:workers"
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -35,6 +38,9 @@ class Keys:
 
     def deliveries(self, task_id: str, attempt: int) -> str:
         return f"{self.prefix}:deliveries:{task_id}:{attempt}"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}:worker:{worker_id}"
 
     def idem(self, name: str, key: str) -> str:
         """The key of task ``name``'s idempotency key ``key``: one per pair.
