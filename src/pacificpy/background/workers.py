@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from pacificpy.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from pacificpy.background.backend import BackgroundBackend
     from pacificpy.background.backends.state import TaskState
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "check_interval",
     "in_flight",
     "list_workers",
+    "workers_view",
 ]
 
 logger = logging.getLogger("pacificpy.worker")
@@ -138,6 +140,18 @@ def list_workers(state: TaskState) -> list[WorkerInfo]:
     now = time.time()
     workers = [w for w in found if w is not None]
     return sorted(workers, key=lambda w: (w.lost(now), w.started_at, w.id))
+
+
+def workers_view(backend: BackgroundBackend) -> dict[str, Any]:
+    """The registry of ``backend`` as the dashboard shows it: ``{"workers": [...], "kept"}``
+    (``kept`` False: the backend's state keeps no registry)."""
+    now = time.time()
+    state = backend.state
+    return {
+        "workers": [w.to_dict(now) for w in list_workers(state)],
+        "kept": state.keeps_workers,
+        "now": now,
+    }
 
 
 def in_flight(workers: list[WorkerInfo], now: float | None = None) -> dict[str, int]:

@@ -8,6 +8,8 @@ GET    ``tasks?status=&name=&limit=``   recent task records, newest first
 GET    ``tasks/{id}``                   one record (404 if unknown)
 GET    ``stats``                        ``get_task_monitor().stats()`` + backend name
 GET    ``queues``                       queue lengths of the queues seen
+GET    ``workers``                      the worker registry: live and lost workers,
+                                        each with the tasks it runs
 GET    ``dead-letters?limit=``          dead letters of the configured backend
 POST   ``dead-letters/{id}/requeue``    requeue one (a fresh first attempt, same task id);
                                         404 unknown id, 409 not requeueable, 422 no longer
@@ -41,6 +43,7 @@ from starlette.routing import BaseRoute
 from pacificpy.background import get_backend
 from pacificpy.background.dead_letter import dead_letter_view
 from pacificpy.background.monitor import get_task_monitor
+from pacificpy.background.workers import workers_view
 from pacificpy.errors import DeadLetterNotRequeueable, DeadLetterUndecodable, EnqueueError
 from pacificpy.routing import Handler, Route
 from pacificpy.web.auth import checked_token, require_token
@@ -183,6 +186,10 @@ def dashboard_routes(path: str = "/_tasks", token: str | None = None) -> list[Ba
                 out.append({"name": name, "length": None, "error": str(exc)})
         return {"queues": out}
 
+    def workers(request: Request) -> dict[str, Any]:
+        guard(request)
+        return workers_view(get_backend())
+
     def dead_letters(request: Request) -> dict[str, Any]:
         guard(request)
         letters = get_backend().dead_letters_sync(_limit(request))
@@ -226,6 +233,7 @@ def dashboard_routes(path: str = "/_tasks", token: str | None = None) -> list[Ba
         get(api + "/tasks/{task_id}", task),
         get(api + "/stats", stats),
         get(api + "/queues", queues),
+        get(api + "/workers", workers),
         get(api + "/dead-letters", dead_letters),
         post(api + "/dead-letters/purge", purge),
         post(api + "/dead-letters/{letter_id}/requeue", requeue),
