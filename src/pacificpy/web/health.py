@@ -36,7 +36,7 @@ __all__ = ["health_routes", "mount_health"]
 
 logger = logging.getLogger("pacificpy.health")
 
-_HEADERS = {"Cache-Control": "no-store"}
+_NO_STORE = "no-store"
 
 
 def mount_health(app: PacificPy, path: str = "/healthz", timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -59,7 +59,7 @@ def health_routes(path: str = "/healthz", timeout: float = DEFAULT_TIMEOUT) -> l
     was_ready: list[bool] = [True]
 
     async def live(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "live"}, headers=_HEADERS)
+        return JSONResponse({"status": "live"}, headers={"Cache-Control": _NO_STORE})
 
     # A plain function: Starlette runs it in its thread pool, so waiting for the checks
     # never holds up the event loop.
@@ -73,7 +73,9 @@ def health_routes(path: str = "/healthz", timeout: float = DEFAULT_TIMEOUT) -> l
                 failed = {k: v.get("error") for k, v in checks.items() if not v["ok"]}
                 logger.warning("not ready: %s", failed)
         body = {"status": "ready" if ok else "not ready", "checks": checks}
-        return JSONResponse(body, status_code=200 if ok else 503, headers=_HEADERS)
+        return JSONResponse(
+            body, status_code=200 if ok else 503, headers={"Cache-Control": _NO_STORE}
+        )
 
     return [
         Route(base + "/live", live, methods=["GET"], include_in_schema=False),

@@ -189,3 +189,26 @@ def test_oldest_task_age_grows_without_workers_and_drops_with_one(
         assert wait_for(lambda: oldest_age() == 0.0, WAIT, what="age back to 0")
     finally:
         worker.stop()
+
+
+def test_app_ready_names_the_monitor_store_local(own_redis: RedisServer) -> None:
+    """The local executor's state is in memory; its app's Redis monitor store is what an
+    outage takes away."""
+    from pacificpy.background.decorators import configure_background_tasks
+    from pacificpy.background.local import LocalExecutor
+    from pacificpy.background.monitor import configure_task_monitor
+
+    configure_background_tasks(LocalExecutor(1))
+    configure_task_monitor(redis_url=own_redis.url)
+    app = PacificPy()
+    app.include_health()
+    client = TestClient(app)
+    assert client.get("/healthz/ready").status_code == 200
+    own_redis.stop()
+    down = client.get("/healthz/ready")
+    assert down.status_code == 503
+    checks = down.json()["checks"]
+    assert checks["backend"]["ok"] is True
+    assert checks["monitor"]["ok"] is False and checks["monitor"]["error"]
+    own_redis.start()
+    wait_for(lambda: client.get("/healthz/ready").status_code == 200, WAIT, what="ready")
