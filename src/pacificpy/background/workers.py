@@ -274,8 +274,9 @@ class Heartbeat:
             once per heartbeat, never per task.
         interval: seconds between heartbeats.
         link: told whether each write reached the backend.
-        probe_every: with a ``link``, also PING the state this often between heartbeats,
+        probe_every: with a ``link``, also call ``ping`` this often between heartbeats,
             so an unreachable backend is noticed within it.
+        ping: one round trip to the backend (default: the state's ``ping``).
     """
 
     def __init__(
@@ -288,6 +289,7 @@ class Heartbeat:
         interval: float = HEARTBEAT_INTERVAL,
         link: Link | None = None,
         probe_every: float | None = None,
+        ping: Callable[[], object] | None = None,
     ) -> None:
         self.state = state
         self.backend = backend
@@ -296,6 +298,7 @@ class Heartbeat:
         self.interval = check_interval(interval)
         self.link = link
         self.probe_every = probe_every
+        self.ping = ping if ping is not None else state.ping
         self.pid = os.getpid()
         self.host = socket.gethostname()
         self.id = _new_id(self.pid)
@@ -359,7 +362,7 @@ class Heartbeat:
 
     def _probe(self) -> None:
         try:
-            self.state.ping()
+            self.ping()
         except Exception as exc:
             self._report(exc)
         else:

@@ -3,8 +3,8 @@
 Celery's ``worker_ready`` signal (the consumer is connected and consuming) starts a
 :class:`~pacificpy.background.workers.Heartbeat` thread in the worker's main process: it
 writes the worker's record (queues, and the ids of the requests its pool runs now, from
-``celery.worker.state.active_requests``) every ``heartbeat_interval`` seconds, PINGs the
-state in between, and tells the worker's :class:`~pacificpy.background.workers.Link`
+``celery.worker.state.active_requests``) every ``heartbeat_interval`` seconds, pings the
+broker and the state in between, and tells the worker's :class:`~pacificpy.background.workers.Link`
 whether Redis answered. ``worker_shutdown`` (a warm or cold stop) removes the record; a
 worker killed outright leaves it to turn lost.
 
@@ -76,6 +76,7 @@ def on_worker_ready(backend: CeleryBackgroundBackend, consumer: Any) -> None:
         interval=backend.heartbeat_interval,
         link=link,
         probe_every=min(1.0, grace / 2),
+        ping=backend.ping_sync,
     )
     backend.worker_beat = beat
     if health is not None:
