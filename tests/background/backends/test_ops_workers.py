@@ -187,6 +187,13 @@ def test_oldest_task_age_grows_without_workers_and_drops_with_one(
     try:
         assert handle.result_sync(timeout=START) == 5
         assert wait_for(lambda: oldest_age() == 0.0, WAIT, what="age back to 0")
+        # A task that runs is not waiting (ARQ keeps running jobs in its queue).
+        key = uuid.uuid4().hex
+        ops_app.ops_sleep.delay(key, 4.0)
+        client = redis.Redis.from_url(own_redis.url)
+        wait_for(lambda: client.get(f"ops:started:{key}"), WAIT, what="the task start")
+        time.sleep(1.0)
+        assert oldest_age() == 0.0
     finally:
         worker.stop()
 
