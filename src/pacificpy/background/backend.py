@@ -42,7 +42,12 @@ if TYPE_CHECKING:
     from pacificpy.background.backends.state import TaskState
     from pacificpy.background.execution import Decision
 
-__all__ = ["ARQBackgroundBackend", "BackgroundBackend", "CeleryBackgroundBackend"]
+__all__ = [
+    "ARQBackgroundBackend",
+    "BackgroundBackend",
+    "CeleryBackgroundBackend",
+    "SQLiteBackgroundBackend",
+]
 
 logger = logging.getLogger("pacificpy.background")
 R = TypeVar("R")
@@ -470,12 +475,14 @@ def _queue_of(task_id: str) -> str | None:
 _LAZY = {
     "CeleryBackgroundBackend": ("pacificpy.background.backends.celery_backend", "celery"),
     "ARQBackgroundBackend": ("pacificpy.background.backends.arq_backend", "arq"),
+    "SQLiteBackgroundBackend": ("pacificpy.background.backends.sqlite", "sqlite"),
 }
 #: The packages each extra installs: a backend whose import misses one of them is
 #: "not available"; any other ImportError is a real bug and propagates.
 _EXTRA_PACKAGES = {
     "celery": frozenset({"celery", "kombu", "billiard", "redis"}),
     "arq": frozenset({"arq", "redis"}),
+    "sqlite": frozenset({"sqlite3", "_sqlite3"}),  # a Python built without SQLite
 }
 
 
@@ -511,3 +518,4 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:
     from pacificpy.background.backends.arq_backend import ARQBackgroundBackend
     from pacificpy.background.backends.celery_backend import CeleryBackgroundBackend
+    from pacificpy.background.backends.sqlite import SQLiteBackgroundBackend

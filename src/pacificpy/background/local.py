@@ -245,17 +245,7 @@ class LocalExecutor(InMemoryBackend):
             threads, self._threads = self._threads, []
             self._stuck = 0
             self._started = False
-        for task_id, name in leftovers:
-            execution.abandon(task_id, name)
-            self.state.store_outcome(
-                task_id,
-                Outcome(
-                    TaskStatus.ABANDONED,
-                    error="abandoned at shutdown",
-                    error_type="Abandoned",
-                    finished_at=time.time(),
-                ),
-            )
+        self._leftovers(leftovers)
         for _ in threads:
             self._work.put(_STOP)
         for task in list(self._async_tasks):
@@ -267,6 +257,21 @@ class LocalExecutor(InMemoryBackend):
         self._own_loop_thread = None
         self._semaphores.clear()
         self._stop_portal()
+
+    def _leftovers(self, leftovers: list[tuple[str, str]]) -> None:
+        """What becomes of ``(task_id, name)`` still queued or running at shutdown: here,
+        nothing outlives the process, so each is logged and stored as abandoned."""
+        for task_id, name in leftovers:
+            execution.abandon(task_id, name)
+            self.state.store_outcome(
+                task_id,
+                Outcome(
+                    TaskStatus.ABANDONED,
+                    error="abandoned at shutdown",
+                    error_type="Abandoned",
+                    finished_at=time.time(),
+                ),
+            )
 
     # -- producing -----------------------------------------------------------------------
     def submit(self, message: Message, delay: float | None) -> TaskHandle[Any]:

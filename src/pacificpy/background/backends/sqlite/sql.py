@@ -1,0 +1,173 @@
+"""Every SQL statement of the SQLite backend, in one place.
+
+The schema is one file: the queue (``tasks``: one row per message waiting, delayed or
+leased), and the task state (``outcomes``, ``dead_letters``, ``idem_keys``,
+``deliveries``). Times are Unix seconds (``REAL``), so every process on the machine
+agrees on them. A SQL state for another database (PostgreSQL) would keep this shape and
+change the dialect: ``BEGIN IMMEDIATE`` and ``INSERT OR IGNORE`` are SQLite's; the rest
+is plain SQL.
+
+A feature that needs rows of its own adds its table to :data:`SCHEMA` with
+``CREATE TABLE IF NOT EXISTS`` (run at every open, so existing files get it too) and its
+statements below; :data:`SCHEMA_VERSION` is bumped only for a change an older PacificPy
+could not read.
+"""
+
+from __future__ import annotations
+
+#: Bumped when the schema changes; a file written by a newer version is refused.
+SCHEMA_VERSION = 1
+
+#: Run once per file, in one transaction (``auto_vacuum`` must precede the first table).
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pacificpy_meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pacificpy_tasks (
+    id INTEGER PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    task_name TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    run_at REAL NOT NULL,
+    owner TEXT,
+    lease_until REAL,
+    deliveries INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS pacificpy_tasks_ready
+    ON pacificpy_tasks (queue, run_at) WHERE owner IS NULL;
+CREATE INDEX IF NOT EXISTS pacificpy_tasks_leased
+    ON pacificpy_tasks (lease_until) WHERE owner IS NOT NULL;
+CREATE INDEX IF NOT EXISTS pacificpy_tasks_task_id ON pacificpy_tasks (task_id);
+CREATE TABLE IF NOT EXISTS pacificpy_outcomes (
+    task_id TEXT PRIMARY KEY,
+    outcome BLOB NOT NULL,
+    expires REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS pacificpy_outcomes_expires ON pacificpy_outcomes (expires);
+CREATE TABLE IF NOT EXISTS pacificpy_dead_letters (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    failed_at REAL NOT NULL,
+    letter BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pacificpy_dead_letters_failed
+    ON pacificpy_dead_letters (failed_at, seq);
+CREATE TABLE IF NOT EXISTS pacificpy_idem_keys (
+    name TEXT NOT NULL,
+    key TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (name, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS pacificpy_idem_keys_expires ON pacificpy_idem_keys (expires);
+CREATE TABLE IF NOT EXISTS pacificpy_deliveries (
+    task_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (task_id, attempt)
+) WITHOUT ROWID;
+"""
+
+GET_VERSION = "SELECT value FROM pacificpy_meta WHERE name = 'schema_version'"
+SET_VERSION = "INSERT OR IGNORE INTO pacificpy_meta (name, value) VALUES ('schema_version', ?)"
+
+# -- the queue (transport) -------------------------------------------------------------------
+PUBLISH = (
+    "INSERT INTO pacificpy_tasks (task_id, task_name, queue, attempt, data, run_at) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+#: The ready rows of some queues, oldest due first; ``{queues}`` is ``?, ?, ...``.
+READY_IN = (
+    "SELECT id FROM pacificpy_tasks WHERE owner IS NULL AND queue IN ({queues}) "
+    "AND run_at <= ? ORDER BY run_at LIMIT ?"
+)
+READY_ANY = (
+    "SELECT id FROM pacificpy_tasks WHERE owner IS NULL AND run_at <= ? ORDER BY run_at LIMIT ?"
+)
+ANY_DUE = "SELECT 1 FROM pacificpy_tasks WHERE owner IS NULL AND run_at <= ? LIMIT 1"
+ANY_DUE_IN = (
+    "SELECT 1 FROM pacificpy_tasks WHERE owner IS NULL AND queue IN ({queues}) "
+    "AND run_at <= ? LIMIT 1"
+)
+#: Lease the rows just selected (inside the same ``BEGIN IMMEDIATE``).
+LEASE = (
+    "UPDATE pacificpy_tasks SET owner = ?, lease_until = ?, deliveries = deliveries + 1 "
+    "WHERE id IN ({ids}) RETURNING id, task_id, task_name, queue, attempt, data, deliveries"
+)
+ACK = "DELETE FROM pacificpy_tasks WHERE id = ? AND owner = ?"
+#: A retry: the same row becomes the next attempt, waiting again, no slot held.
+RESCHEDULE = (
+    "UPDATE pacificpy_tasks SET attempt = ?, data = ?, run_at = ?, owner = NULL, "
+    "lease_until = NULL, deliveries = 0 WHERE id = ? AND owner = ?"
+)
+RENEW = "UPDATE pacificpy_tasks SET lease_until = ? WHERE owner = ?"
+#: Give back rows leased but never started (shutdown), without counting a delivery.
+UNLEASE_UNSTARTED = (
+    "UPDATE pacificpy_tasks SET owner = NULL, lease_until = NULL, "
+    "deliveries = max(deliveries - 1, 0) WHERE id = ? AND owner = ?"
+)
+UNLEASE_ALL = "UPDATE pacificpy_tasks SET owner = NULL, lease_until = NULL WHERE owner = ?"
+#: Leases whose holder stopped renewing them: the rows wait again (their delivery counted).
+EXPIRE_LEASES = (
+    "UPDATE pacificpy_tasks SET owner = NULL, lease_until = NULL "
+    "WHERE owner IS NOT NULL AND lease_until < ?"
+)
+QUEUE_LENGTH = "SELECT count(*) FROM pacificpy_tasks WHERE queue = ? AND owner IS NULL"
+NEXT_RUN_AT = "SELECT min(run_at) FROM pacificpy_tasks WHERE owner IS NULL"
+ROW_OF_TASK = "SELECT owner FROM pacificpy_tasks WHERE task_id = ? ORDER BY id DESC LIMIT 1"
+PENDING = "SELECT count(*) FROM pacificpy_tasks"
+
+# -- outcomes --------------------------------------------------------------------------------
+GET_OUTCOME = "SELECT outcome FROM pacificpy_outcomes WHERE task_id = ? AND expires > ?"
+STORE_OUTCOME = (
+    "INSERT OR REPLACE INTO pacificpy_outcomes (task_id, outcome, expires) VALUES (?, ?, ?)"
+)
+CLEAR_OUTCOME = "DELETE FROM pacificpy_outcomes WHERE task_id = ?"
+
+# -- dead letters ----------------------------------------------------------------------------
+ADD_LETTER = (
+    "INSERT OR REPLACE INTO pacificpy_dead_letters (id, failed_at, letter) VALUES (?, ?, ?)"
+)
+COUNT_LETTERS = "SELECT count(*) FROM pacificpy_dead_letters"
+#: Drop the oldest letters past the cap.
+TRIM_LETTERS = (
+    "DELETE FROM pacificpy_dead_letters WHERE seq IN (SELECT seq FROM pacificpy_dead_letters "
+    "ORDER BY failed_at, seq LIMIT ?)"
+)
+LIST_LETTERS = "SELECT letter FROM pacificpy_dead_letters ORDER BY failed_at DESC, seq DESC LIMIT ?"
+GET_LETTER = "SELECT letter FROM pacificpy_dead_letters WHERE id = ?"
+POP_LETTER = "DELETE FROM pacificpy_dead_letters WHERE id = ? RETURNING letter"
+CLEAR_LETTERS = "DELETE FROM pacificpy_dead_letters"
+
+# -- idempotency keys ------------------------------------------------------------------------
+#: Take the key unless a live holder has it (an expired holder is replaced).
+CLAIM_KEY = (
+    "INSERT INTO pacificpy_idem_keys (name, key, task_id, expires) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (name, key) DO UPDATE SET task_id = excluded.task_id, "
+    "expires = excluded.expires WHERE pacificpy_idem_keys.expires <= ?"
+)
+RELEASE_KEY = "DELETE FROM pacificpy_idem_keys WHERE name = ? AND key = ?"
+
+# -- delivery counts -------------------------------------------------------------------------
+COUNT_DELIVERY = (
+    "INSERT INTO pacificpy_deliveries (task_id, attempt, count, expires) VALUES (?, ?, 1, ?) "
+    "ON CONFLICT (task_id, attempt) DO UPDATE SET count = count + 1, "
+    "expires = excluded.expires RETURNING count"
+)
+FORGET_DELIVERIES = "DELETE FROM pacificpy_deliveries WHERE task_id = ? AND attempt = ?"
+
+# -- retention (deleted in batches, so no statement holds the write lock for long) -----------
+EXPIRE = (
+    "DELETE FROM pacificpy_outcomes WHERE task_id IN (SELECT task_id FROM "
+    "pacificpy_outcomes WHERE expires <= ? LIMIT ?)",
+    "DELETE FROM pacificpy_idem_keys WHERE (name, key) IN (SELECT name, key FROM "
+    "pacificpy_idem_keys WHERE expires <= ? LIMIT ?)",
+    "DELETE FROM pacificpy_deliveries WHERE (task_id, attempt) IN (SELECT "
+    "task_id, attempt FROM pacificpy_deliveries WHERE expires <= ? LIMIT ?)",
+)
+INCREMENTAL_VACUUM = "PRAGMA incremental_vacuum({pages})"
+FREELIST = "PRAGMA freelist_count"
