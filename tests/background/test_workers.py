@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -52,10 +53,18 @@ def opened_gate() -> Iterator[threading.Event]:
     gate.set()
 
 
-@pytest.fixture(params=["memory", "redis"])
-def state(request: pytest.FixtureRequest) -> Iterator[TaskState]:
+@pytest.fixture(params=["memory", "redis", "sqlite"])
+def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TaskState]:
     if request.param == "memory":
         yield MemoryTaskState()
+        return
+    if request.param == "sqlite":
+        from pacificpy.background.backends.sqlite.db import Database
+        from pacificpy.background.backends.sqlite.state import SQLiteTaskState
+
+        lite = SQLiteTaskState(Database(tmp_path / "tasks.db"))
+        yield lite
+        lite.close()
         return
     url = request.getfixturevalue("redis_url")
     s = RedisTaskState(url, prefix=f"pp-test-{uuid.uuid4().hex[:8]}")

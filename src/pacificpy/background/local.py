@@ -160,14 +160,22 @@ class LocalExecutor(InMemoryBackend):
             for i in range(self.max_workers):
                 self._spawn_thread(i)
             self._started = True
-            heartbeat = self._heartbeat = Heartbeat(
-                self.state, backend=self.kind, queues=["*"], running=self._running_tasks,
-                interval=self.heartbeat_interval,
-            )  # fmt: skip
+            queues = self._registry_queues()
+            heartbeat = None
+            if queues is not None:
+                heartbeat = self._heartbeat = Heartbeat(
+                    self.state, backend=self.kind, queues=queues, running=self._running_tasks,
+                    interval=self.heartbeat_interval,
+                )  # fmt: skip
             if not self._atexit_registered:
                 atexit.register(self._drain_at_exit)
                 self._atexit_registered = True
-        heartbeat.start()
+        if heartbeat is not None:
+            heartbeat.start()
+
+    def _registry_queues(self) -> list[str] | None:
+        """The queues this executor's heartbeat names (None: it registers no worker)."""
+        return ["*"]
 
     def _running_tasks(self) -> list[dict[str, str]]:
         """What the executor runs now, for its heartbeat in the worker registry."""

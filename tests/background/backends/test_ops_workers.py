@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -27,7 +28,7 @@ from pacificpy.background.metrics import make_registry
 from pacificpy.background.workers import WorkerInfo, list_workers
 from pacificpy.testing import TestClient
 from tests.apps import ops_app
-from tests.background.backends._module_workers import ROOT, Worker, command_argv
+from tests.background.backends._module_workers import Worker, command_argv
 from tests.support.net import free_port
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_for
@@ -52,11 +53,12 @@ def backend(kind: str, own_redis: RedisServer) -> Iterator[Any]:
     b.shutdown_sync()
 
 
-def start_worker(kind: str, url: str, *extra: str) -> Worker:
-    """``pacificpy worker tests.apps.ops_app`` for ``kind``, one worker process."""
+def start_worker(kind: str, url: str, logs: Path, *extra: str) -> Worker:
+    """``pacificpy worker tests.apps.ops_app`` for ``kind``, one worker process, run in
+    ``logs`` (its log goes there)."""
     argv = command_argv(f"pacificpy worker tests.apps.ops_app --workers 1 {' '.join(extra)}")
     env = {"PACIFICPY_OPS_BACKEND": kind, "PACIFICPY_TEST_REDIS": url}
-    return Worker(argv, ROOT, env)
+    return Worker(argv, logs, env)
 
 
 def workers(backend: Any) -> list[WorkerInfo]:
@@ -81,9 +83,9 @@ def _ready_is(port: int, code: int) -> dict[str, Any] | None:
     return body if status == code else None
 
 
-def test_worker_health_follows_redis(kind: str, own_redis: RedisServer) -> None:
+def test_worker_health_follows_redis(kind: str, own_redis: RedisServer, tmp_path: Path) -> None:
     port = free_port()
-    worker = start_worker(kind, own_redis.url, f"--health-port {port} --health-grace 1")
+    worker = start_worker(kind, own_redis.url, tmp_path, f"--health-port {port} --health-grace 1")
     try:
         assert wait_for(lambda: get(port, "/healthz/live")[0] == 200, START, what="live")
         wait_for(lambda: _ready_is(port, 200), START, what="ready 200")
@@ -122,9 +124,9 @@ def test_app_ready_follows_redis(backend: Any, own_redis: RedisServer) -> None:
 
 
 def test_sigkilled_worker_is_lost_with_its_running_task(
-    kind: str, backend: Any, own_redis: RedisServer
+    kind: str, backend: Any, own_redis: RedisServer, tmp_path: Path
 ) -> None:
-    worker = start_worker(kind, own_redis.url)
+    worker = start_worker(kind, own_redis.url, tmp_path)
     client = redis.Redis.from_url(own_redis.url)
     try:
         (first,) = wait_for(lambda: workers(backend), START, what="a registered worker")
@@ -174,7 +176,7 @@ def oldest_age(queue: str = "default") -> float | None:
 
 
 def test_oldest_task_age_grows_without_workers_and_drops_with_one(
-    kind: str, backend: Any, own_redis: RedisServer
+    kind: str, backend: Any, own_redis: RedisServer, tmp_path: Path
 ) -> None:
     assert oldest_age() == 0.0  # nothing waits
     handle = ops_app.ops_add.delay(2, 3)
@@ -183,7 +185,7 @@ def test_oldest_task_age_grows_without_workers_and_drops_with_one(
     time.sleep(1.5)  # the time that passes is what is measured
     second = oldest_age()
     assert second is not None and second >= first + 1.0
-    worker = start_worker(kind, own_redis.url)
+    worker = start_worker(kind, own_redis.url, tmp_path)
     try:
         assert handle.result_sync(timeout=START) == 5
         assert wait_for(lambda: oldest_age() == 0.0, WAIT, what="age back to 0")

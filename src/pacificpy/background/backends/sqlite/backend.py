@@ -363,6 +363,25 @@ class SQLiteBackgroundBackend(LocalExecutor):
         """Rows of ``queue`` waiting (due, or waiting out a countdown or a retry)."""
         return self.queue.length(queue)
 
+    def oldest_waiting_sync(self, queue: str = "default") -> float | None:
+        """When the oldest due row of ``queue`` that waits became due: rows no process
+        holds, and rows this process leased ahead but has not started (its prefetch;
+        another process's prefetch is not seen)."""
+        due = self.db.one(sql.OLDEST_DUE, (queue, time.time()))
+        with self._lock:
+            ahead = next((m for m in self._queued.values() if m.queue == queue), None)
+        if isinstance(ahead, Leased):
+            mine = self.db.one(sql.RUN_AT_OF_ROW, (ahead.row,))
+            if mine is not None and (due is None or mine < due):
+                due = mine
+        return None if due is None else float(due)
+
+    def _registry_queues(self) -> list[str] | None:
+        """A process that only enqueues (``consume=False``) runs no worker to register."""
+        if not self.consume:
+            return None
+        return list(self.queues) if self.queues is not None else ["*"]
+
     def queued_hint(self, task_id: str) -> str:
         if self.consume:
             return (

@@ -2,10 +2,10 @@
 
 The schema is one file: the queue (``tasks``: one row per message waiting, delayed or
 leased), and the task state (``outcomes``, ``dead_letters``, ``idem_keys``,
-``deliveries``). Times are Unix seconds (``REAL``), so every process on the machine
-agrees on them. A SQL state for another database (PostgreSQL) would keep this shape and
-change the dialect: ``BEGIN IMMEDIATE`` and ``INSERT OR IGNORE`` are SQLite's; the rest
-is plain SQL.
+``deliveries``, ``workers``: the worker registry). Times are Unix seconds (``REAL``),
+so every process on the machine agrees on them. A SQL state for another database
+(PostgreSQL) would keep this shape and change the dialect: ``BEGIN IMMEDIATE`` and
+``INSERT OR IGNORE`` are SQLite's; the rest is plain SQL.
 
 A feature that needs rows of its own adds its table to :data:`SCHEMA` with
 ``CREATE TABLE IF NOT EXISTS`` (run at every open, so existing files get it too) and its
@@ -63,6 +63,11 @@ CREATE TABLE IF NOT EXISTS pacificpy_idem_keys (
     PRIMARY KEY (name, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS pacificpy_idem_keys_expires ON pacificpy_idem_keys (expires);
+CREATE TABLE IF NOT EXISTS pacificpy_workers (
+    id TEXT PRIMARY KEY,
+    record BLOB NOT NULL,
+    expires REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pacificpy_deliveries (
     task_id TEXT NOT NULL,
     attempt INTEGER NOT NULL,
@@ -120,6 +125,11 @@ QUEUE_LENGTH = "SELECT count(*) FROM pacificpy_tasks WHERE queue = ? AND owner I
 NEXT_RUN_AT = "SELECT min(run_at) FROM pacificpy_tasks WHERE owner IS NULL"
 ROW_OF_TASK = "SELECT owner FROM pacificpy_tasks WHERE task_id = ? ORDER BY id DESC LIMIT 1"
 PENDING = "SELECT count(*) FROM pacificpy_tasks"
+#: When the oldest row of a queue that is due and no process holds became due.
+OLDEST_DUE = (
+    "SELECT min(run_at) FROM pacificpy_tasks WHERE queue = ? AND owner IS NULL AND run_at <= ?"
+)
+RUN_AT_OF_ROW = "SELECT run_at FROM pacificpy_tasks WHERE id = ?"
 
 # -- outcomes --------------------------------------------------------------------------------
 GET_OUTCOME = "SELECT outcome FROM pacificpy_outcomes WHERE task_id = ? AND expires > ?"
@@ -160,6 +170,12 @@ COUNT_DELIVERY = (
 )
 FORGET_DELIVERIES = "DELETE FROM pacificpy_deliveries WHERE task_id = ? AND attempt = ?"
 
+# -- the worker registry ---------------------------------------------------------------------
+PUT_WORKER = "INSERT OR REPLACE INTO pacificpy_workers (id, record, expires) VALUES (?, ?, ?)"
+REMOVE_WORKER = "DELETE FROM pacificpy_workers WHERE id = ?"
+LIST_WORKERS = "SELECT record FROM pacificpy_workers WHERE expires > ?"
+PING = "SELECT 1"
+
 # -- retention (deleted in batches, so no statement holds the write lock for long) -----------
 EXPIRE = (
     "DELETE FROM pacificpy_outcomes WHERE task_id IN (SELECT task_id FROM "
@@ -168,6 +184,8 @@ EXPIRE = (
     "pacificpy_idem_keys WHERE expires <= ? LIMIT ?)",
     "DELETE FROM pacificpy_deliveries WHERE (task_id, attempt) IN (SELECT "
     "task_id, attempt FROM pacificpy_deliveries WHERE expires <= ? LIMIT ?)",
+    "DELETE FROM pacificpy_workers WHERE id IN (SELECT id FROM pacificpy_workers "
+    "WHERE expires <= ? LIMIT ?)",
 )
 INCREMENTAL_VACUUM = "PRAGMA incremental_vacuum({pages})"
 FREELIST = "PRAGMA freelist_count"

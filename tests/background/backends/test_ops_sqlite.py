@@ -1,0 +1,104 @@
+"""Operability on the SQLite backend (SPEC §10.6), with a real second process running the
+in-process workers, as an app would: a SIGKILLed process is shown as lost with its running
+task, and the oldest waiting task's age grows while no process consumes and drops when
+one starts. The enqueueing test process only enqueues (``consume=False``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pacificpy.background.workers import WorkerInfo, list_workers
+from tests.apps import ops_app
+from tests.background.backends._module_workers import Worker
+from tests.support.wait import wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+START = 60.0
+WAIT = 30.0
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return str(tmp_path / "tasks.db")
+
+
+@pytest.fixture
+def backend(db: str) -> Iterator[Any]:
+    b = ops_app.configure("sqlite", db, consume=False)
+    yield b
+    b.shutdown_sync()
+
+
+def serve(db: str) -> Worker:
+    """A process running the SQLite backend's in-process workers on ``db``."""
+    argv = [sys.executable, "-c", "from tests.apps import ops_app; ops_app.serve()"]
+    env = {"PACIFICPY_OPS_BACKEND": "sqlite", "PACIFICPY_TEST_SQLITE": db}
+    return Worker(argv, Path(db).parent, env)  # its log goes beside the file
+
+
+def oldest_age(queue: str = "default") -> float | None:
+    from pacificpy.background.metrics import make_registry
+
+    for family in make_registry().collect():
+        if family.name == "pacificpy_queue_oldest_task_age_seconds":
+            for sample in family.samples:
+                if sample.labels == {"queue": queue}:
+                    return float(sample.value)
+    return None
+
+
+def test_an_enqueue_only_process_registers_no_worker(backend: Any) -> None:
+    asyncio.run(backend.startup())  # as an app serving it starts it
+    handle = ops_app.ops_add.delay(1, 2)
+    time.sleep(3 * ops_app.HEARTBEAT)  # heartbeats it would have written by now
+    assert list_workers(backend.state) == []
+    assert handle.status_sync() is not None
+
+
+def test_sigkilled_process_is_lost_with_its_running_task(backend: Any, db: str) -> None:
+    worker = serve(db)
+    try:
+        (live,) = wait_for(lambda: list_workers(backend.state), START, what="registration")
+        assert live.backend == "sqlite" and live.pid == worker.proc.pid
+        handle = ops_app.ops_block.delay(60.0)
+
+        def running() -> list[WorkerInfo]:
+            return [w for w in list_workers(backend.state) if w.running]
+
+        (busy,) = wait_for(running, WAIT, what="the task in a heartbeat")
+        assert busy.running[0]["id"] == handle.id
+        os.kill(worker.proc.pid, signal.SIGKILL)
+        killed = time.time()
+        (lost,) = wait_for(
+            lambda: [w for w in list_workers(backend.state) if w.lost()], WAIT, what="lost"
+        )
+        assert lost.id == live.id and lost.last_seen <= killed
+        assert [(r["id"], r["name"]) for r in lost.running] == [(handle.id, ops_app.ops_block.name)]
+    finally:
+        worker.stop()
+
+
+def test_oldest_task_age_grows_without_workers_and_drops_with_one(backend: Any, db: str) -> None:
+    assert oldest_age() == 0.0
+    handle = ops_app.ops_add.delay(2, 3)
+    first = oldest_age()
+    assert first is not None
+    time.sleep(1.5)  # the time that passes is what is measured
+    second = oldest_age()
+    assert second is not None and second >= first + 1.0
+    worker = serve(db)
+    try:
+        assert handle.result_sync(timeout=START) == 5
+        assert wait_for(lambda: oldest_age() == 0.0, WAIT, what="age back to 0")
+    finally:
+        worker.stop()
