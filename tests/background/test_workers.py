@@ -23,7 +23,6 @@ from pacificpy.background.backends.state import MemoryTaskState, TaskState
 from pacificpy.background.decorators import configure_background_tasks
 from pacificpy.background.health import Readiness
 from pacificpy.background.local import LocalExecutor
-from pacificpy.background.metrics import make_registry
 from pacificpy.background.workers import (
     Heartbeat,
     Link,
@@ -34,6 +33,7 @@ from pacificpy.background.workers import (
 from pacificpy.cli import cli
 from pacificpy.errors import ConfigurationError
 from pacificpy.testing import TestClient
+from tests.support.metrics import oldest_age, sample
 from tests.support.wait import wait_for
 
 INTERVAL = 0.1
@@ -152,23 +152,6 @@ def test_local_executor_registers_and_names_running_tasks(opened_gate: threading
     assert list_workers(ex.state) == []  # a clean stop leaves no record
 
 
-def oldest_age(queue: str = "default") -> float | None:
-    for family in make_registry().collect():
-        if family.name == "pacificpy_queue_oldest_task_age_seconds":
-            for sample in family.samples:
-                if sample.labels == {"queue": queue}:
-                    return float(sample.value)
-    return None
-
-
-def metric(name: str, labels: dict[str, str]) -> float | None:
-    for family in make_registry().collect():
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return float(sample.value)
-    return None
-
-
 def test_local_oldest_age_grows_while_busy_and_drops(opened_gate: threading.Event) -> None:
     ex = LocalExecutor(1)  # one thread: the second task waits for it
     configure_background_tasks(ex, heartbeat_interval=INTERVAL)
@@ -181,10 +164,10 @@ def test_local_oldest_age_grows_while_busy_and_drops(opened_gate: threading.Even
     time.sleep(1.0)  # the time that passes is what is measured
     later = oldest_age()
     assert later is not None and later >= age + 0.8
-    wait_for(lambda: metric("pacificpy_tasks_in_flight", {"queue": "default"}) == 1, 10,
+    wait_for(lambda: sample("pacificpy_tasks_in_flight", {"queue": "default"}) == 1, 10,
              what="one task in flight")  # fmt: skip
-    assert metric("pacificpy_workers", {"state": "live"}) == 1
-    assert metric("pacificpy_workers", {"state": "lost"}) == 0
+    assert sample("pacificpy_workers", {"state": "live"}) == 1
+    assert sample("pacificpy_workers", {"state": "lost"}) == 0
     opened_gate.set()
     assert first.result_sync(timeout=10) == second.result_sync(timeout=10) == "opened"
     assert oldest_age() == 0.0

@@ -19,6 +19,7 @@ import pytest
 from pacificpy.background.workers import WorkerInfo, list_workers
 from tests.apps import ops_app
 from tests.background.backends._module_workers import Worker
+from tests.support.metrics import oldest_age
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -44,17 +45,6 @@ def serve(db: str) -> Worker:
     argv = [sys.executable, "-c", "from tests.apps import ops_app; ops_app.serve()"]
     env = {"PACIFICPY_OPS_BACKEND": "sqlite", "PACIFICPY_TEST_SQLITE": db}
     return Worker(argv, Path(db).parent, env)  # its log goes beside the file
-
-
-def oldest_age(queue: str = "default") -> float | None:
-    from pacificpy.background.metrics import make_registry
-
-    for family in make_registry().collect():
-        if family.name == "pacificpy_queue_oldest_task_age_seconds":
-            for sample in family.samples:
-                if sample.labels == {"queue": queue}:
-                    return float(sample.value)
-    return None
 
 
 def test_an_enqueue_only_process_registers_no_worker(backend: Any) -> None:

@@ -24,11 +24,11 @@ import pytest
 import redis
 
 from pacificpy import PacificPy
-from pacificpy.background.metrics import make_registry
 from pacificpy.background.workers import WorkerInfo, list_workers
 from pacificpy.testing import TestClient
 from tests.apps import ops_app
 from tests.background.backends._module_workers import Worker, command_argv
+from tests.support.metrics import oldest_age
 from tests.support.net import free_port
 from tests.support.redis_server import RedisServer
 from tests.support.wait import wait_for
@@ -164,15 +164,6 @@ def test_sigkilled_worker_is_lost_with_its_running_task(
         assert view["state"] == "lost"
     finally:
         worker.stop()
-
-
-def oldest_age(queue: str = "default") -> float | None:
-    for family in make_registry().collect():
-        if family.name == "pacificpy_queue_oldest_task_age_seconds":
-            for sample in family.samples:
-                if sample.labels == {"queue": queue}:
-                    return float(sample.value)
-    return None
 
 
 def test_oldest_task_age_grows_without_workers_and_drops_with_one(
