@@ -119,6 +119,9 @@ def test_dashboard_lists_tasks_and_requeues_a_dead_letter(server: str) -> None:
                 expect(page.locator("#failed")).not_to_contain_text("tok_live_SECRET")
                 expect(page.locator("#cards [data-status='completed'] .n")).to_have_text("1")
                 expect(page.locator("#queues")).to_contain_text("default")
+                # The app's local executor, in the worker registry.
+                expect(page.locator("#workers tr[data-state='live']")).to_have_count(1)
+                expect(page.locator("#workers")).to_contain_text("local")
                 row = page.locator(f"#dead tr[data-letter-id='{letter_id}']")
                 expect(row).to_contain_text("ConnectionError")
 
