@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import threading
@@ -113,7 +112,10 @@ class ArqWorkerHealth:
         if ok == self._sent:
             return
         try:
+            os.set_blocking(fd, False)  # a supervisor that stopped reading never blocks us
             os.write(fd, orjson.dumps({"ok": ok, "detail": detail}) + b"\n")
+        except BlockingIOError:
+            return  # its pipe is full: tell it next time
         except OSError as exc:
             logger.warning("could not report this worker's health to its supervisor: %s", exc)
             self.status_fd = None
@@ -185,10 +187,8 @@ class SlotStatus:
             while True:
                 try:
                     chunk = os.read(fd, 4096)
-                except OSError as exc:
-                    if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                        break
-                    raise
+                except OSError:  # nothing more now (EAGAIN), or the pipe is gone
+                    break
                 if not chunk:
                     break
                 self._buf += chunk

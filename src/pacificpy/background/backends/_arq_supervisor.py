@@ -99,6 +99,7 @@ def supervise(
         while not stop.wait(0.2):
             now = time.monotonic()
             for slot in slots:
+                slot.health.poll()  # read what it reported, so its pipe never fills up
                 proc = slot.proc
                 if proc is None:
                     if now >= slot.restart_at:
