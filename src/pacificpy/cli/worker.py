@@ -112,7 +112,8 @@ def _serve_health(kind: str, params: Any, port: int, grace: float) -> Any:
     from pacificpy.background.workers import WorkerHealth
     from pacificpy.cli._health import serve_health
 
-    if "health" not in params:
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if "health" not in params and not takes_any:
         raise click.UsageError(f"the {kind} backend's worker does not report its health")
     health = WorkerHealth(grace=grace)
     try:
