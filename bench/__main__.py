@@ -1,4 +1,4 @@
-"""``python -m bench all|http|asgi|local|redis|memory|pickup|report|profile [--quick]``.
+"""``python -m bench all|http|asgi|local|redis|memory|pickup|sqlite|report|profile [--quick]``.
 
 ``all`` runs every scenario (about 20 minutes with the default 3 rounds; ``--quick``: one
 round, smaller N, about 3 minutes), then writes ``bench/results/summary.json``, the CSV,
@@ -14,7 +14,7 @@ import time
 
 from bench._common import RAW, Options, RedisServer, environment, log, now_iso, write_jsonl
 
-SCENARIOS = ("http", "asgi", "local", "redis", "memory", "pickup", "monitor")
+SCENARIOS = ("http", "asgi", "local", "redis", "memory", "pickup", "monitor", "sqlite")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
                 redis_queues.run_pickup(server, opts, stamp)
         finally:
             server.stop()
+    if "sqlite" in todo:
+        from bench import sqlite_queue
+
+        sqlite_queue.run(opts, stamp)
     if "monitor" in todo:
         from bench import monitor_overhead
 

@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import socket
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from click.testing import CliRunner
 
 from pacificpy.background.backends.arq_backend import ARQBackgroundBackend
 from pacificpy.background.workers import WorkerHealth
 from pacificpy.cli import cli
+from tests.support.health import get_json
 from tests.support.net import free_port
 
 ARQ_APP = """
@@ -39,14 +37,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     sys.modules.pop("cli_health_arq", None)
 
 
-def get(port: int, path: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
-            return r.status, orjson.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, orjson.loads(exc.read())
-
-
 def test_health_endpoints_answer_what_the_worker_reports(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -55,13 +45,13 @@ def test_health_endpoints_answer_what_the_worker_reports(
 
     def run_worker(self: ARQBackgroundBackend, *, health: WorkerHealth, **_: Any) -> int:
         seen.append(health.grace)
-        seen.append(get(port, "/healthz/live"))
-        seen.append(get(port, "/healthz/ready"))  # nothing reported yet: starting
+        seen.append(get_json(port, "/healthz/live"))
+        seen.append(get_json(port, "/healthz/ready"))  # nothing reported yet: starting
         health.add("worker 0 (default)", lambda: (True, "backend reachable"))
-        seen.append(get(port, "/healthz/ready"))
+        seen.append(get_json(port, "/healthz/ready"))
         health.add("worker 1 (default)", lambda: (False, "backend unreachable for 12.0s"))
-        seen.append(get(port, "/healthz/ready"))
-        seen.append(get(port, "/elsewhere")[0])
+        seen.append(get_json(port, "/healthz/ready"))
+        seen.append(get_json(port, "/elsewhere")[0])
         return 0
 
     monkeypatch.setattr(ARQBackgroundBackend, "run_worker", run_worker)

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from pacificpy.cli._loading import load_module
-from pacificpy.errors import BackendNotAvailable
+from pacificpy.errors import BackendError, BackendNotAvailable
 
 __all__ = ["command"]
 
@@ -103,7 +103,10 @@ def command(
         offered = {k: v for k, v in offered.items() if k in params}
     if health_port is not None:
         offered["health"] = _serve_health(backend.kind, params, health_port, health_grace)
-    code = run(**offered)
+    try:
+        code = run(**offered)
+    except BackendError as exc:  # a backend that cannot start its workers says why
+        raise click.ClickException(str(exc)) from exc
     sys.exit(int(code or 0))
 
 

@@ -18,8 +18,10 @@ import pytest
 
 from pacificpy.background.workers import WorkerInfo, list_workers
 from tests.apps import ops_app
-from tests.background.backends._module_workers import Worker
+from tests.background.backends._module_workers import Worker, command_argv
+from tests.support.health import ready_is
 from tests.support.metrics import oldest_age
+from tests.support.net import free_port
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -90,5 +92,39 @@ def test_oldest_task_age_grows_without_workers_and_drops_with_one(backend: Any, 
     try:
         assert handle.result_sync(timeout=START) == 5
         assert wait_for(lambda: oldest_age() == 0.0, WAIT, what="age back to 0")
+    finally:
+        worker.stop()
+
+
+def test_worker_command_health_and_a_killed_worker_process(
+    backend: Any, db: str, tmp_path: Path
+) -> None:
+    """``pacificpy worker --health-port`` on SQLite: ready while its process consumes; a
+    SIGKILLed process is not ready until its replacement is, and is shown as lost."""
+    port = free_port()
+    argv = command_argv(
+        f"pacificpy worker tests.apps.ops_app --workers 1 --health-port {port} --health-grace 1"
+    )
+    env = {"PACIFICPY_OPS_BACKEND": "sqlite", "PACIFICPY_TEST_SQLITE": db}
+    worker = Worker(argv, tmp_path, env)
+    try:
+        body = wait_for(lambda: ready_is(port, 200), START, what="ready")
+        assert body["checks"]["worker 0 (default)"]["ok"] is True
+        (live,) = wait_for(lambda: list_workers(backend.state), START, what="registration")
+        assert live.queues == ["default"]
+        handle = ops_app.ops_block.delay(60.0)
+        wait_for(lambda: [w for w in list_workers(backend.state) if w.running], WAIT,
+                 what="the task in a heartbeat")  # fmt: skip
+        os.kill(live.pid, signal.SIGKILL)
+        wait_for(lambda: ready_is(port, 503), WAIT, what="not ready while it restarts",
+                 interval=0.005)  # fmt: skip
+        wait_for(lambda: ready_is(port, 200), START, what="ready with its replacement")
+        lost = wait_for(
+            lambda: [w for w in list_workers(backend.state) if w.id == live.id and w.lost()],
+            WAIT,
+            what="the killed process shown as lost",
+        )
+        assert lost[0].running[0]["id"] == handle.id
+        assert "restarting it" in worker.log()
     finally:
         worker.stop()

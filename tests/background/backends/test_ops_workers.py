@@ -12,14 +12,11 @@ from __future__ import annotations
 import os
 import signal
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import redis
 
@@ -28,6 +25,7 @@ from pacificpy.background.workers import WorkerInfo, list_workers
 from pacificpy.testing import TestClient
 from tests.apps import ops_app
 from tests.background.backends._module_workers import Worker, command_argv
+from tests.support.health import get_json, ready_is
 from tests.support.metrics import oldest_age
 from tests.support.net import free_port
 from tests.support.redis_server import RedisServer
@@ -68,35 +66,20 @@ def workers(backend: Any) -> list[WorkerInfo]:
         return []
 
 
-def get(port: int, path: str) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
-            return r.status, orjson.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, orjson.loads(exc.read())
-    except OSError:
-        return 0, {}
-
-
-def _ready_is(port: int, code: int) -> dict[str, Any] | None:
-    status, body = get(port, "/healthz/ready")
-    return body if status == code else None
-
-
 def test_worker_health_follows_redis(kind: str, own_redis: RedisServer, tmp_path: Path) -> None:
     port = free_port()
     worker = start_worker(kind, own_redis.url, tmp_path, f"--health-port {port} --health-grace 1")
     try:
-        assert wait_for(lambda: get(port, "/healthz/live")[0] == 200, START, what="live")
-        wait_for(lambda: _ready_is(port, 200), START, what="ready 200")
+        assert wait_for(lambda: get_json(port, "/healthz/live")[0] == 200, START, what="live")
+        wait_for(lambda: ready_is(port, 200), START, what="ready 200")
         own_redis.stop()
-        body = wait_for(lambda: _ready_is(port, 503), WAIT, what="ready 503 without Redis")
+        body = wait_for(lambda: ready_is(port, 503), WAIT, what="ready 503 without Redis")
         assert body["status"] == "not ready"
         failed = [c["detail"] for c in body["checks"].values() if not c["ok"]]
         assert failed and all("unreachable" in d for d in failed), body
-        assert get(port, "/healthz/live")[0] == 200  # alive all the same: no restart
+        assert get_json(port, "/healthz/live")[0] == 200  # alive all the same: no restart
         own_redis.start()
-        wait_for(lambda: _ready_is(port, 200), WAIT, what="ready 200 after the restart")
+        wait_for(lambda: ready_is(port, 200), WAIT, what="ready 200 after the restart")
         log = worker.log()
         assert "cannot reach its backend" in log
         assert "reaches its backend again" in log

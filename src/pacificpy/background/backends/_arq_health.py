@@ -7,30 +7,27 @@ its ``on_startup`` on (:class:`ArqWorkerHealth`). Under ``pacificpy worker`` it 
   that cannot reach Redis is reported to the process's
   :class:`~pacificpy.background.workers.Link` and tried again a moment later (stock ARQ
   ends the process);
-- reports ``{"ok", "detail"}`` lines to its supervisor on a pipe (``--status-fd``) each
-  time its readiness changes; the supervisor's ``--health-port`` answers from them
-  (:class:`SlotStatus`).
+- reports its readiness to its supervisor on a pipe (``--status-fd``,
+  :mod:`._status_pipe`); the supervisor's ``--health-port`` answers from it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import orjson
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
+from pacificpy.background.backends._status_pipe import StatusWriter
 from pacificpy.background.workers import DEFAULT_GRACE, Heartbeat, Link
 
 if TYPE_CHECKING:
     from pacificpy.background.backends._arq_worker import WorkerState
 
-__all__ = ["ArqWorkerHealth", "ResilientWorker", "SlotStatus"]
+__all__ = ["ArqWorkerHealth", "ResilientWorker"]
 
 logger = logging.getLogger("pacificpy.worker")
 
@@ -47,13 +44,12 @@ class ArqWorkerHealth:
         self.worker = worker
         #: Seconds without Redis before the process is not ready (``--health-grace``).
         self.grace = DEFAULT_GRACE
-        #: The pipe to the supervisor, if there is one.
-        self.status_fd: int | None = None
+        #: The pipe to the supervisor (``StatusWriter(None)``: there is none).
+        self.pipe = StatusWriter(None)
         self.link: Link | None = None
         self.beat: Heartbeat | None = None
         self.consuming = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._sent: bool | None = None
 
     def _running(self) -> list[dict[str, str]]:
         queue = self.worker.queue
@@ -105,22 +101,7 @@ class ArqWorkerHealth:
 
     def report(self) -> None:
         """Send the readiness to the supervisor if it changed."""
-        fd = self.status_fd
-        if fd is None:
-            return
-        ok, detail = self.status()
-        if ok == self._sent:
-            return
-        try:
-            os.set_blocking(fd, False)  # a supervisor that stopped reading never blocks us
-            os.write(fd, orjson.dumps({"ok": ok, "detail": detail}) + b"\n")
-        except BlockingIOError:
-            return  # its pipe is full: tell it next time
-        except OSError as exc:
-            logger.warning("could not report this worker's health to its supervisor: %s", exc)
-            self.status_fd = None
-            return
-        self._sent = ok
+        self.pipe.send(*self.status())
 
     async def _watch(self) -> None:
         while True:
@@ -148,59 +129,3 @@ class ResilientWorker(Worker):  # type: ignore[misc]
             return
         if self.health is not None:
             self.health.polled()
-
-
-class SlotStatus:
-    """What the supervisor knows of one worker process's health, read from its pipe."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._fd: int | None = None
-        self._buf = b""
-        self._state: tuple[bool, str] = (False, "starting")
-
-    def open(self) -> int:
-        """A new pipe for a new process; returns the end the process writes."""
-        self.close("starting")
-        read, write = os.pipe()
-        os.set_blocking(read, False)
-        with self._lock:
-            self._fd = read
-        return write
-
-    def close(self, detail: str) -> None:
-        """The process is gone: not ready, for ``detail``."""
-        with self._lock:
-            fd, self._fd = self._fd, None
-            self._buf = b""
-            self._state = (False, detail)
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-    def poll(self) -> None:
-        """Read what the process sent since."""
-        with self._lock:
-            fd = self._fd
-            if fd is None:
-                return
-            while True:
-                try:
-                    chunk = os.read(fd, 4096)
-                except OSError:  # nothing more now (EAGAIN), or the pipe is gone
-                    break
-                if not chunk:
-                    break
-                self._buf += chunk
-            *lines, self._buf = self._buf.split(b"\n")
-            for line in lines:
-                try:
-                    d: Any = orjson.loads(line)
-                    self._state = (bool(d["ok"]), str(d.get("detail", "")))
-                except Exception:
-                    continue
-
-    def status(self) -> tuple[bool, str]:
-        self.poll()
-        with self._lock:
-            return self._state

@@ -24,7 +24,7 @@ import threading
 import time
 from types import FrameType
 
-from pacificpy.background.backends._arq_health import SlotStatus
+from pacificpy.background.backends._status_pipe import SlotStatus
 from pacificpy.background.workers import DEFAULT_GRACE, WorkerHealth
 
 __all__ = ["child_main", "supervise"]
@@ -47,8 +47,8 @@ class _Slot:
     health: SlotStatus = dataclasses.field(default_factory=SlotStatus)
 
 
-def _spawn(slot: _Slot, module: str, log_level: str, grace: float = DEFAULT_GRACE) -> None:
-    cmd = [sys.executable, "-m", __name__, module, "--parent", str(os.getpid())]
+def _spawn(slot: _Slot, module: str, log_level: str, child: str, label: str, grace: float) -> None:
+    cmd = [sys.executable, "-m", child, module, "--parent", str(os.getpid())]
     cmd += ["--log-level", log_level]
     if slot.queue:
         cmd += ["--queue", slot.queue]
@@ -60,8 +60,8 @@ def _spawn(slot: _Slot, module: str, log_level: str, grace: float = DEFAULT_GRAC
         os.close(status)
     slot.started = time.monotonic()
     logger.info(
-        "started ARQ worker %d (pid %d) for queue %s",
-        slot.index, slot.proc.pid, slot.queue or "default",
+        "started %s worker %d (pid %d) for queue %s",
+        label, slot.index, slot.proc.pid, slot.queue or "default",
     )  # fmt: skip
 
 
@@ -73,10 +73,15 @@ def supervise(
     grace: float,
     log_level: str = "info",
     health: WorkerHealth | None = None,
+    child: str = __name__,
+    label: str = "ARQ",
 ) -> int:
     """Run ``workers`` processes per queue until SIGINT/SIGTERM; return the exit code.
 
-    ``health`` gets one check per process: ready once it consumes and reaches Redis.
+    Each process runs ``python -m child MODULE --parent PID [--queue Q] --status-fd FD
+    --health-grace S`` (the SQLite backend passes its own ``child`` module, and its queues
+    joined by commas as one Q). ``health`` gets one check per process: ready once it
+    consumes and reaches its backend, as it reports on its status pipe.
     """
     stop = threading.Event()
     received: list[int] = []
@@ -95,7 +100,7 @@ def supervise(
             health.add(f"worker {slot.index} ({slot.queue or 'default'})", slot.health.status)
     try:
         for slot in slots:
-            _spawn(slot, module, log_level, health_grace)
+            _spawn(slot, module, log_level, child, label, health_grace)
         while not stop.wait(0.2):
             now = time.monotonic()
             for slot in slots:
@@ -103,7 +108,7 @@ def supervise(
                 proc = slot.proc
                 if proc is None:
                     if now >= slot.restart_at:
-                        _spawn(slot, module, log_level, health_grace)
+                        _spawn(slot, module, log_level, child, label, health_grace)
                     continue
                 code = proc.poll()
                 if code is None:
@@ -113,8 +118,8 @@ def supervise(
                 backoff = min(_MAX_BACKOFF, 0.5 * 2 ** (slot.quick_deaths - 1))
                 backoff = backoff if slot.quick_deaths else 0.0
                 logger.warning(
-                    "ARQ worker %d (pid %d) exited with code %s after %.1fs; restarting it%s",
-                    slot.index, proc.pid, code, lived,
+                    "%s worker %d (pid %d) exited with code %s after %.1fs; restarting it%s",
+                    label, slot.index, proc.pid, code, lived,
                     f" in {backoff:.1f}s" if backoff else "",
                 )  # fmt: skip
                 slot.proc = None
@@ -122,15 +127,16 @@ def supervise(
                 slot.health.close(f"exited with code {code}; restarting")
         name = signal.Signals(received[0]).name if received else "signal"
         logger.info(
-            "%s received: stopping %d ARQ workers (grace period %.1fs)", name, len(slots), grace
-        )
-        return _stop_all(slots, grace)
+            "%s received: stopping %d %s workers (grace period %.1fs)",
+            name, len(slots), label, grace,
+        )  # fmt: skip
+        return _stop_all(slots, grace, label)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
-def _stop_all(slots: list[_Slot], grace: float) -> int:
+def _stop_all(slots: list[_Slot], grace: float, label: str = "ARQ") -> int:
     procs = [s.proc for s in slots if s.proc is not None and s.proc.poll() is None]
     for proc in procs:
         try:
@@ -142,10 +148,10 @@ def _stop_all(slots: list[_Slot], grace: float) -> int:
         try:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            logger.error("ARQ worker pid %d did not stop in time; killing it", proc.pid)
+            logger.error("%s worker pid %d did not stop in time; killing it", label, proc.pid)
             proc.kill()
             proc.wait()
-    logger.info("all ARQ workers stopped")
+    logger.info("all %s workers stopped", label)
     return 0
 
 
@@ -179,6 +185,7 @@ def child_main(argv: list[str] | None = None) -> None:
     from arq.worker import get_kwargs
 
     from pacificpy.background.backends._arq_health import ResilientWorker
+    from pacificpy.background.backends._status_pipe import StatusWriter
     from pacificpy.background.backends.arq_backend import (
         ARQBackgroundBackend,
         arq_queue_name,
@@ -212,7 +219,7 @@ def child_main(argv: list[str] | None = None) -> None:
     if state is not None:
         if args.queue:
             state.queue = args.queue
-        state.health.status_fd = args.status_fd
+        state.health.pipe = StatusWriter(args.status_fd)
         state.health.grace = args.health_grace
         worker.health = state.health
     worker.run()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sqlite3
 import threading
 import time
 import uuid
@@ -24,13 +25,14 @@ from collections.abc import Sequence
 from pacificpy.background import execution
 from pacificpy.background.backend import BackgroundBackend
 from pacificpy.background.backends.sqlite import sql
-from pacificpy.background.backends.sqlite.db import Database
+from pacificpy.background.backends.sqlite.db import Database, DatabaseError
 from pacificpy.background.backends.sqlite.queue import Leased, SQLiteQueue
 from pacificpy.background.backends.sqlite.state import SQLiteTaskState
 from pacificpy.background.execution import Decision
 from pacificpy.background.local import LocalExecutor
 from pacificpy.background.task import Message, TaskEnvelope, TaskSpec
-from pacificpy.errors import PacificPyError
+from pacificpy.background.workers import WorkerHealth
+from pacificpy.errors import ConfigurationError, EnqueueError, PacificPyError
 from pacificpy.types import TaskStatus
 
 __all__ = ["SQLiteBackgroundBackend"]
@@ -39,6 +41,8 @@ logger = logging.getLogger("pacificpy.background")
 
 #: Seconds between two retention passes (expired outcomes, keys, counts; vacuum).
 RETENTION_EVERY = 60.0
+#: Seconds between two looks for due rows when nothing says there may be one.
+RESCAN_EVERY = 1.0
 #: Free pages past which a retention pass gives space back to the file system.
 VACUUM_PAGES = 1024
 
@@ -57,7 +61,9 @@ class SQLiteBackgroundBackend(LocalExecutor):
             seconds while the task runs. A lease that runs out (its process died) makes
             the task run again.
         heartbeat: seconds between renewals (default: a third of ``lease``).
-        poll_interval: seconds between looks for rows other processes enqueued.
+        poll_interval: seconds between looks at the file's change counter, which tells
+            this process that another one committed (a new task, say): a cheap read, so
+            tasks enqueued by other processes are picked up within about this long.
         prefetch: rows leased ahead of free workers (default: ``max_workers``).
         result_ttl: seconds outcomes are kept.
         max_deliveries: deliveries of one attempt before it is dead-lettered as poison.
@@ -80,7 +86,7 @@ class SQLiteBackgroundBackend(LocalExecutor):
         queues: Sequence[str] | None = None,
         lease: float = 30.0,
         heartbeat: float | None = None,
-        poll_interval: float = 0.05,
+        poll_interval: float = 0.005,
         prefetch: int | None = None,
         result_ttl: float = 86_400.0,
         max_deliveries: int = 5,
@@ -111,7 +117,7 @@ class SQLiteBackgroundBackend(LocalExecutor):
         self._feeding = False  # the feeder thread runs (heartbeats included)
         self._leasing = False  # ... and leases new rows
         self._wake_at = float("inf")
-        self._full = False  # the last lease filled every free slot
+        self._full = False  # every slot is taken: a finished task wakes the feeder
 
     def __repr__(self) -> str:
         return f"<SQLiteBackgroundBackend {self.db.path!r} max_workers={self.max_workers}>"
@@ -136,6 +142,18 @@ class SQLiteBackgroundBackend(LocalExecutor):
         """
         self.db.check()
         await super().startup()
+
+    def start(self) -> None:
+        """Start this process's workers now: an app does it at startup, a script at its
+        first enqueue; a script that only runs what is already in the file calls this.
+
+        Raises:
+            DatabaseError: the file cannot be used.
+        """
+        self.db.check()
+        self._accepting = True
+        self.consume = True
+        self._ensure_started()
 
     def _ensure_started(self) -> None:
         super()._ensure_started()
@@ -221,8 +239,16 @@ class SQLiteBackgroundBackend(LocalExecutor):
                     if not self.claim_key(env):
                         return
                     self.queue.publish(message, delay)
-        except PacificPyError:
-            raise
+        except sqlite3.IntegrityError as exc:  # the task id's row exists
+            raise EnqueueError(
+                f"a task with id {message.task_id} is already queued or running; task ids "
+                "must be unique", cause=exc, task_id=message.task_id,
+                task_name=message.task_name,
+            ) from exc  # fmt: skip
+        except PacificPyError as exc:
+            if not isinstance(exc, DatabaseError):
+                raise
+            raise self.enqueue_error(message, exc) from exc
         except Exception as exc:
             raise self.enqueue_error(message, exc) from exc
         if self.consume and self._accepting:
@@ -232,6 +258,15 @@ class SQLiteBackgroundBackend(LocalExecutor):
 
     def enqueue_where(self) -> str:
         return f"in the SQLite file {self.path}"
+
+    def enqueue_error(self, message: Message, exc: BaseException) -> EnqueueError:
+        """``EnqueueError`` naming the file and what the SQLite error means."""
+        if isinstance(exc, DatabaseError):  # its text says it all already
+            return EnqueueError(f"could not enqueue {message.task_name} {message.task_id}: "
+                                f"{exc}", cause=exc, task_id=message.task_id,
+                                task_name=message.task_name)  # fmt: skip
+        return EnqueueError.of(message.task_name, message.task_id, exc,
+                               where=self.enqueue_where(), hint=self.db.explain(exc))  # fmt: skip
 
     _resubmit = BackgroundBackend._resubmit
 
@@ -252,11 +287,13 @@ class SQLiteBackgroundBackend(LocalExecutor):
     # -- consuming -----------------------------------------------------------------------
     def _feed_loop(self) -> None:
         beat = retain = time.monotonic()
-        pause = self.poll_interval
+        failures = 0
         while self._feeding:
-            leased = 0
+            leased = free = 0
+            version: int | None = None
+            due: float | None = None
+            now = time.monotonic()
             try:
-                now = time.monotonic()
                 if now >= beat:
                     self.queue.renew(self.lease)
                     self.queue.expire_leases()
@@ -264,28 +301,44 @@ class SQLiteBackgroundBackend(LocalExecutor):
                 if now >= retain:
                     self._retain()
                     retain = now + RETENTION_EVERY
+                version = self.queue.version()  # read first: a commit after it is seen
                 free = self._free_slots() if self._leasing else 0
                 if free > 0:
                     got = self.queue.lease(free, self.queues, self.lease)
                     leased = len(got)
                     for message in got:
                         self._accept(message)
-                pause = self.poll_interval
+                    if leased < free:
+                        due = self.queue.next_due(self.queues)
+                failures = 0
             except Exception:
                 logger.exception("SQLite backend: could not lease tasks from %s", self.path)
-                pause = min(pause * 2, 5.0)
-            self._full = leased > 0 and leased == free
-            if self._full:
-                continue  # there may be more: wait only for a free slot
-            self._sleep(pause, beat)
+                failures += 1
+            if leased and leased == free:
+                continue  # there may be more: lease again once a slot is free
+            self._full = self._leasing and free <= 0  # then a finished task wakes us
+            until = now + (min(5.0, 0.1 * 2**failures) if failures else RESCAN_EVERY)
+            if due is not None:  # a countdown or retry of any process
+                until = min(until, max(now + due - time.time(), now + self.poll_interval))
+            self._rest(min(until, beat), version)
 
-    def _sleep(self, pause: float, beat: float) -> None:
+    def _rest(self, until: float, version: int | None) -> None:
+        """Wait until ``until``, or until woken (an enqueue or a free slot here), or until
+        another connection commits to the file (looked at every ``poll_interval``)."""
         with self._feed:
-            if not self._woken:
+            while not self._woken and not (self._full and self._free_slots() > 0):
                 now = time.monotonic()
-                until = min(now + pause, beat, self._wake_at)
-                if until > now:
-                    self._feed.wait(until - now)
+                end = min(until, self._wake_at)
+                if end <= now:
+                    break
+                self._feed.wait(min(self.poll_interval, end - now))
+                if self._woken or self._full or version is None:
+                    continue
+                try:
+                    if self.queue.version() != version:
+                        break
+                except Exception:
+                    break
             self._woken = False
             if self._wake_at <= time.monotonic():
                 self._wake_at = float("inf")
@@ -347,6 +400,32 @@ class SQLiteBackgroundBackend(LocalExecutor):
         if retry_in:
             self._wake(retry_in[0])
 
+    # -- worker processes ----------------------------------------------------------------
+    def run_worker(
+        self,
+        *,
+        module: str | None = None,
+        workers: int = 1,
+        queues: Sequence[str] | None = None,
+        log_level: str = "info",
+        health: WorkerHealth | None = None,
+    ) -> int:
+        """``pacificpy worker MODULE``: run ``workers`` processes consuming ``queues``
+        (default: ``default``) from this backend's file, supervised; returns the exit code.
+        ``health`` (``--health-port``) gets one check per process.
+
+        Raises:
+            ConfigurationError: no ``module`` to import in the worker processes.
+            DatabaseError: the file cannot be used.
+        """
+        from pacificpy.background.backends.sqlite import worker
+
+        if module is None:
+            raise ConfigurationError("run_worker needs the module that configures the backend")
+        return worker.supervise(
+            self, module, workers=workers, queues=queues, log_level=log_level, health=health
+        )
+
     # -- reading -------------------------------------------------------------------------
     def get_status_sync(self, task_id: str) -> TaskStatus | None:
         """The stored outcome's status; else running (leased) or queued (a row waits);
@@ -367,11 +446,11 @@ class SQLiteBackgroundBackend(LocalExecutor):
         """When the oldest due row of ``queue`` that waits became due: rows no process
         holds, and rows this process leased ahead but has not started (its prefetch;
         another process's prefetch is not seen)."""
-        due = self.db.one(sql.OLDEST_DUE, (queue, time.time()))
+        due = self.db.one(sql.OLDEST_DUE, (time.time(), queue))
         with self._lock:
             ahead = next((m for m in self._queued.values() if m.queue == queue), None)
         if isinstance(ahead, Leased):
-            mine = self.db.one(sql.RUN_AT_OF_ROW, (ahead.row,))
+            mine = self.db.one(sql.RUN_AT_OF_TASK, (ahead.task_id,))
             if mine is not None and (due is None or mine < due):
                 due = mine
         return None if due is None else float(due)

@@ -133,16 +133,22 @@ class Database:
         self._checked_pid = os.getpid()
 
     def _error(self, what: str, exc: sqlite3.Error) -> DatabaseError:
+        return DatabaseError(
+            f"SQLite backend {what} {self.path}: {exc} ({self.explain(exc)})", cause=exc
+        )
+
+    def explain(self, exc: BaseException) -> str:
+        """What a SQLite error on this file means, and what to check."""
         text = str(exc)
         if "not a database" in text or "malformed" in text:
-            why = "it is not a SQLite database, or it is corrupt"
-        elif "readonly" in text or "read-only" in text or "unable to open" in text:
-            why = "check that the file and its directory are writable by this process"
-        elif "locked" in text or "busy" in text:
-            why = f"another process holds its write lock for more than {self.busy_timeout:g} s"
-        else:
-            why = type(exc).__name__
-        return DatabaseError(f"SQLite backend {what} {self.path}: {text} ({why})", cause=exc)
+            return "it is not a SQLite database, or it is corrupt"
+        if "readonly" in text or "read-only" in text or "unable to open" in text:
+            return "check that the file and its directory exist and are writable by this process"
+        if "locked" in text or "busy" in text:
+            return f"another process held its write lock for more than {self.busy_timeout:g} s"
+        if "disk" in text or "full" in text:
+            return "is the disk full?"
+        return type(exc).__name__
 
     def close(self) -> None:
         """Close every connection this object opened (any thread may open one again)."""

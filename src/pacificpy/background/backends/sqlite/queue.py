@@ -1,6 +1,7 @@
 """The SQLite queue: the transport half of the backend (publish, lease, ack, length).
 
-A message is one row of ``pacificpy_tasks``. Publishing inserts it (due at ``run_at``);
+A message is one row of ``pacificpy_tasks``, keyed by its task id (a second message with
+the id of a waiting or running one is refused). Publishing inserts it (due at ``run_at``);
 a consumer leases due rows in one ``BEGIN IMMEDIATE`` (so two processes never lease the
 same row), counting a delivery each time; the end of a run deletes the row (ack) or turns
 it into the next attempt (a retry waits as a row, holding no worker). A lease is renewed
@@ -21,9 +22,8 @@ __all__ = ["Leased", "SQLiteQueue"]
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Leased(Message):
-    """A message leased from its row: ``row`` to ack, ``deliveries`` for the poison guard."""
+    """A message leased from its row, with ``deliveries`` for the poison guard."""
 
-    row: int = 0
     deliveries: int = 0
 
 
@@ -63,30 +63,30 @@ class SQLiteQueue:
                 return []
             statement = sql.LEASE.format(ids=", ".join("?" * len(ids)))
             rows = conn.execute(statement, (self.owner, now + lease, *ids)).fetchall()
-        rows.sort()
+        order = {task_id: i for i, task_id in enumerate(ids)}  # due first, as selected
+        rows.sort(key=lambda r: order[r[0]])
         return [
             Leased(
                 TaskEnvelope(task_id=task_id, task_name=name, queue=queue, attempt=attempt),
                 bytes(data),
-                row=row,
                 deliveries=deliveries,
             )
-            for row, task_id, name, queue, attempt, data, deliveries in rows
+            for task_id, name, queue, attempt, data, deliveries in rows
         ]
 
     def ack(self, leased: Leased) -> None:
         """The run ended for good: delete the row (if this consumer still holds it)."""
-        self.db.write(sql.ACK, (leased.row, self.owner))
+        self.db.write(sql.ACK, (leased.task_id, self.owner))
 
     def reschedule(self, leased: Leased, message: Message, delay: float) -> None:
         """The run asked for a retry: the row becomes ``message``, due after ``delay`` s."""
         run_at = time.time() + max(delay, 0.0)
-        params = (message.envelope.attempt, message.data, run_at, leased.row, self.owner)
+        params = (message.envelope.attempt, message.data, run_at, leased.task_id, self.owner)
         self.db.write(sql.RESCHEDULE, params)
 
     def give_back(self, leased: Leased) -> None:
         """Return a leased row that never started (its delivery is not counted)."""
-        self.db.write(sql.UNLEASE_UNSTARTED, (leased.row, self.owner))
+        self.db.write(sql.UNLEASE_UNSTARTED, (leased.task_id, self.owner))
 
     def give_back_all(self) -> None:
         """Return every row this consumer holds (shutdown: another may run them now)."""
@@ -108,12 +108,20 @@ class SQLiteQueue:
         """Every row: waiting, delayed or leased."""
         return int(self.db.one(sql.PENDING))
 
-    def next_due(self) -> float | None:
-        """When the earliest waiting row is due (Unix time), or None."""
-        due = self.db.one(sql.NEXT_RUN_AT)
+    def next_due(self, queues: tuple[str, ...] | None) -> float | None:
+        """When the earliest waiting row (of ``queues``, or any) is due (Unix time)."""
+        if queues is None:
+            due = self.db.one(sql.NEXT_DUE)
+        else:
+            statement = sql.NEXT_DUE_IN.format(queues=", ".join("?" * len(queues)))
+            due = self.db.one(statement, queues)
         return None if due is None else float(due)
 
+    def version(self) -> int:
+        """A number that changes when another connection commits to the file."""
+        return int(self.db.one(sql.DATA_VERSION))
+
     def holder(self, task_id: str) -> tuple[bool, str | None]:
-        """``(has a row, its lease holder)`` of ``task_id``'s latest row."""
+        """``(has a row, its lease holder)`` of ``task_id``."""
         row = self.db.conn().execute(sql.ROW_OF_TASK, (task_id,)).fetchone()
         return (False, None) if row is None else (True, row[0])

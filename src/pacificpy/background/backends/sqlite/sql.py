@@ -25,8 +25,7 @@ CREATE TABLE IF NOT EXISTS pacificpy_meta (
     value TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS pacificpy_tasks (
-    id INTEGER PRIMARY KEY,
-    task_id TEXT NOT NULL,
+    task_id TEXT PRIMARY KEY,
     task_name TEXT NOT NULL,
     queue TEXT NOT NULL,
     attempt INTEGER NOT NULL,
@@ -35,12 +34,11 @@ CREATE TABLE IF NOT EXISTS pacificpy_tasks (
     owner TEXT,
     lease_until REAL,
     deliveries INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS pacificpy_tasks_ready
-    ON pacificpy_tasks (queue, run_at) WHERE owner IS NULL;
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS pacificpy_tasks_waiting
+    ON pacificpy_tasks (run_at) WHERE owner IS NULL;
 CREATE INDEX IF NOT EXISTS pacificpy_tasks_leased
-    ON pacificpy_tasks (lease_until) WHERE owner IS NOT NULL;
-CREATE INDEX IF NOT EXISTS pacificpy_tasks_task_id ON pacificpy_tasks (task_id);
+    ON pacificpy_tasks (owner) WHERE owner IS NOT NULL;
 CREATE TABLE IF NOT EXISTS pacificpy_outcomes (
     task_id TEXT PRIMARY KEY,
     outcome BLOB NOT NULL,
@@ -87,11 +85,12 @@ PUBLISH = (
 )
 #: The ready rows of some queues, oldest due first; ``{queues}`` is ``?, ?, ...``.
 READY_IN = (
-    "SELECT id FROM pacificpy_tasks WHERE owner IS NULL AND queue IN ({queues}) "
+    "SELECT task_id FROM pacificpy_tasks WHERE owner IS NULL AND queue IN ({queues}) "
     "AND run_at <= ? ORDER BY run_at LIMIT ?"
 )
 READY_ANY = (
-    "SELECT id FROM pacificpy_tasks WHERE owner IS NULL AND run_at <= ? ORDER BY run_at LIMIT ?"
+    "SELECT task_id FROM pacificpy_tasks WHERE owner IS NULL AND run_at <= ? "
+    "ORDER BY run_at LIMIT ?"
 )
 ANY_DUE = "SELECT 1 FROM pacificpy_tasks WHERE owner IS NULL AND run_at <= ? LIMIT 1"
 ANY_DUE_IN = (
@@ -101,19 +100,19 @@ ANY_DUE_IN = (
 #: Lease the rows just selected (inside the same ``BEGIN IMMEDIATE``).
 LEASE = (
     "UPDATE pacificpy_tasks SET owner = ?, lease_until = ?, deliveries = deliveries + 1 "
-    "WHERE id IN ({ids}) RETURNING id, task_id, task_name, queue, attempt, data, deliveries"
+    "WHERE task_id IN ({ids}) RETURNING task_id, task_name, queue, attempt, data, deliveries"
 )
-ACK = "DELETE FROM pacificpy_tasks WHERE id = ? AND owner = ?"
+ACK = "DELETE FROM pacificpy_tasks WHERE task_id = ? AND owner = ?"
 #: A retry: the same row becomes the next attempt, waiting again, no slot held.
 RESCHEDULE = (
     "UPDATE pacificpy_tasks SET attempt = ?, data = ?, run_at = ?, owner = NULL, "
-    "lease_until = NULL, deliveries = 0 WHERE id = ? AND owner = ?"
+    "lease_until = NULL, deliveries = 0 WHERE task_id = ? AND owner = ?"
 )
 RENEW = "UPDATE pacificpy_tasks SET lease_until = ? WHERE owner = ?"
 #: Give back rows leased but never started (shutdown), without counting a delivery.
 UNLEASE_UNSTARTED = (
     "UPDATE pacificpy_tasks SET owner = NULL, lease_until = NULL, "
-    "deliveries = max(deliveries - 1, 0) WHERE id = ? AND owner = ?"
+    "deliveries = max(deliveries - 1, 0) WHERE task_id = ? AND owner = ?"
 )
 UNLEASE_ALL = "UPDATE pacificpy_tasks SET owner = NULL, lease_until = NULL WHERE owner = ?"
 #: Leases whose holder stopped renewing them: the rows wait again (their delivery counted).
@@ -122,14 +121,22 @@ EXPIRE_LEASES = (
     "WHERE owner IS NOT NULL AND lease_until < ?"
 )
 QUEUE_LENGTH = "SELECT count(*) FROM pacificpy_tasks WHERE queue = ? AND owner IS NULL"
-NEXT_RUN_AT = "SELECT min(run_at) FROM pacificpy_tasks WHERE owner IS NULL"
-ROW_OF_TASK = "SELECT owner FROM pacificpy_tasks WHERE task_id = ? ORDER BY id DESC LIMIT 1"
+#: When the next waiting row (of some queues) is due.
+NEXT_DUE = "SELECT min(run_at) FROM pacificpy_tasks WHERE owner IS NULL"
+NEXT_DUE_IN = (
+    "SELECT run_at FROM pacificpy_tasks WHERE owner IS NULL AND queue IN ({queues}) "
+    "ORDER BY run_at LIMIT 1"
+)
+#: Changes when another connection commits: a cheap "has anything happened?".
+DATA_VERSION = "PRAGMA data_version"
+ROW_OF_TASK = "SELECT owner FROM pacificpy_tasks WHERE task_id = ?"
 PENDING = "SELECT count(*) FROM pacificpy_tasks"
 #: When the oldest row of a queue that is due and no process holds became due.
 OLDEST_DUE = (
-    "SELECT min(run_at) FROM pacificpy_tasks WHERE queue = ? AND owner IS NULL AND run_at <= ?"
+    "SELECT run_at FROM pacificpy_tasks WHERE owner IS NULL AND run_at <= ? AND queue = ? "
+    "ORDER BY run_at LIMIT 1"
 )
-RUN_AT_OF_ROW = "SELECT run_at FROM pacificpy_tasks WHERE id = ?"
+RUN_AT_OF_TASK = "SELECT run_at FROM pacificpy_tasks WHERE task_id = ?"
 
 # -- outcomes --------------------------------------------------------------------------------
 GET_OUTCOME = "SELECT outcome FROM pacificpy_outcomes WHERE task_id = ? AND expires > ?"
