@@ -43,10 +43,17 @@ from bench._common import (
 
 WORKERS = 4
 FIGURES = ("enqueue_s", "jobs_s", "p50_ms", "p99_ms")
-ENQUEUE = ["pacificpy-sqlite", "pacificpy-local", "huey-sqlite"]
-E2E = ["pacificpy-sqlite-worker", "huey-sqlite-consumer"]
+ENQUEUE = ["pacificpy-sqlite", "pacificpy-local", "huey-sqlite", "huey-sqlite-nofsync"]
+E2E = ["pacificpy-sqlite-worker", "huey-sqlite-consumer", "huey-sqlite-nofsync-consumer"]
 PICKUP = ["pacificpy-sqlite-inproc", "pacificpy-local-inproc", "pacificpy-sqlite-worker",
-          "huey-sqlite-consumer"]  # fmt: skip
+          "huey-sqlite-consumer", "huey-sqlite-nofsync-consumer"]  # fmt: skip
+
+
+def _huey(contender: str) -> dict[str, Any]:
+    """The Huey instance of ``contender`` and its tasks (``bench.workers.sqlite_peers``)."""
+    from bench.workers import sqlite_peers as p
+
+    return p.HUEY["huey_nofsync" if "nofsync" in contender else "huey"]
 
 
 # --------------------------------------------------------------------------- children
@@ -69,15 +76,15 @@ def _enqueue(contender: str, n: int) -> dict[str, Any]:
     os.environ["BENCH_SQLITE_DIR"] = str(tmp)
     from bench.workers import sqlite_peers as p
 
-    if contender == "huey-sqlite":
-        huey = p.make_huey()
+    if contender.startswith("huey"):
+        h = _huey(contender)
         for _ in range(200):
-            p.huey_noop()
+            h["noop"]()
         t0 = time.perf_counter()
         for _ in range(n):
-            p.huey_noop()
+            h["noop"]()
         elapsed = time.perf_counter() - t0
-        assert len(huey) >= n
+        assert len(h["huey"]) >= n
         return {"n": n, "enqueue_s": n / elapsed, "us_per_call": elapsed / n * 1e6}
 
     async def main() -> float:
@@ -103,7 +110,9 @@ def _enqueue(contender: str, n: int) -> dict[str, Any]:
 
 def _start_worker(contender: str, tmp: Path) -> subprocess.Popen[bytes]:
     if contender.startswith("huey"):
-        cmd = [sys.executable, "-m", "huey.bin.huey_consumer", "bench.workers.sqlite_peers.huey",
+        instance = "huey_nofsync" if "nofsync" in contender else "huey"
+        cmd = [sys.executable, "-m", "huey.bin.huey_consumer",
+               f"bench.workers.sqlite_peers.{instance}",
                "-w", str(WORKERS), "-k", "thread"]  # fmt: skip
         ready = "consumer started"
     else:
@@ -136,15 +145,13 @@ def _e2e(contender: str, n: int) -> dict[str, Any]:
     from bench.workers import sqlite_peers as p
 
     huey = contender.startswith("huey")
-    if huey:
-        p.make_huey()
-    else:
+    if not huey:
         p.configure_sqlite(consume=False)
     proc = _start_worker(contender, tmp)
     try:
         done = tmp / "done.bin"
         t0 = time.perf_counter()
-        enqueue = p.huey_mark if huey else p.mark.delay
+        enqueue = _huey(contender)["mark"] if huey else p.mark.delay
         for _ in range(n):
             enqueue()
         enqueued = time.perf_counter() - t0
@@ -180,9 +187,7 @@ def _pickup(contender: str, n: int) -> dict[str, Any]:
         backend.shutdown_sync(timeout=10)
     else:
         huey = contender.startswith("huey")
-        if huey:
-            p.make_huey()
-        else:
+        if not huey:
             p.configure_sqlite(consume=False)
         proc = _start_worker(contender, tmp)
         stamp = tmp / "probe.txt"
@@ -190,7 +195,7 @@ def _pickup(contender: str, n: int) -> dict[str, Any]:
             for _ in range(n + 20):
                 stamp.unlink(missing_ok=True)
                 sent = time.time()
-                p.huey_probe() if huey else p.file_probe.delay()
+                _huey(contender)["probe"]() if huey else p.file_probe.delay()
                 deadline = time.monotonic() + 30
                 while not stamp.exists() or not stamp.read_text():
                     if time.monotonic() > deadline:

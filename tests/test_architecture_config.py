@@ -277,9 +277,11 @@ def _make_backends() -> list[Any]:
 
     from pacificpy.background.backends.arq_backend import ARQBackgroundBackend
     from pacificpy.background.backends.celery_backend import CeleryBackgroundBackend
+    from pacificpy.background.backends.sqlite import SQLiteBackgroundBackend
     from pacificpy.testing import CapturingBackend, EagerBackend
 
     return [
+        SQLiteBackgroundBackend("never-opened.db"),  # constructing opens no file
         get_local_executor(1),
         CeleryBackgroundBackend(celery_app=Celery("ctor", broker="redis://127.0.0.1:1/0")),
         ARQBackgroundBackend(RedisSettings(host="127.0.0.1", port=1)),

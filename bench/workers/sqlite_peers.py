@@ -18,7 +18,11 @@ from huey import SqliteHuey
 from pacificpy.background.decorators import background, configure_background_tasks
 
 DIR = Path(os.environ.get("BENCH_SQLITE_DIR", "."))
+#: Huey's default: ``synchronous=FULL`` (an fsync per commit: survives a power loss).
 huey = SqliteHuey("bench", filename=str(DIR / "huey.db"))
+#: ``fsync=False``: ``synchronous=OFF``, no fsync even at checkpoints (less durable than
+#: PacificPy's ``NORMAL``), the fastest Huey can go.
+huey_nofsync = SqliteHuey("bench-nofsync", filename=str(DIR / "huey-nofsync.db"), fsync=False)
 
 RELEASE = threading.Event()
 STARTED: list[float] = []
@@ -88,20 +92,12 @@ if "BENCH_SQLITE_DIR" in os.environ:  # a worker process: the module configures 
 
 
 # -- Huey ---------------------------------------------------------------------------------
-def make_huey() -> SqliteHuey:
-    return huey
+HUEY: dict[str, dict[str, Any]] = {}
 
-
-@huey.task()
-def huey_noop() -> None:
-    pass
-
-
-@huey.task()
-def huey_mark() -> None:
-    _mark()
-
-
-@huey.task()
-def huey_probe() -> None:
-    _stamp()
+for _name, _huey in (("huey", huey), ("huey_nofsync", huey_nofsync)):
+    HUEY[_name] = {
+        "huey": _huey,
+        "noop": _huey.task(name=f"{_name}.noop")(lambda: None),
+        "mark": _huey.task(name=f"{_name}.mark")(_mark),
+        "probe": _huey.task(name=f"{_name}.probe")(_stamp),
+    }

@@ -19,8 +19,10 @@ import pytest
 
 from pacificpy.background import TaskStatus, current_task, get_handle
 from pacificpy.background.backend import SQLiteBackgroundBackend
+from pacificpy.background.backends.sqlite import sql
 from pacificpy.background.backends.sqlite.queue import SQLiteQueue
 from pacificpy.background.decorators import background, configure_background_tasks
+from pacificpy.errors import EnqueueError
 from tests.support.wait import wait_for
 
 WAIT = 30.0
@@ -250,3 +252,50 @@ def test_the_file_does_not_grow_under_steady_load(db_path: Path, backends: list[
         sizes.append(db_path.stat().st_size)
         assert all(runs[k] == 1 for k in keys)
     assert sizes[-1] <= sizes[0] * 1.2, sizes
+
+
+# -- the file's write path -----------------------------------------------------------------
+
+
+def test_a_task_id_is_unique_among_waiting_tasks(db_path: Path, backends: list[Any]) -> None:
+    backend = _make(backends, db_path, consume=False)
+    configure_background_tasks(backend)
+    first = add.apply_async(args=(1, 1), task_id="my-own-id")
+    with pytest.raises(EnqueueError, match="already queued or running"):
+        add.apply_async(args=(2, 2), task_id="my-own-id")
+    assert backend.queue_length_sync() == 1
+    assert first.id == "my-own-id"
+
+
+def test_group_commit_keeps_each_threads_work_apart(db_path: Path, backends: list[Any]) -> None:
+    """Threads' writes share commits; one that fails rolls back only its own part."""
+    backend = _make(backends, db_path, consume=False)
+    db = backend.db
+    db.check()
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        start.wait()
+        for j in range(50):
+
+            def write(i: int = i, j: int = j) -> None:
+                db.write(sql.CLAIM_KEY, ("t", f"{i}-{j}", "id", time.time() + 60, time.time()))
+                if (i + j) % 7 == 0:
+                    raise ValueError(f"{i}-{j}")
+
+            try:
+                db.combined(write)
+            except ValueError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    failed = {str(e) for e in errors}
+    kept = {r[0] for r in db.execute("SELECT key FROM pacificpy_idem_keys WHERE name = 't'")}
+    every = {f"{i}-{j}" for i in range(8) for j in range(50)}
+    assert failed == {k for k in every if sum(map(int, k.split("-"))) % 7 == 0}
+    assert kept == every - failed

@@ -233,11 +233,11 @@ class SQLiteBackgroundBackend(LocalExecutor):
         env = message.envelope
         try:
             if self.key_to_claim(env) is None:
-                self.queue.publish(message, delay)
+                self.queue.publish(message, delay)  # one statement: its own commit
             else:
                 with self.db.atomic():
                     if not self.claim_key(env):
-                        return
+                        return  # an earlier task holds the key: enqueue nothing
                     self.queue.publish(message, delay)
         except sqlite3.IntegrityError as exc:  # the task id's row exists
             raise EnqueueError(
@@ -392,11 +392,13 @@ class SQLiteBackgroundBackend(LocalExecutor):
             self.queue.reschedule(message, nxt, delay)
             retry_in.append(delay)
 
-        with self.db.atomic():
+        def settle() -> None:  # one commit, shared with other threads' settles
             execution.settle(decision, message.data, self.state, reschedule,
                              signing_key=self.signing_key)  # fmt: skip
             if decision.kind != "retry":
                 self.queue.ack(message)
+
+        self.db.combined(settle)
         if retry_in:
             self._wake(retry_in[0])
 

@@ -123,5 +123,5 @@ class SQLiteQueue:
 
     def holder(self, task_id: str) -> tuple[bool, str | None]:
         """``(has a row, its lease holder)`` of ``task_id``."""
-        row = self.db.conn().execute(sql.ROW_OF_TASK, (task_id,)).fetchone()
+        row = self.db.execute(sql.ROW_OF_TASK, (task_id,)).fetchone()
         return (False, None) if row is None else (True, row[0])
