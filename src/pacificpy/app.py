@@ -368,6 +368,18 @@ class PacificPy(Starlette):
 
         mount_task_events(self, path=path, token=token, secret=secret)
 
+    def include_health(self, path: str = "/healthz", timeout: float = 2.0) -> None:
+        """Serve ``GET path/live`` (200 while the process serves) and ``GET path/ready``
+        (200 when the background backend and the task monitor store answer within
+        ``timeout`` seconds, else 503 with JSON naming what failed).
+
+        Raises:
+            ValueError: ``timeout`` is not a positive number.
+        """
+        from pacificpy.web.health import mount_health
+
+        mount_health(self, path=path, timeout=timeout)
+
 
 def default_port() -> int:
     """The ``PORT`` environment variable as a port number, else 8000.

@@ -123,6 +123,9 @@ def test_dashboard_lists_tasks_and_requeues_a_dead_letter(server: str) -> None:
                 schedule = page.locator("#schedules tr[data-schedule$='.yearly_report']")
                 expect(schedule).to_contain_text("0 3 1 1 *")
                 expect(schedule).to_contain_text("Europe/Paris")
+                # The app's local executor, in the worker registry.
+                expect(page.locator("#workers tr[data-state='live']")).to_have_count(1)
+                expect(page.locator("#workers")).to_contain_text("local")
                 row = page.locator(f"#dead tr[data-letter-id='{letter_id}']")
                 expect(row).to_contain_text("ConnectionError")
 

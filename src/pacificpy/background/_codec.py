@@ -233,20 +233,26 @@ def _field(raw: dict[str, Any], key: str, kind: type, default: Any) -> Any:
     return value
 
 
-def peek(data: bytes | str) -> tuple[str | None, str | None]:
-    """Best-effort ``(task_id, task_name)`` of a message that may not decode."""
+def peek_body(data: bytes | str) -> dict[str, Any] | None:
+    """Best-effort JSON body of a message that may not decode (nothing is verified)."""
     try:
         if isinstance(data, str):
             data = data.encode("utf-8", "surrogateescape")
         if data.startswith(_SIGNED):
             data = data[len(_SIGNED) + _SIG_LEN + 1 :]
         raw = orjson.loads(data)
-        if isinstance(raw, dict):
-            tid, name = raw.get("id"), raw.get("t")
-            return (tid if isinstance(tid, str) else None, name if isinstance(name, str) else None)
     except Exception:
-        pass
-    return None, None
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def peek(data: bytes | str) -> tuple[str | None, str | None]:
+    """Best-effort ``(task_id, task_name)`` of a message that may not decode."""
+    raw = peek_body(data)
+    if raw is None:
+        return None, None
+    tid, name = raw.get("id"), raw.get("t")
+    return (tid if isinstance(tid, str) else None, name if isinstance(name, str) else None)
 
 
 def _labeller(env: TaskEnvelope) -> Any:

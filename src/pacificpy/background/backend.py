@@ -102,6 +102,9 @@ class BackgroundBackend(abc.ABC):
         self.concurrency_lease: float = 30.0
         #: How long a cancel is remembered (a task delayed past it would still run), s.
         self.tombstone_ttl: float = 7 * 86_400.0
+        #: Seconds between the heartbeats of this backend's workers in the worker registry
+        #: (:mod:`pacificpy.background.workers`); set by ``configure_background_tasks``.
+        self.heartbeat_interval: float = 10.0
         self._portal_loop: asyncio.AbstractEventLoop | None = None
         self._portal_lock = threading.Lock()
         self._inflight: set[asyncio.Future[Any]] = set()
@@ -310,6 +313,21 @@ class BackgroundBackend(abc.ABC):
     @abc.abstractmethod
     def queue_length_sync(self, queue: str = "default") -> int:
         """Blocking form of :meth:`queue_length`."""
+
+    def oldest_waiting_sync(self, queue: str = "default") -> float | None:
+        """When the oldest task waiting in ``queue`` became due to run (Unix time), or None
+        when none waits; for the oldest-task age of ``/metrics``.
+
+        Raises:
+            NotImplementedError: the transport cannot tell.
+        """
+        raise NotImplementedError(f"the {self.kind} backend cannot tell its oldest task")
+
+    # -- health ----------------------------------------------------------------------------
+    def ping_sync(self) -> None:
+        """One round trip to the transport and the state (health checks); raises if either
+        does not answer. By default the state's."""
+        self.state.ping()
 
     # -- dead letters --------------------------------------------------------------------
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:

@@ -358,6 +358,7 @@ def configure_background_tasks(
     max_payload_bytes: int | None = 1_048_576,
     idempotency_ttl: float = 86_400.0,
     concurrency_lease: float = 30.0,
+    heartbeat_interval: float | None = None,
 ) -> None:
     """Make ``backend`` the default for every ``@background`` task.
 
@@ -377,10 +378,13 @@ def configure_background_tasks(
         concurrency_lease: seconds a ``concurrency=`` slot outlives the last renewal by
             its holder (renewed every third of it while the task runs): how long a slot
             of a killed worker stays taken.
+        heartbeat_interval: seconds between the heartbeats workers write to the worker
+            registry (a worker not seen for 3 of them is shown as lost); None keeps the
+            backend's (10 s unless set).
 
     Raises:
         ConfigurationError: ``backend`` does not implement ``BackgroundBackend``, or an
-            option is out of range.
+            option is out of range (``heartbeat_interval`` not a positive number).
     """
     if not isinstance(backend, BackgroundBackend):
         raise ConfigurationError(
@@ -397,6 +401,10 @@ def configure_background_tasks(
     backend.max_payload_bytes = max_payload_bytes
     backend.idempotency_ttl = idempotency_ttl
     backend.concurrency_lease = concurrency_lease
+    if heartbeat_interval is not None:
+        from pacificpy.background.workers import check_interval
+
+        backend.heartbeat_interval = check_interval(heartbeat_interval)
     swap_backend(backend)
     attach = getattr(backend, "attach", None)
     if attach is not None:

@@ -34,6 +34,7 @@ from pacificpy.background.task import (
     _current,
     new_task_id,
 )
+from pacificpy.background.workers import Heartbeat
 from pacificpy.errors import EnqueueError, QueueFull
 from pacificpy.types import TaskStatus
 
@@ -147,6 +148,7 @@ class LocalExecutor(InMemoryBackend):
         self._draining = False
         self._started = False
         self._atexit_registered = False
+        self._heartbeat: Heartbeat | None = None
 
     def __repr__(self) -> str:
         return f"<LocalExecutor max_workers={self.max_workers} started={self._started}>"
@@ -161,9 +163,28 @@ class LocalExecutor(InMemoryBackend):
             for i in range(self.max_workers):
                 self._spawn_thread(i)
             self._started = True
+            queues = self._registry_queues()
+            heartbeat = None
+            if queues is not None:
+                heartbeat = self._heartbeat = Heartbeat(
+                    self.state, backend=self.kind, queues=queues, running=self._running_tasks,
+                    interval=self.heartbeat_interval,
+                )  # fmt: skip
             if not self._atexit_registered:
                 atexit.register(self._drain_at_exit)
                 self._atexit_registered = True
+        if heartbeat is not None:
+            heartbeat.start()
+
+    def _registry_queues(self) -> list[str] | None:
+        """The queues this executor's heartbeat names (None: it registers no worker)."""
+        return ["*"]
+
+    def _running_tasks(self) -> list[dict[str, str]]:
+        """What the executor runs now, for its heartbeat in the worker registry."""
+        with self._lock:
+            running = list(self._running.values())
+        return [{"id": m.task_id, "name": m.task_name, "queue": m.queue} for m in running]
 
     def _spawn_thread(self, i: int) -> None:
         t = threading.Thread(target=self._worker, name=f"pacificpy-worker-{i}", daemon=True)
@@ -217,6 +238,9 @@ class LocalExecutor(InMemoryBackend):
 
     def _finish_shutdown(self) -> None:
         self._draining = False
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            heartbeat.stop()
         self._scheduler.stop()
         with self._lock:
             leftovers = [(m.task_id, m.task_name) for m in self._queued.values()]
@@ -585,6 +609,15 @@ class LocalExecutor(InMemoryBackend):
     def queue_length_sync(self, queue: str = "default") -> int:
         """Tasks waiting in ``queue``: ready for a worker, or waiting out a countdown/retry."""
         return self._waiting.get(queue, 0)
+
+    def oldest_waiting_sync(self, queue: str = "default") -> float | None:
+        """Enqueue time of the oldest task of ``queue`` ready for a free worker (the head of
+        the executor's queue; countdowns not due yet do not count)."""
+        with self._lock:
+            for message in self._queued.values():
+                if message.queue == queue:
+                    return message.envelope.enqueued_at or None
+        return None
 
     def submit_raw(self, data: bytes, *, queue: str = "default") -> None:
         """Deliver raw bytes as if a transport had: what a worker receives, unchecked.

@@ -10,6 +10,7 @@ and the monitor, as ``celery -A`` does; it is imported from the current director
     pacificpy tasks -A myapp dlq purge --yes
     pacificpy tasks -A myapp cancel TASK_ID [--terminate]
     pacificpy tasks -A myapp schedules
+    pacificpy tasks -A myapp workers
 
 Task records come from the monitor the module configures, so they cover other processes
 only with the Redis monitor store (``configure_task_monitor(redis_url=...)``); dead letters
@@ -434,3 +435,43 @@ def schedules_command(ctx: click.Context, as_json: bool) -> None:
 
 def _slot(when: dt.datetime | None) -> str:
     return when.isoformat(sep=" ") if when is not None else "never"
+
+
+@command.command("workers")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def workers_command(ctx: click.Context, as_json: bool) -> None:
+    """Workers in the registry: live, or lost (not seen for 3 heartbeats) with the tasks
+    they were running."""
+    from pacificpy.background.decorators import get_backend
+    from pacificpy.background.workers import workers_view
+
+    _app(ctx)
+    backend = get_backend()
+    view = workers_view(backend)
+    if not view["kept"]:
+        raise click.ClickException(f"the {backend.kind} backend keeps no worker registry")
+    now, workers = view["now"], view["workers"]
+    if as_json:
+        _json(workers)
+        return
+    console = _console()
+    title = f"Workers ({backend.kind} backend): {len(workers)}"
+    table = Table(title=title, title_justify="left")
+    for col in ("id", "state", "host", "pid", "queues", "running", "started", "last seen"):
+        table.add_column(col, no_wrap=col in ("id", "state", "started"), overflow="fold")
+    for w in workers:
+        running = ", ".join(f"{r['name']} {r['id']}" for r in w["running"])
+        table.add_row(
+            _cell(w["id"]),
+            _cell(w["state"], "red" if w["state"] == "lost" else "green"),
+            _cell(w["host"]),
+            str(w["pid"]),
+            _cell(", ".join(w["queues"])),
+            _cell(running or "-", "red" if w["state"] == "lost" and running else ""),
+            _when(w["started_at"]),
+            f"{max(0.0, now - w['last_seen']):.1f} s ago",
+        )
+    if not workers:
+        table.add_row("(no workers registered)", "", "", "", "", "", "", "")
+    console.print(table)

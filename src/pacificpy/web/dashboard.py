@@ -9,6 +9,8 @@ GET    ``tasks/{id}``                   one record (404 if unknown)
 GET    ``stats``                        ``get_task_monitor().stats()`` + backend name +
                                         ``throttled`` (held-back starts per task)
 GET    ``queues``                       queue lengths of the queues seen
+GET    ``workers``                      the worker registry: live and lost workers,
+                                        each with the tasks it runs
 GET    ``dead-letters?limit=``          dead letters of the configured backend
 GET    ``schedules``                    periodic tasks: expression, zone, last run and
                                         its status, next run
@@ -46,6 +48,7 @@ from starlette.routing import BaseRoute
 from pacificpy.background import get_backend
 from pacificpy.background.dead_letter import dead_letter_view
 from pacificpy.background.monitor import get_task_monitor
+from pacificpy.background.workers import workers_view
 from pacificpy.errors import DeadLetterNotRequeueable, DeadLetterUndecodable, EnqueueError
 from pacificpy.routing import Handler, Route
 from pacificpy.web.auth import checked_token, require_token
@@ -191,6 +194,10 @@ def dashboard_routes(path: str = "/_tasks", token: str | None = None) -> list[Ba
                 out.append({"name": name, "length": None, "error": str(exc)})
         return {"queues": out}
 
+    def workers(request: Request) -> dict[str, Any]:
+        guard(request)
+        return workers_view(get_backend())
+
     def dead_letters(request: Request) -> dict[str, Any]:
         guard(request)
         letters = get_backend().dead_letters_sync(_limit(request))
@@ -248,6 +255,7 @@ def dashboard_routes(path: str = "/_tasks", token: str | None = None) -> list[Ba
         get(api + "/tasks/{task_id}", task),
         get(api + "/stats", stats),
         get(api + "/queues", queues),
+        get(api + "/workers", workers),
         get(api + "/dead-letters", dead_letters),
         get(api + "/schedules", schedules),
         post(api + "/dead-letters/purge", purge),

@@ -259,16 +259,28 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     # The worker's main process runs the scheduler of periodic tasks (prefork children
     # do not: a thread does not survive the fork, and one per worker is enough).
     backend = backend_for(getattr(sender, "app", None))
-    if backend is not None:
-        from pacificpy.background.scheduler import start_scheduler
+    if backend is None:
+        return
+    from pacificpy.background.backends._celery_workers import on_worker_ready
+    from pacificpy.background.scheduler import start_scheduler
 
-        start_scheduler(backend)
+    start_scheduler(backend)
+    try:
+        on_worker_ready(backend, sender)
+    except Exception:
+        logger.exception("could not register this worker in the worker registry")
 
 
 def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
     from pacificpy.background.scheduler import stop_scheduler
 
     stop_scheduler()
+    backend = backend_for(getattr(sender, "app", None))
+    if backend is None:
+        return
+    from pacificpy.background.backends._celery_workers import on_worker_shutdown
+
+    on_worker_shutdown(backend)
 
 
 def _on_unknown_task(

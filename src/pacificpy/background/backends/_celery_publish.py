@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from pacificpy.background import config
+from pacificpy.background import _codec, config
 from pacificpy.background.monitor.previews import call_reprs
 from pacificpy.background.task import Message, TaskSpec, new_task_id
 from pacificpy.errors import EnqueueError
@@ -38,6 +38,7 @@ __all__ = [
     "BrokerInfo",
     "Publisher",
     "celery_frame",
+    "frame_due",
     "priority_suffix",
     "time_limits",
 ]
@@ -229,6 +230,28 @@ def celery_frame(
         },
     }
     return key_prefix + queue + priority_lists[env.priority], orjson.dumps(frame)
+
+
+def frame_due(frame: bytes) -> float | None:
+    """When the message in a kombu Redis ``frame`` became due (Unix time): the enqueue
+    time its PacificPy message carries, or its ETA header if later; None if the frame
+    holds no PacificPy message."""
+    try:
+        d = orjson.loads(frame)
+        body = d["body"]
+        if d.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = orjson.loads(body)[0]
+        peeked = _codec.peek_body(args[0])
+        ts = peeked.get("ts") if peeked is not None else None
+        if type(ts) not in (int, float) or not ts > 0:
+            return None
+        eta = (d.get("headers") or {}).get("eta")
+        if isinstance(eta, str):
+            ts = max(ts, dt.datetime.fromisoformat(eta).timestamp())
+        return float(ts)
+    except Exception:
+        return None
 
 
 _STOP = object()

@@ -48,10 +48,16 @@ from pacificpy.background.backends._common import check_reachable
 from pacificpy.background.backends.redis.state import RedisTaskState
 from pacificpy.background.monitor import get_task_monitor
 from pacificpy.background.task import Message, Outcome
+from pacificpy.background.workers import WorkerHealth
 from pacificpy.errors import ConfigurationError
 from pacificpy.types import TaskStatus
 
 __all__ = ["ARQBackgroundBackend", "RedisSettings", "arq_queue_name"]
+
+
+#: Running jobs passed over, at most, looking for the oldest waiting one.
+OLDEST_SCAN = 1000
+_OLDEST_PAGE = 100
 
 
 def arq_queue_name(queue: str) -> str:
@@ -300,6 +306,27 @@ class ARQBackgroundBackend(BackgroundBackend):
         """Blocking form of :meth:`queue_length`."""
         return int(self.state.sync.zcard(arq_queue_name(queue)))
 
+    def oldest_waiting_sync(self, queue: str = "default") -> float | None:
+        """When the oldest job of ``queue`` that is due and not running became due: the
+        lowest score of the ARQ queue (ARQ keeps running jobs there too: those with an
+        in-progress key are passed over, up to :data:`OLDEST_SCAN` of them)."""
+        client = self.state.sync
+        name = arq_queue_name(queue)
+        now_ms = int(time.time() * 1000)
+        for offset in range(0, OLDEST_SCAN, _OLDEST_PAGE):
+            page = client.zrangebyscore(
+                name, "-inf", now_ms, start=offset, num=_OLDEST_PAGE, withscores=True
+            )
+            if not page:
+                return None
+            pipe = client.pipeline(transaction=False)
+            for job_id, _ in page:
+                pipe.exists(in_progress_key_prefix + job_id.decode())
+            for (_, score), running in zip(page, pipe.execute(), strict=True):
+                if not running:
+                    return float(score) / 1000
+        return None
+
     # -- lifecycle -----------------------------------------------------------------------
     async def startup(self) -> None:
         """At app startup, PING Redis; if it does not answer, log a WARNING and go on."""
@@ -328,7 +355,7 @@ class ARQBackgroundBackend(BackgroundBackend):
             overrides: any other ``arq.worker.Worker`` setting (``max_jobs``, ``on_startup``
                 ...). A replaced ``on_shutdown`` should await the original's.
         """
-        state = WorkerState(self)
+        state = WorkerState(self, queue=queue)
 
         async def pacificpy(ctx: dict[str, Any], data: bytes | str, **_: Any) -> Any:
             return await state.run(ctx, data)
@@ -363,6 +390,7 @@ class ARQBackgroundBackend(BackgroundBackend):
         workers: int = 1,
         queues: Sequence[str] | None = None,
         log_level: str = "info",
+        health: WorkerHealth | None = None,
     ) -> int:
         """Run ``workers`` ARQ worker processes per queue and supervise them.
 
@@ -370,6 +398,9 @@ class ARQBackgroundBackend(BackgroundBackend):
         ``WorkerSettings`` if it has one, else :meth:`worker_settings`. A process that dies
         is restarted (and logged); SIGINT/SIGTERM stops them all gracefully. Returns the
         exit code.
+
+        ``health`` gets one check per worker process: ready when it runs, consumes and
+        reaches Redis (each process reports to the supervisor through a pipe).
         """
         from pacificpy.background.backends import _arq_supervisor
 
@@ -381,6 +412,7 @@ class ARQBackgroundBackend(BackgroundBackend):
             queues=list(queues) if queues else [None],
             grace=self.shutdown_timeout,
             log_level=log_level,
+            health=health,
         )
 
 

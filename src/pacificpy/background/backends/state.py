@@ -20,6 +20,7 @@ The state holds:
   (:meth:`TaskState.cancel`, :meth:`TaskState.is_cancelled`).
 - schedule slots: the last slot of each periodic task that some process enqueued
   (:mod:`pacificpy.background.schedules`).
+- the worker registry: each worker's last heartbeat (:mod:`pacificpy.background.workers`).
 
 Three implementations: :class:`MemoryTaskState` here (the local executor, eager and
 capturing backends), :class:`~pacificpy.background.backends.redis.state.RedisTaskState`
@@ -37,7 +38,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pacificpy.background._outcomes import OutcomeBoard
 from pacificpy.background.dead_letter import DeadLetter, MemoryDeadLetterStore
@@ -185,6 +186,32 @@ class TaskState(abc.ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} keeps no schedule slots")
 
+    # -- the worker registry (pacificpy.background.workers) -------------------------------
+    #: False for a state that keeps no worker registry (the defaults below keep nothing).
+    keeps_workers: bool = False
+
+    def put_worker(  # noqa: B027 - optional: a state may keep no registry
+        self, worker_id: str, record: dict[str, Any], ttl: float
+    ) -> None:
+        """Keep ``record`` (a worker's heartbeat, JSON-able) under ``worker_id`` for ``ttl``
+        seconds, replacing the previous one. The default keeps nothing."""
+
+    def remove_worker(self, worker_id: str) -> None:  # noqa: B027 - optional, as put_worker
+        """Forget ``worker_id`` (it stopped cleanly). The default keeps nothing."""
+
+    def list_worker_records(self) -> list[dict[str, Any]]:
+        """Every worker record whose TTL has not run out, in no particular order."""
+        return []
+
+    async def aput_worker(self, worker_id: str, record: dict[str, Any], ttl: float) -> None:
+        self.put_worker(worker_id, record, ttl)
+
+    async def aremove_worker(self, worker_id: str) -> None:
+        self.remove_worker(worker_id)
+
+    def ping(self) -> None:  # noqa: B027 - a state in this process always answers
+        """One round trip to where the state lives; raises if it does not answer."""
+
     # -- the end of a delivery -----------------------------------------------------------
     def finish(self, end: Ending) -> None:
         """Everything a delivery writes when it ends (a state may do it in one round trip):
@@ -271,6 +298,7 @@ class MemoryTaskState(TaskState):
         self.key_expiry: list[tuple[float, tuple[str, str]]] = []  # heap by expiry
         self._keys_lock = threading.Lock()
         self._deliveries: dict[tuple[str, int], int] = {}
+        self._workers: dict[str, tuple[float, dict[str, Any]]] = {}  # id -> (expiry, record)
         self._flow_lock = threading.Lock()
         self._slots: dict[str, dict[str, float]] = {}  # task name -> holder -> lease expiry
         self._starts: dict[str, deque[float]] = {}  # task name -> start times, oldest first
@@ -428,6 +456,23 @@ class MemoryTaskState(TaskState):
                 return False
             self._schedule_slots[name] = slot
         return True
+
+    keeps_workers = True
+
+    def put_worker(self, worker_id: str, record: dict[str, Any], ttl: float) -> None:
+        with self._keys_lock:
+            self._workers[worker_id] = (time.monotonic() + ttl, dict(record))
+
+    def remove_worker(self, worker_id: str) -> None:
+        with self._keys_lock:
+            self._workers.pop(worker_id, None)
+
+    def list_worker_records(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        with self._keys_lock:
+            for wid in [w for w, (expiry, _) in self._workers.items() if expiry <= now]:
+                del self._workers[wid]
+            return [dict(record) for _, record in self._workers.values()]
 
 
 # -- polling a state that cannot notify ------------------------------------------------------

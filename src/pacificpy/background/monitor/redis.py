@@ -165,6 +165,9 @@ class RedisMonitorStore(MonitorStore):
         """The sync redis-py client (``redis.Redis``) of this process."""
         return self._clients.sync
 
+    def ping(self) -> None:
+        self.client.ping()
+
     # -- buffering -----------------------------------------------------------------------
     def _push(self, item: tuple[Any, ...]) -> None:
         buf = self._buf

@@ -183,6 +183,9 @@ class MonitorStore(abc.ABC):
     def flush(self) -> None:  # noqa: B027 - optional hook
         """Write buffered events now (stores that buffer)."""
 
+    def ping(self) -> None:  # noqa: B027 - a store in this process always answers
+        """One round trip to where the records live (health checks); raises if it fails."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and release resources; the store is not used afterwards."""
 

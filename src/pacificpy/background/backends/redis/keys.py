@@ -13,6 +13,8 @@
     P:cancelled               zset   task id -> tombstone expiry (epoch seconds)
     P:cancel:<db>             channel  "<task id> <expiry>" published on every cancel
     P:schedules               hash   task name -> its last enqueued schedule slot (Unix time)
+    P:worker:<worker id>      string a worker's last heartbeat (JSON), expires after its TTL
+    P:workers                 zset   worker id -> last heartbeat time (the registry's index)
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Keys:
         self.dlq_index = f"{prefix}:dlq:index"
         self.cancelled = f"{prefix}:cancelled"
         self.schedules = f"{prefix}:schedules"
+        self.workers = f"{prefix}:workers"
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -52,6 +55,9 @@ class Keys:
     def cancel_channel(self, db: int) -> str:
         """The pub/sub channel of cancels in database ``db`` (channels span databases)."""
         return f"{self.prefix}:cancel:{db}"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}:worker:{worker_id}"
 
     def idem(self, name: str, key: str) -> str:
         """The key of task ``name``'s idempotency key ``key``: one per pair.

@@ -229,6 +229,50 @@ class RedisTaskState(TaskState):
         was = "" if expected is None else repr(float(expected))
         return bool(script([self.keys.schedules], [name, repr(float(slot)), was]))
 
+    # -- the worker registry ---------------------------------------------------------------
+    keeps_workers = True
+
+    def _put_worker_pipe(
+        self, client: Any, worker_id: str, record: dict[str, Any], ttl: float
+    ) -> Any:
+        pipe = client.pipeline(transaction=False)
+        pipe.set(self.keys.worker(worker_id), orjson.dumps(record), px=max(1, int(ttl * 1000)))
+        pipe.zadd(self.keys.workers, {worker_id: float(record.get("last_seen") or 0.0)})
+        return pipe
+
+    def put_worker(self, worker_id: str, record: dict[str, Any], ttl: float) -> None:
+        self._put_worker_pipe(self.sync, worker_id, record, ttl).execute()
+
+    async def aput_worker(self, worker_id: str, record: dict[str, Any], ttl: float) -> None:
+        await self._put_worker_pipe(self.aio(), worker_id, record, ttl).execute()
+
+    def remove_worker(self, worker_id: str) -> None:
+        pipe = self.sync.pipeline(transaction=False)
+        pipe.delete(self.keys.worker(worker_id))
+        pipe.zrem(self.keys.workers, worker_id)
+        pipe.execute()
+
+    async def aremove_worker(self, worker_id: str) -> None:
+        pipe = self.aio().pipeline(transaction=False)
+        pipe.delete(self.keys.worker(worker_id))
+        pipe.zrem(self.keys.workers, worker_id)
+        await pipe.execute()
+
+    def list_worker_records(self) -> list[dict[str, Any]]:
+        """The records of the index whose key lives; ids whose key expired leave the index."""
+        found = self.sync.zrange(self.keys.workers, 0, -1)
+        ids = [i.decode() if isinstance(i, bytes) else i for i in found]
+        if not ids:
+            return []
+        raw = self.sync.mget([self.keys.worker(i) for i in ids])
+        gone = [i for i, r in zip(ids, raw, strict=True) if r is None]
+        if gone:
+            self.sync.zrem(self.keys.workers, *gone)
+        return [orjson.loads(r) for r in raw if r is not None]
+
+    def ping(self) -> None:
+        self.sync.ping()
+
     # -- the end of a delivery, in one round trip ----------------------------------------
     def _finish_pipe(self, client: Any, end: Ending) -> Any:
         pipe = client.pipeline(transaction=False)

@@ -136,6 +136,21 @@ class SQLiteTaskState(TaskState):
             cur = self.db.write(sql.ADVANCE_SCHEDULE_SLOT, (slot, name, expected, slot))
         return cur.rowcount > 0
 
+    # -- the worker registry -------------------------------------------------------------
+    keeps_workers = True
+
+    def put_worker(self, worker_id: str, record: dict[str, Any], ttl: float) -> None:
+        self.db.write(sql.PUT_WORKER, (worker_id, orjson.dumps(record), time.time() + ttl))
+
+    def remove_worker(self, worker_id: str) -> None:
+        self.db.write(sql.REMOVE_WORKER, (worker_id,))
+
+    def list_worker_records(self) -> list[dict[str, Any]]:
+        return [orjson.loads(r[0]) for r in self.db.execute(sql.LIST_WORKERS, (time.time(),))]
+
+    def ping(self) -> None:
+        self.db.one(sql.PING)
+
     # -- the end of a delivery, in one transaction ---------------------------------------
     def finish(self, end: Ending) -> None:
         with self.db.atomic() as conn:
