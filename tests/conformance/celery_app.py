@@ -15,6 +15,7 @@ from celery import Celery
 
 from pacificpy.background.backend import CeleryBackgroundBackend
 from pacificpy.background.decorators import configure_background_tasks
+from pacificpy.background.monitor import configure_task_monitor
 from tests.conformance import tasks  # noqa: F401  (registers the suite's tasks)
 from tests.conformance.harness import SIGNING_KEY
 
@@ -37,3 +38,5 @@ _vt = os.environ.get("PACIFICPY_TEST_VISIBILITY_TIMEOUT")
 celery_app = make_celery_app(os.environ["PACIFICPY_TEST_REDIS"], float(_vt) if _vt else None)
 backend = CeleryBackgroundBackend(celery_app=celery_app)
 configure_background_tasks(backend, signing_key=SIGNING_KEY)
+# Shared with a test that configures the same store (progress across processes).
+configure_task_monitor(redis_url=os.environ["PACIFICPY_TEST_REDIS"])

@@ -31,6 +31,7 @@ from pacificpy.background.backends.sqlite.state import SQLiteTaskState
 from pacificpy.background.execution import Decision
 from pacificpy.background.local import LocalExecutor
 from pacificpy.background.task import Message, TaskEnvelope, TaskSpec
+from pacificpy.background.workers import WorkerHealth
 from pacificpy.errors import ConfigurationError, EnqueueError, PacificPyError
 from pacificpy.types import TaskStatus
 
@@ -393,7 +394,7 @@ class SQLiteBackgroundBackend(LocalExecutor):
         return None
 
     def _settle(self, decision: Decision, message: Message) -> None:
-        if decision.kind != "retry":
+        if decision.kind not in execution.REPUBLISH:  # retry, or a start held back
             self._done(message)
         assert isinstance(message, Leased)
         retry_in: list[float] = []
@@ -405,7 +406,7 @@ class SQLiteBackgroundBackend(LocalExecutor):
         def settle() -> None:  # one commit, shared with other threads' settles
             execution.settle(decision, message.data, self.state, reschedule,
                              signing_key=self.signing_key)  # fmt: skip
-            if decision.kind != "retry":
+            if decision.kind not in execution.REPUBLISH:  # retry, or a start held back
                 self.queue.ack(message)
 
         self.db.combined(settle)
@@ -420,9 +421,11 @@ class SQLiteBackgroundBackend(LocalExecutor):
         workers: int = 1,
         queues: Sequence[str] | None = None,
         log_level: str = "info",
+        health: WorkerHealth | None = None,
     ) -> int:
         """``pacificpy worker MODULE``: run ``workers`` processes consuming ``queues``
         (default: ``default``) from this backend's file, supervised; returns the exit code.
+        ``health`` (``--health-port``) gets one check per process.
 
         Raises:
             ConfigurationError: no ``module`` to import in the worker processes.
@@ -432,7 +435,9 @@ class SQLiteBackgroundBackend(LocalExecutor):
 
         if module is None:
             raise ConfigurationError("run_worker needs the module that configures the backend")
-        return worker.supervise(self, module, workers=workers, queues=queues, log_level=log_level)
+        return worker.supervise(
+            self, module, workers=workers, queues=queues, log_level=log_level, health=health
+        )
 
     # -- reading -------------------------------------------------------------------------
     def get_status_sync(self, task_id: str) -> TaskStatus | None:
@@ -449,6 +454,25 @@ class SQLiteBackgroundBackend(LocalExecutor):
     def queue_length_sync(self, queue: str = "default") -> int:
         """Rows of ``queue`` waiting (due, or waiting out a countdown or a retry)."""
         return self.queue.length(queue)
+
+    def oldest_waiting_sync(self, queue: str = "default") -> float | None:
+        """When the oldest due row of ``queue`` that waits became due: rows no process
+        holds, and rows this process leased ahead but has not started (its prefetch;
+        another process's prefetch is not seen)."""
+        due = self.db.one(sql.OLDEST_DUE, (time.time(), queue))
+        with self._lock:
+            ahead = next((m for m in self._queued.values() if m.queue == queue), None)
+        if isinstance(ahead, Leased):
+            mine = self.db.one(sql.RUN_AT_OF_TASK, (ahead.task_id,))
+            if mine is not None and (due is None or mine < due):
+                due = mine
+        return None if due is None else float(due)
+
+    def _registry_queues(self) -> list[str] | None:
+        """A process that only enqueues (``consume=False``) runs no worker to register."""
+        if not self.consume:
+            return None
+        return list(self.queues) if self.queues is not None else ["*"]
 
     def queued_hint(self, task_id: str) -> str:
         if self.consume:

@@ -2,10 +2,10 @@
 
 The schema is one file: the queue (``tasks``: one row per message waiting, delayed or
 leased), and the task state (``outcomes``, ``dead_letters``, ``idem_keys``,
-``deliveries``). Times are Unix seconds (``REAL``), so every process on the machine
-agrees on them. A SQL state for another database (PostgreSQL) would keep this shape and
-change the dialect: ``BEGIN IMMEDIATE`` and ``INSERT OR IGNORE`` are SQLite's; the rest
-is plain SQL.
+``deliveries``, ``workers``: the worker registry). Times are Unix seconds (``REAL``),
+so every process on the machine agrees on them. A SQL state for another database
+(PostgreSQL) would keep this shape and change the dialect: ``BEGIN IMMEDIATE`` and
+``INSERT OR IGNORE`` are SQLite's; the rest is plain SQL.
 
 A feature that needs rows of its own adds its table to :data:`SCHEMA` with
 ``CREATE TABLE IF NOT EXISTS`` (run at every open, so existing files get it too) and its
@@ -61,12 +61,27 @@ CREATE TABLE IF NOT EXISTS pacificpy_idem_keys (
     PRIMARY KEY (name, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS pacificpy_idem_keys_expires ON pacificpy_idem_keys (expires);
+CREATE TABLE IF NOT EXISTS pacificpy_workers (
+    id TEXT PRIMARY KEY,
+    record BLOB NOT NULL,
+    expires REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pacificpy_deliveries (
     task_id TEXT NOT NULL,
     attempt INTEGER NOT NULL,
     count INTEGER NOT NULL,
     expires REAL NOT NULL,
     PRIMARY KEY (task_id, attempt)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pacificpy_tombstones (
+    seq INTEGER PRIMARY KEY,
+    task_id TEXT NOT NULL UNIQUE,
+    expires REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pacificpy_tombstones_expires ON pacificpy_tombstones (expires);
+CREATE TABLE IF NOT EXISTS pacificpy_schedules (
+    name TEXT PRIMARY KEY,
+    slot REAL NOT NULL
 ) WITHOUT ROWID;
 """
 
@@ -126,6 +141,12 @@ NEXT_DUE_IN = (
 DATA_VERSION = "PRAGMA data_version"
 ROW_OF_TASK = "SELECT owner FROM pacificpy_tasks WHERE task_id = ?"
 PENDING = "SELECT count(*) FROM pacificpy_tasks"
+#: When the oldest row of a queue that is due and no process holds became due.
+OLDEST_DUE = (
+    "SELECT run_at FROM pacificpy_tasks WHERE owner IS NULL AND run_at <= ? AND queue = ? "
+    "ORDER BY run_at LIMIT 1"
+)
+RUN_AT_OF_TASK = "SELECT run_at FROM pacificpy_tasks WHERE task_id = ?"
 
 # -- outcomes --------------------------------------------------------------------------------
 GET_OUTCOME = "SELECT outcome FROM pacificpy_outcomes WHERE task_id = ? AND expires > ?"
@@ -166,6 +187,23 @@ COUNT_DELIVERY = (
 )
 FORGET_DELIVERIES = "DELETE FROM pacificpy_deliveries WHERE task_id = ? AND attempt = ?"
 
+# -- tombstones (cancelled tasks) ------------------------------------------------------------
+BURY = (
+    "INSERT INTO pacificpy_tombstones (task_id, expires) VALUES (?, ?) "
+    "ON CONFLICT (task_id) DO UPDATE SET expires = excluded.expires"
+)
+IS_BURIED = "SELECT 1 FROM pacificpy_tombstones WHERE task_id = ? AND expires > ?"
+#: Tombstones laid after ``seq``, for the watcher of running tasks.
+BURIED_SINCE = (
+    "SELECT seq, task_id FROM pacificpy_tombstones WHERE seq > ? AND expires > ? ORDER BY seq"
+)
+LAST_TOMBSTONE = "SELECT coalesce(max(seq), 0) FROM pacificpy_tombstones"
+# -- the worker registry ---------------------------------------------------------------------
+PUT_WORKER = "INSERT OR REPLACE INTO pacificpy_workers (id, record, expires) VALUES (?, ?, ?)"
+REMOVE_WORKER = "DELETE FROM pacificpy_workers WHERE id = ?"
+LIST_WORKERS = "SELECT record FROM pacificpy_workers WHERE expires > ?"
+PING = "SELECT 1"
+
 # -- retention (deleted in batches, so no statement holds the write lock for long) -----------
 EXPIRE = (
     "DELETE FROM pacificpy_outcomes WHERE task_id IN (SELECT task_id FROM "
@@ -174,6 +212,21 @@ EXPIRE = (
     "pacificpy_idem_keys WHERE expires <= ? LIMIT ?)",
     "DELETE FROM pacificpy_deliveries WHERE (task_id, attempt) IN (SELECT "
     "task_id, attempt FROM pacificpy_deliveries WHERE expires <= ? LIMIT ?)",
+    "DELETE FROM pacificpy_tombstones WHERE seq IN (SELECT seq FROM "
+    "pacificpy_tombstones WHERE expires <= ? LIMIT ?)",
+    "DELETE FROM pacificpy_workers WHERE id IN (SELECT id FROM pacificpy_workers "
+    "WHERE expires <= ? LIMIT ?)",
 )
 INCREMENTAL_VACUUM = "PRAGMA incremental_vacuum({pages})"
 FREELIST = "PRAGMA freelist_count"
+
+# -- schedule slots (periodic tasks) ----------------------------------------------------------
+LAST_SCHEDULE_SLOT = "SELECT slot FROM pacificpy_schedules WHERE name = ?"
+#: The first slot of a schedule: changes a row only when none is recorded.
+FIRST_SCHEDULE_SLOT = (
+    "INSERT INTO pacificpy_schedules (name, slot) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
+)
+#: Compare-and-set: changes the row only when it still holds the slot the caller read.
+ADVANCE_SCHEDULE_SLOT = (
+    "UPDATE pacificpy_schedules SET slot = ? WHERE name = ? AND slot = ? AND slot < ?"
+)

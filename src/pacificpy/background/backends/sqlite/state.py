@@ -14,7 +14,9 @@ from typing import Any
 
 import orjson
 
+from pacificpy.background import cancellation
 from pacificpy.background.backends.sqlite import sql
+from pacificpy.background.backends.sqlite.cancels import CancelWatcher
 from pacificpy.background.backends.sqlite.db import Database
 from pacificpy.background.backends.state import Ending, TaskState
 from pacificpy.background.dead_letter import DeadLetter
@@ -42,6 +44,7 @@ class SQLiteTaskState(TaskState):
         self.db = db
         self.result_ttl = result_ttl
         self.max_dead_letters = MAX_DEAD_LETTERS
+        self.watcher = CancelWatcher(db)
 
     # -- outcomes ------------------------------------------------------------------------
     def get_outcome(self, task_id: str) -> Outcome | None:
@@ -99,6 +102,55 @@ class SQLiteTaskState(TaskState):
     def forget_deliveries(self, task_id: str, attempt: int) -> None:
         self.db.write(sql.FORGET_DELIVERIES, (task_id, attempt))
 
+    # -- tombstones ----------------------------------------------------------------------
+    keeps_tombstones = True
+
+    def cancel(self, task_id: str, outcome: Outcome, ttl: float) -> bool:
+        now = time.time()
+        with self.db.atomic() as conn:
+            if conn.execute(sql.GET_OUTCOME, (task_id, now)).fetchone() is not None:
+                return False
+            conn.execute(sql.BURY, (task_id, now + ttl))
+            raw = orjson.dumps(outcome.to_dict())
+            conn.execute(sql.STORE_OUTCOME, (task_id, raw, now + self.result_ttl))
+        cancellation.deliver(task_id)  # it may run in this very process
+        return True
+
+    def is_cancelled(self, task_id: str) -> bool:
+        """One indexed read per delivery (a local file); the watcher, started with the
+        first delivery, reaches tasks already running when another process cancels."""
+        self.watcher.start()
+        return self.db.one(sql.IS_BURIED, (task_id, time.time())) is not None
+
+    # -- schedule slots ------------------------------------------------------------------
+    keeps_schedules = True
+
+    def last_schedule_slot(self, name: str) -> float | None:
+        slot = self.db.one(sql.LAST_SCHEDULE_SLOT, (name,))
+        return None if slot is None else float(slot)
+
+    def advance_schedule_slot(self, name: str, slot: float, expected: float | None) -> bool:
+        if expected is None:
+            cur = self.db.write(sql.FIRST_SCHEDULE_SLOT, (name, float(slot)))
+        else:
+            cur = self.db.write(sql.ADVANCE_SCHEDULE_SLOT, (slot, name, expected, slot))
+        return cur.rowcount > 0
+
+    # -- the worker registry -------------------------------------------------------------
+    keeps_workers = True
+
+    def put_worker(self, worker_id: str, record: dict[str, Any], ttl: float) -> None:
+        self.db.write(sql.PUT_WORKER, (worker_id, orjson.dumps(record), time.time() + ttl))
+
+    def remove_worker(self, worker_id: str) -> None:
+        self.db.write(sql.REMOVE_WORKER, (worker_id,))
+
+    def list_worker_records(self) -> list[dict[str, Any]]:
+        return [orjson.loads(r[0]) for r in self.db.execute(sql.LIST_WORKERS, (time.time(),))]
+
+    def ping(self) -> None:
+        self.db.one(sql.PING)
+
     # -- the end of a delivery, in one transaction ---------------------------------------
     def finish(self, end: Ending) -> None:
         with self.db.atomic() as conn:
@@ -122,4 +174,5 @@ class SQLiteTaskState(TaskState):
         return gone
 
     def close(self) -> None:
+        self.watcher.stop()
         self.db.close()
