@@ -346,6 +346,9 @@ def configure_background_tasks(
         signing_key = signing_key.encode("utf-8")
     if signing_key is not None and len(signing_key) < 16:
         raise ConfigurationError("signing_key must be at least 16 bytes long")
+    check = getattr(backend, "check_configuration", None)
+    if check is not None:  # a backend that cannot work is refused before it is installed
+        check()
     backend.signing_key = signing_key
     backend.max_payload_bytes = max_payload_bytes
     backend.idempotency_ttl = idempotency_ttl
