@@ -12,7 +12,7 @@ import pytest
 from pacificpy.background.decorators import configure_background_tasks
 from tests.conformance.harness import SIGNING_KEY, Harness
 
-BACKENDS = ["local", "celery", "arq"]
+BACKENDS = ["local", "celery", "arq", "celery_rabbit"]
 
 
 @pytest.fixture(scope="session")

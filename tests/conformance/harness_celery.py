@@ -157,7 +157,7 @@ class CeleryWorker:
         self.close()
 
 
-def _inject(backend: BackgroundBackend, data: bytes, queue: str) -> None:
+def inject(backend: BackgroundBackend, data: bytes, queue: str) -> None:
     assert isinstance(backend, CeleryBackgroundBackend)
     backend.submit_raw(data, queue=queue)
 
@@ -169,5 +169,5 @@ def make_harness(redis_server: RedisServer) -> Iterator[Harness]:
         yield Harness(
             name="celery",
             make_backend=lambda: CeleryBackgroundBackend(celery_app=celery_app),
-            inject_raw=_inject,
+            inject_raw=inject,
         )
