@@ -187,6 +187,8 @@ class AmqpPublisher:
         from amqp.exceptions import NotFound
 
         with self.app.pool.acquire(block=True) as conn:
+            # A pooled connection may be closed (a failed publish closes it): reopen it.
+            conn.ensure_connection(max_retries=1)
             channel = conn.channel()
             try:
                 return int(channel.queue_declare(queue=name, passive=True).message_count)
