@@ -18,7 +18,7 @@ moves it there when the TTL expires, and a worker sees it only when it is due. E
 message of one delay queue has the same TTL, so the queue's head is always the next to
 expire (a per-message TTL on one shared queue would hold a short delay behind a long
 one). Delays are rounded **up** to :data:`DELAY_BITS` significant bits of milliseconds
-(at most 1/64 late, never early), which bounds the number of delay queues; each deletes
+(at most 1/32 late, never early), which bounds the number of delay queues; each deletes
 itself (``x-expires``) once unused. Why this and not delayed messages kept in the state
 store and published when due: nothing has to poll, no process has to be alive for a
 delayed task to become due, and the message stays in the broker, durable, from the
