@@ -209,6 +209,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=5)
 
 
+def _same_round(peer: dict[str, Any], rec: dict[str, Any], contender: str) -> bool:
+    return (
+        peer["scenario"] == rec["scenario"]
+        and peer["contender"] == contender
+        and peer["round"] == rec["round"]
+    )
+
+
 def _ratios(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per round PacificPy / raw, then the median over rounds (undisturbed rounds first)."""
     rows = []
@@ -218,8 +226,7 @@ def _ratios(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for rec in records:
             if rec["scenario"] != f"rabbit-{scenario}" or rec["contender"] != mine:
                 continue
-            peer = next((p for p in records if p["scenario"] == rec["scenario"]
-                         and p["contender"] == raw and p["round"] == rec["round"]), None)  # fmt: skip
+            peer = next((p for p in records if _same_round(p, rec, raw)), None)
             if peer and rec.get("ok") and peer.get("ok"):
                 ratio = rec["jobs_s"] / peer["jobs_s"]
                 noisy = rec.get("disturbed") or peer.get("disturbed")
