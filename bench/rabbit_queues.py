@@ -17,10 +17,17 @@ jobs in 12 s), so it would measure that stall, not the task layer.
   confirmed it: raw ``apply_async`` vs PacificPy's ``.delay()`` (sync, and awaited on
   uvloop).
 - ``e2e``: fill the queue with N jobs, then start ONE worker; jobs/s = (N-1) / (last job
-  done - first job done).
+  done - first job done). Raw Celery twice: without a result backend, and with its Redis
+  result backend (``celery-rabbit-alo-results``: the same work as PacificPy, which stores
+  every outcome).
 
 Rounds alternate the order; ratios (PacificPy / raw) are taken within each round and their
-median reported. Results: ``bench/results/rabbit.json`` and a table on stderr.
+median reported. On a machine other programs load, runs minutes apart see different loads,
+so each round also measures **paired**: ``enqueue-paired`` alternates blocks of 50 calls of
+raw Celery and PacificPy in one process; ``e2e-paired`` runs both workers at once, each
+draining its own queue (vhost) and counting in its own Redis database. Both sides see the
+same load; the paired ratios are the ones to read. Results: ``bench/results/rabbit.json``
+and a table on stderr.
 """
 
 from __future__ import annotations
@@ -58,15 +65,22 @@ ENQUEUE = {
     "pacificpy-celery-rabbit": "pacificpy",
     "pacificpy-celery-rabbit-async": "pacificpy-async",
 }
-E2E = {
-    "celery-rabbit-alo": ("celery", "bench.workers.celery_rabbit_raw"),
-    "pacificpy-celery-rabbit": ("pacificpy", "bench.workers.pp_celery_rabbit"),
+#: contender -> (producer, worker module, extra environment)
+E2E: dict[str, tuple[str, str, dict[str, str]]] = {
+    "celery-rabbit-alo": ("celery", "bench.workers.celery_rabbit_raw", {}),
+    "celery-rabbit-alo-results": (
+        "celery",
+        "bench.workers.celery_rabbit_raw",
+        {"BENCH_CELERY_RESULTS": "1"},
+    ),
+    "pacificpy-celery-rabbit": ("pacificpy", "bench.workers.pp_celery_rabbit", {}),
 }
 #: (what, PacificPy contender, raw contender)
 RATIOS = [
     ("enqueue", "pacificpy-celery-rabbit", "celery-rabbit"),
     ("enqueue", "pacificpy-celery-rabbit-async", "celery-rabbit"),
     ("e2e", "pacificpy-celery-rabbit", "celery-rabbit-alo"),
+    ("e2e", "pacificpy-celery-rabbit", "celery-rabbit-alo-results"),
 ]
 
 
@@ -116,12 +130,40 @@ def _sender(producer: str) -> tuple[bool, Any, Any]:
     return True, send, close
 
 
+def paired_enqueue(n: int, block: int = 50) -> dict[str, Any]:
+    """Raw ``apply_async`` and PacificPy's ``.delay()`` in ONE process, alternating blocks of
+    ``block`` calls, so both see the same machine load; jobs/s of each and their ratio."""
+    _, raw_send, raw_close = _sender("celery")
+    _, pp_send, pp_close = _sender("pacificpy")
+    spent = {"celery": 0.0, "pacificpy": 0.0}
+    sends = {"celery": raw_send, "pacificpy": pp_send}
+    for send in sends.values():  # connect and warm up, outside the measure
+        for i in range(50):
+            send({"n": 0, "i": i, "email": "user@example.com"})
+    for start in range(0, n, block):
+        order = ("celery", "pacificpy") if (start // block) % 2 == 0 else ("pacificpy", "celery")
+        for name in order:
+            send = sends[name]
+            t0 = time.perf_counter()
+            for i in range(start, min(n, start + block)):
+                send({"n": n, "i": i, "email": "user@example.com"})
+            spent[name] += time.perf_counter() - t0
+    raw_close()
+    pp_close()
+    out = {f"{k}_jobs_s": n / v for k, v in spent.items()}
+    out["ratio"] = spent["celery"] / spent["pacificpy"]
+    out["n"] = n
+    return out
+
+
 def child(mode: str, producer: str, n: int) -> dict[str, Any]:
     """One producer run in this process (``enqueue`` measures; ``fill`` only fills)."""
     import uvloop
 
     from bench.redis_queues import _drive_async, _drive_sync
 
+    if mode == "paired":
+        return paired_enqueue(n)
     is_async, send, close = _sender(producer)
     if is_async:
 
@@ -157,7 +199,7 @@ def enqueue_one(name: str, server: RedisServer, n: int, opts: Options) -> dict[s
 
 
 def e2e_one(name: str, server: RedisServer, n: int, opts: Options) -> dict[str, Any]:
-    producer, module = E2E[name]
+    producer, module, extra = E2E[name]
     rec: dict[str, Any] = {"scenario": "rabbit-e2e", "contender": name, "n": n, "ok": False}
     r = server.client()
     r.flushall()
@@ -165,7 +207,7 @@ def e2e_one(name: str, server: RedisServer, n: int, opts: Options) -> dict[str, 
     proc = None
     try:
         with Vhost() as vhost:
-            env = _env(server.url, vhost.url)
+            env = {**_env(server.url, vhost.url), **extra}
             fill = run_child(["bench.rabbit_queues", "fill", producer, str(n)], 300, env)
             rec["enqueue_jobs_s"] = fill["jobs_s"]
             with watched(rec, 0.3 if opts.quick else 0.5):
@@ -195,6 +237,60 @@ def e2e_one(name: str, server: RedisServer, n: int, opts: Options) -> dict[str, 
             _stop(proc)
         shutil.rmtree(logdir, ignore_errors=True)
     return rec
+
+
+def paired_e2e(server: RedisServer, n: int, opts: Options) -> dict[str, Any]:
+    """Both workers at once, each draining its own filled queue (its own vhost and Redis
+    database), so both see the same machine load; jobs/s of each and their ratio."""
+    rec: dict[str, Any] = {"scenario": "rabbit-e2e-paired", "n": n, "ok": False}
+    sides = {"celery": ("celery-rabbit-alo", 0), "pacificpy": ("pacificpy-celery-rabbit", 1)}
+    server.client().flushall()
+    logdir = Path(tempfile.mkdtemp(prefix="pacificpy-bench-rabbit-"))
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        with Vhost() as v0, Vhost() as v1:
+            vhosts = (v0, v1)
+            envs = {}
+            for side, (name, db) in sides.items():
+                producer, _, extra = E2E[name]
+                url = server.url.rpartition("/")[0] + f"/{db}"
+                envs[side] = {**_env(url, vhosts[db].url), **extra}
+                run_child(["bench.rabbit_queues", "fill", producer, str(n)], 300, envs[side])
+            with watched(rec, 0.3 if opts.quick else 0.5):
+                for side, (name, _) in sides.items():
+                    procs[side] = _spawn(E2E[name][1], envs[side], logdir / f"{side}.log")
+                for side, (_, db) in sides.items():
+                    r = _db(server, db)
+                    if r.blpop(["bench:done"], timeout=int(60 + n / 20)) is None:
+                        raise RuntimeError(f"{side}: only {r.get('bench:count')}/{n} done")
+            for side, (_, db) in sides.items():
+                r = _db(server, db)
+                t1, tn = float(r.get("bench:t1")), float(r.get("bench:tN"))
+                rec[f"{side}_jobs_s"] = (n - 1) / (tn - t1)
+            rec["ratio"] = rec["pacificpy_jobs_s"] / rec["celery_jobs_s"]
+            rec["ok"] = True
+    except Exception as exc:
+        rec["error"] = str(exc)[-1500:]
+    finally:
+        for proc in procs.values():
+            _stop(proc)
+        shutil.rmtree(logdir, ignore_errors=True)
+    return rec
+
+
+def _db(server: RedisServer, db: int) -> Any:
+    import redis
+
+    return redis.Redis(host="127.0.0.1", port=server.port, db=db)
+
+
+def _spawn(module: str, env: dict[str, str], logpath: Path) -> subprocess.Popen[bytes]:
+    with logpath.open("wb") as logf:
+        return subprocess.Popen(
+            [CELERY, "-A", module, "worker", "--pool", "prefork", "--concurrency", "1",
+             "--without-gossip", "--without-mingle", "--loglevel", "WARNING"],
+            stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True,
+        )  # fmt: skip
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -259,17 +355,58 @@ def run(opts: Options, stamp: str) -> dict[str, Any]:
                 rec.update(round=rnd, run=stamp)
                 log("rabbit e2e     r%d %-30s %s", rnd, name, _shown(rec))
                 records.append(rec)
+            if opts.wanted("paired"):
+                records.extend(_paired_round(server, rnd, stamp, n_enqueue, n_e2e, opts))
     finally:
         server.stop()
     write_jsonl(RAW / f"rabbit-{stamp}.jsonl", records)
     summary = {"run": stamp, "rounds": opts.rounds, "quick": opts.quick,
-               "ratios": _ratios(records), "records": records}  # fmt: skip
+               "ratios": _ratios(records), "paired": _paired_ratios(records),
+               "records": records}  # fmt: skip
+    for what, row in summary["paired"].items():
+        log("paired %-8s PacificPy / raw Celery: median %s (rounds: %s)", what,
+            f"{row['median']:.2f}x" if row["median"] else "n/a", row["ratios"])  # fmt: skip
     (RAW.parent / "rabbit.json").write_text(json.dumps(summary, indent=2) + "\n")
     for row in summary["ratios"]:
         median = row["ratio_median"]
         log("%-8s %-30s / %-24s %s  (rounds: %s)", row["what"], row["pacificpy"], row["raw"],
             f"{median:.2f}x" if median else "n/a", row["ratios"])  # fmt: skip
     return summary
+
+
+def _paired_round(
+    server: RedisServer, rnd: int, stamp: str, n_enqueue: int, n_e2e: int, opts: Options
+) -> list[dict[str, Any]]:
+    """One round of the paired measures (enqueue interleaved, e2e simultaneous)."""
+    rec: dict[str, Any] = {"scenario": "rabbit-enqueue-paired", "ok": False}
+    try:
+        with Vhost() as vhost, watched(rec, 0.3 if opts.quick else 0.5):
+            args = ["bench.rabbit_queues", "paired", "-", str(n_enqueue)]
+            rec.update(run_child(args, timeout=600, env=_env(server.url, vhost.url)))
+        rec["ok"] = True
+    except Exception as exc:
+        rec["error"] = str(exc)[-1500:]
+    e2e = paired_e2e(server, n_e2e, opts)
+    out = []
+    for r in (rec, e2e):
+        r.update(round=rnd, run=stamp)
+        shown = f"ratio {r['ratio']:.2f}x" if r["ok"] else f"FAILED {r.get('error', '')[-300:]}"
+        log("rabbit %-22s r%d %s", r["scenario"], rnd, shown)
+        out.append(r)
+    return out
+
+
+def _paired_ratios(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    rows = {}
+    for what in ("enqueue", "e2e"):
+        ratios = [
+            r["ratio"] for r in records if r["scenario"] == f"rabbit-{what}-paired" and r["ok"]
+        ]
+        rows[what] = {
+            "median": statistics.median(ratios) if ratios else None,
+            "ratios": [round(v, 3) for v in ratios],
+        }
+    return rows
 
 
 def _shown(rec: dict[str, Any]) -> str:

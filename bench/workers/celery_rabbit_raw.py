@@ -1,6 +1,8 @@
 """Raw Celery on RabbitMQ (``BENCH_RABBIT_URL``), with the settings PacificPy's backend
 applies there: acks late, reject on worker lost, prefetch multiplier 1, publisher confirms.
-No result backend. The job counts itself in ``BENCH_REDIS_URL``."""
+No result backend, unless ``BENCH_CELERY_RESULTS=1``: then results go to Redis
+(``BENCH_REDIS_URL``), as PacificPy's outcomes do. The job counts itself in
+``BENCH_REDIS_URL``."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     broker_transport_options={"confirm_publish": True},
 )
+if os.environ.get("BENCH_CELERY_RESULTS") == "1":
+    app.conf.result_backend = os.environ.get("BENCH_REDIS_URL")
 
 
 @app.task(name="bench.rabbit.raw.job")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from urllib.parse import quote
 
@@ -78,6 +79,22 @@ class RabbitVhost:
         self.created = True
         _ctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
         return self
+
+    def close_connections(self) -> None:
+        """Have RabbitMQ close every client connection of this vhost (and wait for it)."""
+        _ctl("close_all_connections", "--vhost", self.name, "closed by a test")
+        # rabbitmqctl returns once the closes are sent; list until none is left.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            out = subprocess.run(
+                ["rabbitmqctl", "list_connections", "-q", "vhost"],
+                check=True, capture_output=True, text=True, timeout=60,
+                stdin=subprocess.DEVNULL,
+            ).stdout  # fmt: skip
+            if self.name not in out.split():
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"RabbitMQ still has connections on vhost {self.name}")
 
     def delete(self) -> None:
         """Delete the vhost and everything in it."""

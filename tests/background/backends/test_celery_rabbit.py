@@ -160,3 +160,20 @@ def test_poison_guard_reads_the_quorum_delivery_count(
         assert backend.wait_result_sync(ok.task_id, timeout=60).value == 1
         assert client.get(f"pacificpy-test:{key}") == b"1"  # the poison one never ran
     backend.shutdown_sync()
+
+
+def test_publish_survives_connections_the_broker_closed(
+    backend: CeleryBackgroundBackend, rabbit: RabbitVhost
+) -> None:
+    """The app's pooled connections are closed by RabbitMQ (a restart, a heartbeat timeout,
+    an operator): the next enqueue, plain or delayed, reopens one at once and succeeds."""
+    queue = _queue()
+    tasks.add.apply_async(args=(1, 1), queue=queue)
+    tasks.add.apply_async(args=(1, 1), queue=queue, countdown=60)
+    rabbit.close_connections()
+    tasks.add.apply_async(args=(2, 2), queue=queue)
+    rabbit.close_connections()
+    tasks.add.apply_async(args=(3, 3), queue=queue, countdown=120)
+    # At least once: a publish whose confirm the closing connection lost is sent again.
+    assert backend.queue_length_sync(queue) >= 2
+    assert backend.queue_length_sync(delay_queue_name(queue, delay_ms(120))) >= 1

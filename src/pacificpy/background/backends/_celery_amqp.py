@@ -149,7 +149,11 @@ class AmqpPublisher:
         body = celery_body(message)
         with self.app.producer_pool.acquire(block=True) as producer:
             if delay is not None and delay > 0:
-                name = self._delay_queue(producer, queue, delay_ms(delay))
+                # Like the publish, the declare gets one more try on a fresh connection.
+                declare = producer.connection.ensure(
+                    producer, self._delay_queue, **dict(_RETRY_ONCE)
+                )
+                name = declare(producer, queue, delay_ms(delay))
                 options["exchange"] = ""
                 options["routing_key"] = name
             else:
