@@ -56,6 +56,7 @@ from bench._common import (
     watched,
     write_jsonl,
 )
+from bench.redis_queues import _stop_worker
 
 CELERY = str(Path(sys.executable).with_name("celery"))
 
@@ -228,22 +229,23 @@ def e2e_one(name: str, server: RedisServer, n: int, opts: Options) -> dict[str, 
                 raise RuntimeError(f"only {done}/{n} jobs done in {budget:.0f}s: {tail}")
             t1, tn = float(r.get("bench:t1")), float(r.get("bench:tN"))
             rec.update(jobs_s=(n - 1) / (tn - t1), startup_s=t1 - spawned, ok=True)
-            _stop(proc)
+            _stop_worker(proc)
             proc = None
     except Exception as exc:
         rec["error"] = str(exc)[-1500:]
     finally:
         if proc is not None:
-            _stop(proc)
+            _stop_worker(proc)
         shutil.rmtree(logdir, ignore_errors=True)
     return rec
 
 
-def paired_e2e(server: RedisServer, n: int, opts: Options) -> dict[str, Any]:
+def paired_e2e(server: RedisServer, n: int, opts: Options, peer: str) -> dict[str, Any]:
     """Both workers at once, each draining its own filled queue (its own vhost and Redis
-    database), so both see the same machine load; jobs/s of each and their ratio."""
-    rec: dict[str, Any] = {"scenario": "rabbit-e2e-paired", "n": n, "ok": False}
-    sides = {"celery": ("celery-rabbit-alo", 0), "pacificpy": ("pacificpy-celery-rabbit", 1)}
+    database), so both see the same machine load; jobs/s of each and their ratio. ``peer``
+    is the raw Celery contender (with or without a result backend)."""
+    rec: dict[str, Any] = {"scenario": f"rabbit-e2e-paired:{peer}", "n": n, "ok": False}
+    sides = {"celery": (peer, 0), "pacificpy": ("pacificpy-celery-rabbit", 1)}
     server.client().flushall()
     logdir = Path(tempfile.mkdtemp(prefix="pacificpy-bench-rabbit-"))
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -273,7 +275,7 @@ def paired_e2e(server: RedisServer, n: int, opts: Options) -> dict[str, Any]:
         rec["error"] = str(exc)[-1500:]
     finally:
         for proc in procs.values():
-            _stop(proc)
+            _stop_worker(proc)
         shutil.rmtree(logdir, ignore_errors=True)
     return rec
 
@@ -291,18 +293,6 @@ def _spawn(module: str, env: dict[str, str], logpath: Path) -> subprocess.Popen[
              "--without-gossip", "--without-mingle", "--loglevel", "WARNING"],
             stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True,
         )  # fmt: skip
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, 9)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=5)
 
 
 def _same_round(peer: dict[str, Any], rec: dict[str, Any], contender: str) -> bool:
@@ -364,7 +354,7 @@ def run(opts: Options, stamp: str) -> dict[str, Any]:
                "ratios": _ratios(records), "paired": _paired_ratios(records),
                "records": records}  # fmt: skip
     for what, row in summary["paired"].items():
-        log("paired %-8s PacificPy / raw Celery: median %s (rounds: %s)", what,
+        log("paired %-34s PacificPy / raw Celery: median %s (rounds: %s)", what,
             f"{row['median']:.2f}x" if row["median"] else "n/a", row["ratios"])  # fmt: skip
     (RAW.parent / "rabbit.json").write_text(json.dumps(summary, indent=2) + "\n")
     for row in summary["ratios"]:
@@ -386,22 +376,25 @@ def _paired_round(
         rec["ok"] = True
     except Exception as exc:
         rec["error"] = str(exc)[-1500:]
-    e2e = paired_e2e(server, n_e2e, opts)
+    peers = ("celery-rabbit-alo", "celery-rabbit-alo-results")
     out = []
-    for r in (rec, e2e):
+    for r in (rec, *(paired_e2e(server, n_e2e, opts, peer) for peer in peers)):
         r.update(round=rnd, run=stamp)
         shown = f"ratio {r['ratio']:.2f}x" if r["ok"] else f"FAILED {r.get('error', '')[-300:]}"
-        log("rabbit %-22s r%d %s", r["scenario"], rnd, shown)
+        log("rabbit %-42s r%d %s", r["scenario"], rnd, shown)
         out.append(r)
     return out
 
 
 def _paired_ratios(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     rows = {}
-    for what in ("enqueue", "e2e"):
-        ratios = [
-            r["ratio"] for r in records if r["scenario"] == f"rabbit-{what}-paired" and r["ok"]
-        ]
+    names = {
+        "enqueue": "rabbit-enqueue-paired",
+        "e2e vs celery-rabbit-alo": "rabbit-e2e-paired:celery-rabbit-alo",
+        "e2e vs celery-rabbit-alo-results": "rabbit-e2e-paired:celery-rabbit-alo-results",
+    }
+    for what, scenario in names.items():
+        ratios = [r["ratio"] for r in records if r["scenario"] == scenario and r["ok"]]
         rows[what] = {
             "median": statistics.median(ratios) if ratios else None,
             "ratios": [round(v, 3) for v in ratios],

@@ -1,7 +1,8 @@
 """Faults on Celery + RabbitMQ with real workers: the worker SIGKILLed mid-task, and its
 broker connection cut and restored (through a TCP proxy of the test's own: the machine's
-RabbitMQ itself cannot be stopped). Every task of a batch counts its runs in Redis, so
-each is known to have run 0 times (lost), once, or more (duplicated). The issue's
+RabbitMQ itself cannot be stopped); each with the state in Redis and in PostgreSQL. Every
+task of a batch counts its runs in Redis, so each is known to have run 0 times (lost),
+once, or more (duplicated). The issue's
 misconfiguration, refused at startup, is in ``test_celery_rabbit_setup``."""
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import redis
 from celery import Celery
 
 from pacificpy.background.backend import CeleryBackgroundBackend
+from pacificpy.background.backends.postgres import PostgresTaskState
 from pacificpy.background.decorators import configure_background_tasks
 from pacificpy.background.task import TaskHandle
 from tests.conformance import tasks
 from tests.conformance.harness import SIGNING_KEY
 from tests.conformance.harness_celery import CeleryWorker
+from tests.support.postgres import PostgresDatabase, require_postgres
 from tests.support.rabbitmq import RabbitVhost
 from tests.support.redis_server import RedisServer
 from tests.support.tcp_proxy import TcpProxy
@@ -32,11 +35,27 @@ pytestmark = pytest.mark.timeout(240)
 WAIT = 120.0
 
 
+@pytest.fixture(params=["redis", "postgres"])
+def state_url(request: pytest.FixtureRequest, own_redis: RedisServer) -> Iterator[str | None]:
+    """Where the state lives: None (the test's Redis, ``redis_url=``) or a PostgreSQL
+    database of the test's own."""
+    if request.param == "redis":
+        yield None
+        return
+    require_postgres()
+    with PostgresDatabase() as database:
+        yield database.url
+
+
 @pytest.fixture
-def backend(rabbit: RabbitVhost, own_redis: RedisServer) -> Iterator[CeleryBackgroundBackend]:
-    backend = CeleryBackgroundBackend(
-        Celery("faults", broker=rabbit.url()), redis_url=own_redis.url
-    )
+def backend(
+    rabbit: RabbitVhost, own_redis: RedisServer, state_url: str | None
+) -> Iterator[CeleryBackgroundBackend]:
+    celery_app = Celery("faults", broker=rabbit.url())
+    if state_url is None:
+        backend = CeleryBackgroundBackend(celery_app, redis_url=own_redis.url)
+    else:
+        backend = CeleryBackgroundBackend(celery_app, state=PostgresTaskState(state_url))
     configure_background_tasks(backend, signing_key=SIGNING_KEY)
     yield backend
     backend.shutdown_sync()
@@ -62,12 +81,16 @@ def _tally(url: str, keys: list[str], **also: Any) -> dict[str, Any]:
 
 
 def test_sigkill_mid_task_runs_again_lost_zero(
-    backend: CeleryBackgroundBackend, rabbit: RabbitVhost, own_redis: RedisServer
+    backend: CeleryBackgroundBackend,
+    rabbit: RabbitVhost,
+    own_redis: RedisServer,
+    state_url: str | None,
 ) -> None:
     """The whole worker (main and pool processes) is SIGKILLed while both its slots hold a
     task: RabbitMQ gives every unacknowledged message back when the connection drops, and
     a new worker runs them (no visibility timeout to wait out)."""
-    first = CeleryWorker(own_redis.url, concurrency=2, broker_url=rabbit.url()).start()
+    options: dict[str, Any] = {"broker_url": rabbit.url(), "state_url": state_url}
+    first = CeleryWorker(own_redis.url, concurrency=2, **options).start()
     try:
         first.wait_ready()
         done_keys, done = _batch(20)
@@ -79,7 +102,7 @@ def test_sigkill_mid_task_runs_again_lost_zero(
             first.wait_for_log(f"[{h.id}] received", timeout=WAIT)
         first.signal(signal.SIGKILL, group=True)
         first.wait(10)
-        with CeleryWorker(own_redis.url, concurrency=2, broker_url=rabbit.url()) as second:
+        with CeleryWorker(own_redis.url, concurrency=2, **options) as second:
             second.wait_ready()
             for h in long:
                 assert h.result_sync(timeout=WAIT) == 3.0
@@ -88,12 +111,17 @@ def test_sigkill_mid_task_runs_again_lost_zero(
                 h.result_sync(timeout=WAIT)
     finally:
         first.close()
-    tally = _tally(own_redis.url, done_keys + keys, killed_mid_task=len(long))
+    tally = _tally(
+        own_redis.url, done_keys + keys, killed_mid_task=len(long), state=state_url or "redis"
+    )
     assert tally["lost"] == 0 and tally["completed"] == 60
 
 
 def test_broker_connection_cut_and_restored(
-    backend: CeleryBackgroundBackend, rabbit: RabbitVhost, own_redis: RedisServer
+    backend: CeleryBackgroundBackend,
+    rabbit: RabbitVhost,
+    own_redis: RedisServer,
+    state_url: str | None,
 ) -> None:
     """The worker reaches RabbitMQ through a proxy; the proxy closes every connection and
     refuses new ones while tasks run and more are sent, then listens again. The worker
@@ -101,7 +129,9 @@ def test_broker_connection_cut_and_restored(
     acknowledged and runs again (a duplicate, never a loss)."""
     with TcpProxy(*_rabbit_address(rabbit)) as proxy:
         url = rabbit.url(port=proxy.port)
-        with CeleryWorker(own_redis.url, concurrency=2, broker_url=url) as worker:
+        with CeleryWorker(
+            own_redis.url, concurrency=2, broker_url=url, state_url=state_url
+        ) as worker:
             worker.wait_ready()
             before_keys, before = _batch(20)
             for h in before:
@@ -118,7 +148,7 @@ def test_broker_connection_cut_and_restored(
                 h.result_sync(timeout=WAIT)
             assert worker.proc is not None and worker.proc.poll() is None  # it survived
             wait_for(lambda: proxy.accepted > connections, WAIT, what="a reconnection")
-    tally = _tally(own_redis.url, before_keys + gap_keys + after_keys)
+    tally = _tally(own_redis.url, before_keys + gap_keys + after_keys, state=state_url or "redis")
     assert tally["lost"] == 0 and tally["completed"] == 60
 
 

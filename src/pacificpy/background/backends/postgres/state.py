@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import threading
 import time
@@ -87,7 +88,8 @@ class PostgresTaskState(TaskState):
     def _open(self) -> psycopg.Connection[Any]:
         import psycopg
 
-        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=self.connect_timeout)
+        timeout = max(1, math.ceil(self.connect_timeout))  # libpq takes whole seconds
+        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=timeout)
         with conn.transaction():
             conn.execute(sql.LOCK_SCHEMA, (sql.SCHEMA_LOCK,))
             for statement in sql.SCHEMA:
