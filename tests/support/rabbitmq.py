@@ -81,20 +81,21 @@ class RabbitVhost:
         return self
 
     def close_connections(self) -> None:
-        """Have RabbitMQ close every client connection of this vhost (and wait for it)."""
+        """Have RabbitMQ close every client connection of this vhost (and wait until none
+        is running: a closed one stays listed until its client reads the close)."""
         _ctl("close_all_connections", "--vhost", self.name, "closed by a test")
-        # rabbitmqctl returns once the closes are sent; list until none is left.
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             out = subprocess.run(
-                ["rabbitmqctl", "list_connections", "-q", "vhost"],
+                ["rabbitmqctl", "list_connections", "-q", "vhost", "state"],
                 check=True, capture_output=True, text=True, timeout=60,
                 stdin=subprocess.DEVNULL,
             ).stdout  # fmt: skip
-            if self.name not in out.split():
+            rows = [line.split() for line in out.splitlines()]
+            if not any(row[:2] == [self.name, "running"] for row in rows):
                 return
             time.sleep(0.1)
-        raise TimeoutError(f"RabbitMQ still has connections on vhost {self.name}")
+        raise TimeoutError(f"RabbitMQ still has running connections on vhost {self.name}")
 
     def delete(self) -> None:
         """Delete the vhost and everything in it."""

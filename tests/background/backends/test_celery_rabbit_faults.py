@@ -112,7 +112,10 @@ def test_sigkill_mid_task_runs_again_lost_zero(
     finally:
         first.close()
     tally = _tally(
-        own_redis.url, done_keys + keys, killed_mid_task=len(long), state=state_url or "redis"
+        own_redis.url,
+        done_keys + keys,
+        killed_mid_task=len(long),
+        state="postgres" if state_url else "redis",
     )
     assert tally["lost"] == 0 and tally["completed"] == 60
 
@@ -148,7 +151,11 @@ def test_broker_connection_cut_and_restored(
                 h.result_sync(timeout=WAIT)
             assert worker.proc is not None and worker.proc.poll() is None  # it survived
             wait_for(lambda: proxy.accepted > connections, WAIT, what="a reconnection")
-    tally = _tally(own_redis.url, before_keys + gap_keys + after_keys, state=state_url or "redis")
+    tally = _tally(
+        own_redis.url,
+        before_keys + gap_keys + after_keys,
+        state="postgres" if state_url else "redis",
+    )
     assert tally["lost"] == 0 and tally["completed"] == 60
 
 
