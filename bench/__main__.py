@@ -1,4 +1,4 @@
-"""``python -m bench all|http|asgi|local|redis|memory|pickup|report|profile|rabbit [--quick]``.
+"""``python -m bench all|http|asgi|local|redis|memory|pickup|sqlite|rabbit|report|profile``.
 
 ``all`` runs every scenario (about 20 minutes with the default 3 rounds; ``--quick``: one
 round, smaller N, about 3 minutes), then writes ``bench/results/summary.json``, the CSV,
@@ -14,7 +14,7 @@ import time
 
 from bench._common import RAW, Options, RedisServer, environment, log, now_iso, write_jsonl
 
-SCENARIOS = ("http", "asgi", "local", "redis", "memory", "pickup", "monitor")
+SCENARIOS = ("http", "asgi", "local", "redis", "memory", "pickup", "monitor", "sqlite")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import rabbit_queues
 
         rabbit_queues.run(opts, stamp)
+    if "sqlite" in todo:
+        from bench import sqlite_queue
+
+        sqlite_queue.run(opts, stamp)
     if "monitor" in todo:
         from bench import monitor_overhead
 

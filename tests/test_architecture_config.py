@@ -40,6 +40,10 @@ ALLOWED: dict[str, str] = {
         "declared tasks: declared once, when their module is imported; a module is not "
         "imported twice, so a reset would lose tasks for good"
     ),
+    "pacificpy.background.schedules:_schedules": (
+        "declared schedules, beside the declared tasks (registry._tasks) and for the same "
+        "reason: declared once, when their module is imported"
+    ),
     "pacificpy.background.task:new_task_id": (
         "the task id source: its state is a random prefix and a counter (reseeded after "
         "fork); any state gives unique ids, none is configuration"
@@ -62,6 +66,7 @@ ALLOWED: dict[str, str] = {
     "pacificpy.background.backend:_LAZY": "read-only table",
     "pacificpy.background.backend:_EXTRA_PACKAGES": "read-only table",
     "pacificpy.web.dashboard:_SECURITY_HEADERS": "read-only table",
+    "pacificpy.web.events:_HEADERS": "read-only table",
     "pacificpy.cli.tasks:_STYLES": "read-only table",
 }
 
@@ -277,9 +282,11 @@ def _make_backends() -> list[Any]:
 
     from pacificpy.background.backends.arq_backend import ARQBackgroundBackend
     from pacificpy.background.backends.celery_backend import CeleryBackgroundBackend
+    from pacificpy.background.backends.sqlite import SQLiteBackgroundBackend
     from pacificpy.testing import CapturingBackend, EagerBackend
 
     return [
+        SQLiteBackgroundBackend("never-opened.db"),  # constructing opens no file
         get_local_executor(1),
         CeleryBackgroundBackend(celery_app=Celery("ctor", broker="redis://127.0.0.1:1/0")),
         ARQBackgroundBackend(RedisSettings(host="127.0.0.1", port=1)),

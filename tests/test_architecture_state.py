@@ -147,7 +147,11 @@ def test_lua_scripts_are_files_loaded_with_register_script() -> None:
         assert "NoScriptError" not in text and "evalsha" not in text, path.name
     assert sorted(p.name for p in (BACKENDS / "redis").glob("*.lua")) == [
         "arq_enqueue.lua",
+        "cancel.lua",
         "dlq_trim.lua",
+        "flow_admit.lua",
+        "flow_renew.lua",
         "monitor_event.lua",
         "monitor_trim.lua",
+        "schedule_advance.lua",
     ]

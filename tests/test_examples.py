@@ -48,6 +48,13 @@ EXPECTED = {
         "by context: completed result={'total': 9}",
         "task_duration observations: 3",
     ],
+    "durable": [
+        "first process killed by signal 9, with the report running",
+        "after restart: invoice 1 sent",
+        "after restart: invoice 3 sent",
+        "report after the crash: done, attempt 1",
+        "tasks left in the file: 0",
+    ],
     "queue_length": [
         "queue length at start: 0",
         "queue length after 1500 more tasks on 2 busy workers: 1500",

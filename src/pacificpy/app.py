@@ -1,19 +1,23 @@
 """The PacificPy application: a thin layer over Starlette.
 
-Routing, middleware, exception handling and the lifespan are Starlette's. PacificPy adds
-route decorators, return-value coercion (see :mod:`pacificpy.routing`), JSON errors
-everywhere, a request body size limit, startup/shutdown hooks that also start and drain the
-background backend, and :meth:`PacificPy.run`.
+``PacificPy`` takes Starlette's constructor; routing, middleware, exception handling and
+the lifespan are Starlette's. PacificPy adds route decorators, return-value coercion (see
+:mod:`pacificpy.routing`), JSON errors everywhere, a request body size limit, a lifespan
+around the user's that starts and drains the background backend, startup/shutdown hooks,
+and :meth:`PacificPy.run`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 import inspect
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+import sys
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 from starlette.applications import Starlette
@@ -22,11 +26,12 @@ from starlette.middleware import Middleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import Response
-from starlette.types import ASGIApp, ExceptionHandler
+from starlette.routing import BaseRoute, Mount
+from starlette.types import ASGIApp, ExceptionHandler, Lifespan
 
-from pacificpy.errors import EnqueueError, QueueFull
+from pacificpy.errors import ConfigurationError, EnqueueError, QueueFull
 from pacificpy.middleware import BodyLimitMiddleware, ServerErrorMiddleware
-from pacificpy.routing import Handler, Route, error_response, http_error_response
+from pacificpy.routing import AppRouter, Handler, Route, error_response, http_error_response
 
 __all__ = ["PacificPy"]
 
@@ -47,19 +52,33 @@ RETRY_AFTER_BACKEND_DOWN = 5
 class PacificPy(Starlette):
     """A PacificPy application: an ASGI callable built on Starlette.
 
+    The positional arguments are Starlette's, in Starlette's order, so an app written for
+    ``Starlette(...)`` runs as ``PacificPy(...)``; PacificPy's own options are keyword-only.
+
     Args:
         debug: when true, a 500 response carries the exception's traceback as
             ``"traceback"``. Never turn it on in production.
-        max_body_size: the largest request body accepted, in bytes (default 1 MiB). A
-            larger one gets a JSON 413: at once when ``Content-Length`` says so, or as soon
-            as the streamed (chunked) body passes the limit. ``None`` disables the limit.
+        routes: Starlette routes (``Route``, ``Mount``, ``WebSocketRoute``, ...), served
+            as Starlette serves them; the decorators add PacificPy routes beside them.
         middleware: Starlette ``Middleware`` entries, outermost first.
+        exception_handlers: Starlette's mapping of exception classes or status codes to
+            ``handler(request, exc)``; ``HTTPException`` and ``EnqueueError`` have
+            PacificPy's JSON handlers unless given here.
+        lifespan: Starlette's lifespan context (``app -> async context manager``). It runs
+            inside PacificPy's own: the task backend starts before it and drains after it,
+            and the state it yields reaches ``request.state``.
+        max_body_size: the largest request body accepted, in bytes (default 1 MiB). A
+            larger one gets a JSON 413. ``None`` disables the limit. A route's or mount's
+            own ``max_body_size`` replaces it for that route, higher or lower.
         max_header_size: the largest total size of the request's header names and values
             (default 64 KiB); larger gets a JSON 431. ``None`` disables the check.
         shutdown_timeout: seconds the shutdown waits for queued and running background
             tasks before marking the rest ``abandoned``. ``None`` (the default) keeps the
             backend's own ``shutdown_timeout`` (30 s unless the backend was built with
             another); a number overrides it for this app's shutdown.
+
+    The lifespan refuses to start outside asyncio (under trio, say) with a
+    ``ConfigurationError``: the task layer is asyncio's.
 
     Every error answers JSON ``{"error": message, "detail": message, "status": code}``:
     400 for a malformed JSON body, 404 for an unknown path, 405 (with ``Allow``) for a
@@ -73,16 +92,23 @@ class PacificPy(Starlette):
     def __init__(
         self,
         debug: bool = False,
-        max_body_size: int | None = DEFAULT_MAX_BODY_SIZE,
+        routes: Sequence[BaseRoute] | None = None,
         middleware: Sequence[Middleware] | None = None,
-        shutdown_timeout: float | None = None,
+        exception_handlers: Mapping[Any, ExceptionHandler] | None = None,
+        lifespan: Lifespan[Any] | None = None,
+        *,
+        max_body_size: int | None = DEFAULT_MAX_BODY_SIZE,
         max_header_size: int | None = DEFAULT_MAX_HEADER_SIZE,
+        shutdown_timeout: float | None = None,
     ) -> None:
         if max_body_size is not None and max_body_size < 0:
             raise ValueError(f"max_body_size must be >= 0 or None, not {max_body_size!r}")
         if max_header_size is not None and max_header_size < 0:
             raise ValueError(f"max_header_size must be >= 0 or None, not {max_header_size!r}")
-        super().__init__(debug=debug, middleware=middleware, lifespan=self._lifespan)
+        super().__init__(debug=debug, middleware=middleware, exception_handlers=exception_handlers)
+        # The user's lifespan always runs inside PacificPy's (see _lifespan), also when it
+        # is set later through router.lifespan_context.
+        self.router = AppRouter(routes, lifespan=lifespan, around=self._lifespan)
         # Starlette's own limit answers in plain text; PacificPy installs its own (JSON).
         self.max_body_size = max_body_size
         self.max_header_size = max_header_size
@@ -101,15 +127,28 @@ class PacificPy(Starlette):
         methods: Collection[str] | None = None,
         name: str | None = None,
         include_in_schema: bool = True,
+        *,
+        max_body_size: int | None = None,
     ) -> None:
-        """Serve ``path`` with the handler ``route`` for ``methods`` (default ``["GET"]``).
+        """Serve ``path`` with ``route`` for ``methods`` (default ``["GET"]`` for a handler).
 
-        The handler gets a PacificPy request and its return value is coerced into a
-        response (see :mod:`pacificpy.routing`). Routes may be added at any time, also
-        after the application has started serving.
+        A handler (a function, or an object called with the request) gets a PacificPy
+        request and its return value is coerced into a response (see
+        :mod:`pacificpy.routing`). An endpoint class (``HTTPEndpoint``) or an ASGI app is
+        served as it is, as in Starlette (all methods unless ``methods`` is given).
+        ``max_body_size`` replaces the application's body limit for this route, higher or
+        lower. Routes may be added at any time, also after the application has started
+        serving.
         """
         self.router.routes.append(
-            Route(path, route, methods=methods, name=name, include_in_schema=include_in_schema)
+            Route(
+                path,
+                route,
+                methods=methods,
+                name=name,
+                include_in_schema=include_in_schema,
+                max_body_size=max_body_size,
+            )
         )
 
     def route(
@@ -119,17 +158,24 @@ class PacificPy(Starlette):
         *,
         name: str | None = None,
         include_in_schema: bool = True,
+        max_body_size: int | None = None,
     ) -> Callable[[HandlerT], HandlerT]:
         """Decorate a handler to serve ``path`` for ``methods`` (default ``["GET"]``).
 
         ``path`` uses Starlette's syntax, e.g. ``/users/{user_id:int}``; the converted
-        values are in ``request.path_params``. The decorated function is returned
-        unchanged, so it can still be called directly.
+        values are in ``request.path_params``. ``max_body_size`` replaces the
+        application's body limit for this route, higher or lower. The decorated function
+        is returned unchanged, so it can still be called directly.
         """
 
         def decorator(handler: HandlerT) -> HandlerT:
             self.add_route(
-                path, handler, methods=methods, name=name, include_in_schema=include_in_schema
+                path,
+                handler,
+                methods=methods,
+                name=name,
+                include_in_schema=include_in_schema,
+                max_body_size=max_body_size,
             )
             return handler
 
@@ -155,9 +201,14 @@ class PacificPy(Starlette):
         """Decorate a handler for ``DELETE path``."""
         return self.route(path, methods=["DELETE"], **options)
 
-    def mount(self, path: str, app: ASGIApp, name: str | None = None) -> None:
-        """Serve every path under ``path`` with the ASGI application ``app``."""
-        self.router.mount(path, app=app, name=name)
+    def mount(
+        self, path: str, app: ASGIApp, name: str | None = None, *, max_body_size: int | None = None
+    ) -> None:
+        """Serve every path under ``path`` with the ASGI application ``app``.
+
+        ``max_body_size`` replaces the application's body limit under ``path``.
+        """
+        self.router.routes.append(Mount(path, app=app, name=name, max_body_size=max_body_size))
 
     # -- lifespan ---------------------------------------------------------------------------
 
@@ -180,29 +231,43 @@ class PacificPy(Starlette):
         return hook
 
     @contextlib.asynccontextmanager
-    async def _lifespan(self, app: Any) -> AsyncIterator[None]:
+    async def _lifespan(
+        self, user_lifespan: Callable[[Any], AbstractAsyncContextManager[Any]], app: Any
+    ) -> AsyncIterator[Any]:
+        """The application's lifespan: the task backend around the user's lifespan.
+
+        Startup: the backend, then the user's ``lifespan`` (its state is yielded, so it
+        reaches ``request.state``), then the ``on_startup`` hooks. Shutdown in reverse:
+        the ``on_shutdown`` hooks, the user's lifespan, then the backend drains.
+        """
         from pacificpy.background.lifecycle import app_shutdown, app_startup
 
+        require_asyncio()
         await app_startup()
+        first_error: BaseException | None = None
         try:
-            for hook in self._startup_hooks:
-                await _call_hook(hook)
-        except BaseException:
-            await self._shutdown_backend(app_shutdown)
-            raise
-        try:
-            yield
-        finally:
-            first_error: BaseException | None = None
-            for hook in self._shutdown_hooks:
-                try:
+            async with user_lifespan(app) as state:
+                for hook in self._startup_hooks:
                     await _call_hook(hook)
-                except Exception as exc:
-                    logger.exception("shutdown hook %r failed", hook)
-                    first_error = first_error or exc
+                try:
+                    yield state
+                finally:
+                    first_error = await self._run_shutdown_hooks()
+        finally:
             await self._shutdown_backend(app_shutdown)
-            if first_error is not None:
-                raise first_error
+        if first_error is not None:
+            raise first_error
+
+    async def _run_shutdown_hooks(self) -> BaseException | None:
+        """Run every shutdown hook; log each failure and return the first."""
+        first_error: BaseException | None = None
+        for hook in self._shutdown_hooks:
+            try:
+                await _call_hook(hook)
+            except Exception as exc:
+                logger.exception("shutdown hook %r failed", hook)
+                first_error = first_error or exc
+        return first_error
 
     async def _shutdown_backend(self, app_shutdown: Callable[..., Any]) -> None:
         # None keeps the backend's own shutdown_timeout; a number overrides it.
@@ -285,6 +350,36 @@ class PacificPy(Starlette):
 
         mount_metrics(self, path=path, token=token)
 
+    def include_task_events(
+        self,
+        path: str = "/_tasks/events",
+        token: str | None = None,
+        *,
+        secret: str | bytes | None = None,
+    ) -> None:
+        """Serve live events of one task at ``GET path/{task_id}`` (Server-Sent Events:
+        status and progress until it ends), to the token or a URL signed for that task
+        (``handle.events_url(app)``); see :mod:`pacificpy.web.events` for the secret.
+
+        Raises:
+            ConfigurationError: ``token`` is empty or blank, or ``secret`` too short.
+        """
+        from pacificpy.web.events import mount_task_events
+
+        mount_task_events(self, path=path, token=token, secret=secret)
+
+    def include_health(self, path: str = "/healthz", timeout: float = 2.0) -> None:
+        """Serve ``GET path/live`` (200 while the process serves) and ``GET path/ready``
+        (200 when the background backend and the task monitor store answer within
+        ``timeout`` seconds, else 503 with JSON naming what failed).
+
+        Raises:
+            ValueError: ``timeout`` is not a positive number.
+        """
+        from pacificpy.web.health import mount_health
+
+        mount_health(self, path=path, timeout=timeout)
+
 
 def default_port() -> int:
     """The ``PORT`` environment variable as a port number, else 8000.
@@ -306,6 +401,26 @@ def server_defaults() -> dict[str, str]:
         "loop": "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio",
         "http": "httptools" if importlib.util.find_spec("httptools") is not None else "h11",
     }
+
+
+def require_asyncio() -> None:
+    """Refuse to start outside an asyncio event loop (under trio, say).
+
+    The task layer is asyncio's: the local executor runs async tasks on the serving loop,
+    handles are asyncio futures, and the Redis and ARQ clients are asyncio clients.
+
+    Raises:
+        ConfigurationError: no asyncio event loop is running here.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        library = "trio" if "trio" in sys.modules else "another async library"
+        raise ConfigurationError(
+            f"PacificPy cannot start under {library}: its background-task layer runs on "
+            "asyncio. Serve the app on an asyncio event loop (uvicorn's default, "
+            'hypercorn --worker-class asyncio, TestClient(app, backend="asyncio"))'
+        ) from None
 
 
 async def _call_hook(hook: Callable[[], Any]) -> None:

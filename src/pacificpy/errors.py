@@ -42,6 +42,7 @@ __all__ = [
     "QueueFull",
     "Retry",
     "TaskArgumentError",
+    "TaskCancelled",
     "TaskFailed",
     "TaskNotFound",
     "TaskSerializationError",
@@ -206,6 +207,20 @@ class TaskFailed(BackgroundError):
         self.error_type = error_type
         self.traceback = traceback
         self.attempts = attempts
+
+
+class TaskCancelled(BackgroundError):
+    """Raised by ``handle.result()`` when the task was cancelled (``handle.cancel()``).
+
+    Not a ``TaskFailed``: a cancelled task did not fail, it was stopped on purpose.
+    """
+
+    def __init__(
+        self, message: str, *, task_id: str | None = None, task_name: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+        self.task_name = task_name
 
 
 class TaskTimeout(TaskFailed):

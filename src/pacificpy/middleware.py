@@ -8,20 +8,26 @@ order, around the user's middleware.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import Response
 from starlette.types import ASGIApp, ExceptionHandler, Message, Receive, Scope, Send
 
-from pacificpy.routing import error_response, http_error_response
+from pacificpy.routing import (
+    BODY_LIMIT_SCOPE_KEY,
+    body_too_large,
+    content_length,
+    error_response,
+    http_error_response,
+    is_async_callable,
+)
 
 __all__ = ["BodyLimitMiddleware", "ServerErrorMiddleware"]
 
@@ -30,21 +36,22 @@ __all__ = ["BodyLimitMiddleware", "ServerErrorMiddleware"]
 logger = logging.getLogger("pacificpy.app")
 
 
-class _BodyTooLarge(HTTPException):
-    def __init__(self, max_body_size: int) -> None:
-        super().__init__(
-            413, f"Request body is larger than the limit of {max_body_size} bytes (max_body_size)"
-        )
+class _ResponseReplaced(Exception):
+    """The app started a response for an over-limit body; the 413 went out instead."""
 
 
 class BodyLimitMiddleware:
     """Answer 431 for headers over ``max_header_size``, 413 for a body over ``max_body_size``.
 
     The headers' total size (names and values) is checked first: uvicorn's httptools
-    server sets no limit of its own. A ``Content-Length`` over the body limit is refused
-    before the application runs. Otherwise the body is counted as the application reads
-    it; the read that passes the limit raises a 413 ``HTTPException``, which the exception
-    handlers turn into the JSON error.
+    server sets no limit of its own. The body limit is Starlette's, answered in JSON: a
+    route, mount or router with its own ``max_body_size`` replaces the application's for
+    its requests (higher or lower). A ``Content-Length`` over the limit in force is refused
+    before a PacificPy handler runs, at the first read of the body, or when the app starts
+    a response without reading it; without ``Content-Length`` the body is counted as it is
+    read, and the read that passes the limit raises a 413 ``HTTPException``, which the
+    exception handlers turn into the JSON error. A scope without ``headers`` counts as one
+    with none.
     """
 
     def __init__(
@@ -60,7 +67,7 @@ class BodyLimitMiddleware:
             return
         header_limit = self.max_header_size
         if header_limit is not None:
-            size = sum(len(k) + len(v) for k, v in scope["headers"])
+            size = sum(len(k) + len(v) for k, v in scope.get("headers") or ())
             if size > header_limit:
                 response = error_response(
                     431,
@@ -69,40 +76,81 @@ class BodyLimitMiddleware:
                 )
                 await response(scope, receive, send)
                 return
-        limit = self.max_body_size
-        if limit is None:
+        outer = scope.get(BODY_LIMIT_SCOPE_KEY)
+        if outer is not None:
+            # Inside another app (or middleware) that limits bodies: its limit holds, and
+            # this app's may only lower it (a route's own max_body_size can raise it).
+            limit = self.max_body_size
+            if limit is not None and (outer.max_body_size is None or limit < outer.max_body_size):
+                outer.max_body_size = limit
+                scope[MAX_BODY_SIZE_SCOPE_KEY] = limit
             await self.app(scope, receive, send)
             return
+        await _BodyLimitResponder(self.app, self.max_body_size)(scope, receive, send)
 
-        content_length = Headers(scope=scope).get("content-length")
-        if content_length is not None and content_length.isdigit() and int(content_length) > limit:
-            await http_error_response(_BodyTooLarge(limit))(scope, receive, send)
-            return
 
-        received = 0
+class _BodyLimitResponder:
+    """One request's body limit: Starlette's responder, answering in JSON."""
+
+    __slots__ = ("app", "content_length", "max_body_size", "response_started", "total_size")
+
+    def __init__(self, app: ASGIApp, max_body_size: int | None) -> None:
+        self.app = app
+        self.max_body_size = max_body_size  # replaced by a route's or mount's own limit
+        self.content_length: int | None = None
+        self.total_size = 0
+        self.response_started = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        length = self.content_length = content_length(scope)
 
         async def limited_receive() -> Message:
-            nonlocal received
+            limit = self.max_body_size
+            if limit is not None and length is not None and length > limit:
+                raise body_too_large(limit)
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise _BodyTooLarge(limit)
+                self.total_size += len(message.get("body", b""))
+                limit = self.max_body_size
+                if limit is not None and self.total_size > limit:
+                    raise body_too_large(limit)
             return message
 
-        # A read past the limit outside any route (by middleware reading the body, say)
-        # raises _BodyTooLarge, an HTTPException, which propagates: ServerErrorMiddleware,
-        # always outside this one, answers it with the JSON 413.
-        await self.app(scope, limited_receive, send)
+        async def limited_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.response_started = True
+                limit = self.max_body_size
+                if limit is not None and length is not None and length > limit:
+                    # The app answered without reading the over-limit body.
+                    await http_error_response(body_too_large(limit))(scope, receive, send)
+                    raise _ResponseReplaced
+            await send(message)
+
+        scope[BODY_LIMIT_SCOPE_KEY] = self
+        if self.max_body_size is not None:
+            scope[MAX_BODY_SIZE_SCOPE_KEY] = self.max_body_size
+        try:
+            await self.app(scope, limited_receive, limited_send)
+        except HTTPException as exc:
+            # A read past the limit outside the exception handlers' reach (middleware
+            # reading the body, say); any other HTTPException goes on to the error middleware.
+            if exc.status_code != 413 or self.response_started:
+                raise
+            await http_error_response(exc)(scope, receive, send)
+        except _ResponseReplaced:
+            pass
+        finally:
+            scope.pop(BODY_LIMIT_SCOPE_KEY, None)
 
 
 class ServerErrorMiddleware:
     """Turn any unhandled exception into a JSON 500, log it, and keep serving.
 
     Unlike Starlette's ``ServerErrorMiddleware`` the exception is not re-raised to the
-    server once the 500 has been sent: it is logged here, once. If the response had
-    already started, nothing can be sent, so the exception goes on to the server, which
-    closes the connection.
+    server once the 500 has been sent: it is logged here, once. The application's
+    ``Exception`` (or ``500``) handler is called for every such error, as in Starlette,
+    also when the response had already started; then nothing can be sent, so the
+    exception goes on to the server, which closes the connection.
     """
 
     def __init__(
@@ -136,14 +184,16 @@ class ServerErrorMiddleware:
             await http_error_response(exc)(scope, receive, send)
         except Exception as exc:
             logger.exception("unhandled exception in %s %s", scope.get("method"), scope.get("path"))
-            if response_started:
-                raise
             response = await self._response(StarletteRequest(scope), exc)
+            if response_started:
+                # Nothing more can be sent; the handler has seen the error (to report
+                # it, say), and the server closes the connection.
+                raise
             await response(scope, receive, send)
 
     async def _response(self, request: StarletteRequest, exc: Exception) -> Response:
         if self.handler is not None:
-            if inspect.iscoroutinefunction(self.handler):
+            if is_async_callable(self.handler):
                 response = await self.handler(request, exc)
             else:
                 response = await run_in_threadpool(self.handler, request, exc)

@@ -15,22 +15,30 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Collection, Mapping
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, TypeVar, cast
 
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware import body_limit as _starlette_body_limit
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute
 from starlette.routing import Route as StarletteRoute
-from starlette.types import Receive, Scope, Send
+from starlette.routing import Router as StarletteRouter
+from starlette.types import ASGIApp, Lifespan, Receive, Scope, Send
 
 __all__ = [
+    "AppRouter",
     "Handler",
     "ORJSONResponse",
     "Request",
     "Route",
+    "body_too_large",
     "coerce_response",
     "error_response",
     "http_error_response",
@@ -145,7 +153,8 @@ def coerce_response(value: Any) -> Response:
     return ORJSONResponse(value)
 
 
-def _is_async_callable(obj: Any) -> bool:
+def is_async_callable(obj: Any) -> bool:
+    """Whether calling ``obj`` gives an awaitable (partials and callable objects too)."""
     while isinstance(obj, functools.partial):
         obj = obj.func
     return inspect.iscoroutinefunction(obj) or (
@@ -153,11 +162,47 @@ def _is_async_callable(obj: Any) -> bool:
     )
 
 
+# The body limit in force for a request lives in its scope under this key (Starlette's own,
+# private to it, hence the fallback): an object with ``max_body_size``, ``total_size`` and
+# ``content_length``. Starlette's route-, mount- and router-level ``max_body_size`` replaces
+# its ``max_body_size`` for the requests they serve, higher or lower.
+BODY_LIMIT_SCOPE_KEY: str = getattr(
+    _starlette_body_limit, "_BODY_LIMIT_RESPONDER_SCOPE_KEY", "starlette._body_limit_responder"
+)
+
+
+def body_too_large(limit: int) -> HTTPException:
+    """The 413 for a request body over ``limit`` bytes (answered as a JSON error)."""
+    return HTTPException(
+        413, f"Request body is larger than the limit of {limit} bytes (max_body_size)"
+    )
+
+
+def content_length(scope: Scope) -> int | None:
+    """The request's ``Content-Length`` as a number; ``None`` when absent or not a number.
+
+    A scope without ``headers`` counts as one with no headers.
+    """
+    for key, value in scope.get("headers") or ():
+        if key.lower() == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
 def _request_response(handler: Handler) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-    """Wrap ``handler`` as an ASGI app that builds a :class:`Request` and coerces the result."""
-    is_async = _is_async_callable(handler)
+    """Wrap ``handler`` as an ASGI app that builds a :class:`Request` and coerces the result.
+
+    A ``Content-Length`` over the body limit in force for this route (the application's,
+    or the route's or mount's own ``max_body_size``) is refused before the handler runs.
+    """
+    is_async = is_async_callable(handler)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        limiter = scope.get(BODY_LIMIT_SCOPE_KEY)
+        if limiter is not None:
+            length, limit = limiter.content_length, limiter.max_body_size
+            if length is not None and limit is not None and length > limit:
+                raise body_too_large(limit)
         request = Request(scope, receive, send)
         if is_async:
             result = await handler(request)
@@ -169,12 +214,42 @@ def _request_response(handler: Handler) -> Callable[[Scope, Receive, Send], Awai
     return app
 
 
+def is_asgi_endpoint(endpoint: Any) -> bool:
+    """Whether Starlette would serve ``endpoint`` as an ASGI app rather than a handler.
+
+    A class (an ``HTTPEndpoint``, say) is ASGI, as in Starlette. So is a callable object
+    whose ``__call__`` takes three positional arguments, ``(scope, receive, send)``; a
+    callable object taking one, ``(request)``, is a handler.
+    """
+    target = endpoint
+    while isinstance(target, functools.partial):
+        target = target.func
+    if inspect.isfunction(target) or inspect.ismethod(target):
+        return False
+    if inspect.isclass(target):
+        return True
+    try:
+        signature = inspect.signature(endpoint)
+    except (TypeError, ValueError):
+        return False
+    positional = [
+        p
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    return len(positional) == 3
+
+
 class Route(StarletteRoute):
     """A Starlette route whose endpoint is a PacificPy handler.
 
-    The handler gets a PacificPy :class:`Request` and its return value goes through
-    :func:`coerce_response`. Errors are left to the application's exception handlers,
-    which answer in JSON.
+    A function (or a callable object taking the request) gets a PacificPy
+    :class:`Request` and its return value goes through :func:`coerce_response`. An
+    endpoint class (``HTTPEndpoint``) or an ASGI app is served as it is, as Starlette
+    does. Errors are left to the application's exception handlers, which answer in JSON.
+    ``middleware`` and ``max_body_size`` are Starlette's: middleware around this route
+    only, and a body limit that replaces the application's for this route (higher or
+    lower).
     """
 
     def __init__(
@@ -185,14 +260,55 @@ class Route(StarletteRoute):
         methods: Collection[str] | None = None,
         name: str | None = None,
         include_in_schema: bool = True,
+        middleware: Sequence[Middleware] | None = None,
+        max_body_size: int | None = None,
     ) -> None:
+        asgi = is_asgi_endpoint(endpoint)
+        if methods is None and not asgi:
+            methods = ["GET"]
         super().__init__(
             path,
             endpoint,
-            methods=["GET"] if methods is None else list(methods),
+            methods=None if methods is None else list(methods),
             name=name,
             include_in_schema=include_in_schema,
         )
-        # Starlette treats a callable object as a raw ASGI app; a PacificPy handler is
-        # always called with a request, whatever its kind.
-        self.app = _request_response(endpoint)
+        # Starlette treats a callable object as a raw ASGI app; a PacificPy handler object
+        # takes the request, so only ASGI-shaped endpoints are served as they are.
+        app: ASGIApp = endpoint if asgi else _request_response(endpoint)
+        for cls, args, kwargs in reversed(middleware or ()):
+            app = cls(app, *args, **kwargs)
+        if max_body_size is not None:
+            app = RequestBodyLimitMiddleware(app, max_body_size=max_body_size)
+        self.app = app
+
+
+_UserLifespan = Callable[[Any], AbstractAsyncContextManager[Any]]
+
+
+class AppRouter(StarletteRouter):
+    """Starlette's router whose lifespan always runs inside the application's own.
+
+    ``around(user_lifespan, app)`` is the application's lifespan: it starts what the
+    application needs, enters the user's lifespan and yields its state. The user's
+    lifespan is the constructor's ``lifespan=``, and setting ``router.lifespan_context``
+    later (as some libraries and tests do) replaces it, still inside the application's.
+    """
+
+    def __init__(
+        self,
+        routes: Sequence[BaseRoute] | None,
+        *,
+        lifespan: Lifespan[Any] | None,
+        around: Callable[[_UserLifespan, Any], AbstractAsyncContextManager[Any]],
+    ) -> None:
+        self._around = around
+        super().__init__(routes, lifespan=lifespan)
+
+    @property
+    def lifespan_context(self) -> _UserLifespan:
+        return functools.partial(self._around, cast("_UserLifespan", self._user_lifespan))
+
+    @lifespan_context.setter
+    def lifespan_context(self, value: Lifespan[Any]) -> None:
+        self._user_lifespan: Lifespan[Any] = value

@@ -20,6 +20,8 @@ class TaskStatus(str, enum.Enum):
     FAILED = "failed"
     DEAD = "dead"
     ABANDONED = "abandoned"
+    #: Stopped by ``handle.cancel()``: final, not a failure, never dead-lettered.
+    CANCELLED = "cancelled"
 
     def __str__(self) -> str:
         return self.value
@@ -41,4 +43,12 @@ class TaskStatus(str, enum.Enum):
             raise ValueError(f"unknown task status {value!r}; expected one of {names}") from None
 
 
-_FINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.DEAD, TaskStatus.ABANDONED})
+_FINAL = frozenset(
+    {
+        TaskStatus.COMPLETED,
+        TaskStatus.FAILED,
+        TaskStatus.DEAD,
+        TaskStatus.ABANDONED,
+        TaskStatus.CANCELLED,
+    }
+)

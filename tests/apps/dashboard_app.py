@@ -39,6 +39,15 @@ def charge_card(order_id: int, card_token: str) -> dict[str, Any]:
     return {"status": "charged", "order_id": order_id}
 
 
+if os.environ.get("PACIFICPY_DASHBOARD_SCHEDULE"):  # served by the browser test only: a
+    # schedule declared in the test process itself would start a scheduler in every later
+    # test's app
+
+    @background(schedule="0 3 1 1 *", schedule_tz="Europe/Paris")  # listed; never due
+    def yearly_report() -> None:
+        return None
+
+
 @app.post("/welcome")
 async def welcome(request: Request) -> dict[str, str]:
     handle = await send_welcome_email.delay(7, subject="Welcome aboard")
@@ -55,3 +64,14 @@ async def charge(request: Request) -> dict[str, str]:
 async def heal(request: Request) -> dict[str, bool]:
     _state["broken"] = False
     return {"broken": False}
+
+
+@background
+def nightly_export(day: str) -> dict[str, Any]:
+    return {"status": "exported", "day": day}
+
+
+@app.post("/export-later")
+async def export_later(request: Request) -> dict[str, str]:
+    handle = await nightly_export.apply_async(args=("2026-11-30",), countdown=600)
+    return {"task_id": handle.id}

@@ -51,7 +51,8 @@ def chromium_path() -> str:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    with serve_app("tests.apps.dashboard_app:app") as (base_url, _proc):
+    env = {"PACIFICPY_DASHBOARD_SCHEDULE": "1"}
+    with serve_app("tests.apps.dashboard_app:app", env) as (base_url, _proc):
         yield base_url
 
 
@@ -119,6 +120,12 @@ def test_dashboard_lists_tasks_and_requeues_a_dead_letter(server: str) -> None:
                 expect(page.locator("#failed")).not_to_contain_text("tok_live_SECRET")
                 expect(page.locator("#cards [data-status='completed'] .n")).to_have_text("1")
                 expect(page.locator("#queues")).to_contain_text("default")
+                schedule = page.locator("#schedules tr[data-schedule$='.yearly_report']")
+                expect(schedule).to_contain_text("0 3 1 1 *")
+                expect(schedule).to_contain_text("Europe/Paris")
+                # The app's local executor, in the worker registry.
+                expect(page.locator("#workers tr[data-state='live']")).to_have_count(1)
+                expect(page.locator("#workers")).to_contain_text("local")
                 row = page.locator(f"#dead tr[data-letter-id='{letter_id}']")
                 expect(row).to_contain_text("ConnectionError")
 
@@ -231,7 +238,7 @@ def test_first_paint_is_the_form_or_the_empty_tables_never_loading(server: str) 
 
             static.goto(f"{server}/_open_tasks")  # the same dashboard without a token
             expect(static.locator("#login")).to_be_hidden()
-            expect(static.locator("#tasks th")).to_have_count(8)
+            expect(static.locator("#tasks th")).to_have_count(9)
             expect(static.locator("#cards [data-status='completed']")).to_be_visible()
             assert "loading" not in static.inner_text("body").lower()
 
@@ -241,8 +248,36 @@ def test_first_paint_is_the_form_or_the_empty_tables_never_loading(server: str) 
             page.goto(f"{server}/_tasks#token={TOKEN}")
             expect(page.locator("#app")).to_be_visible()
             expect(page.locator("#login")).to_be_hidden()
-            expect(page.locator("#tasks th")).to_have_count(8)
+            expect(page.locator("#tasks th")).to_have_count(9)
             assert page.get_attribute("body", "data-loaded") is None
             assert "loading" not in page.inner_text("body").lower()
         finally:
             browser.close()
+
+
+def test_cancel_from_the_dashboard(server: str) -> None:
+    """A queued task's Cancel button: the task ends cancelled, the card counts it."""
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = chromium_path()
+    with httpx.Client(base_url=server, timeout=10) as http:
+        task_id = http.post("/export-later").json()["task_id"]
+        wait_for_task(http, task_id, "queued")
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=executable, args=CHROMIUM_ARGS, headless=True
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 1000})
+                page.goto(f"{server}/_tasks#token={TOKEN}")
+                page.wait_for_selector("body[data-loaded='1']", timeout=15_000)
+                row = page.locator(f"#tasks tr[data-task-id='{task_id}']")
+                expect(row).to_have_attribute("data-status", "queued")
+                row.locator("button.cancel").click()
+                expect(page.locator("#notice")).to_contain_text(task_id)
+                expect(row).to_have_attribute("data-status", "cancelled", timeout=10_000)
+                expect(row.locator("button.cancel")).to_have_count(0)
+                expect(page.locator("#cards [data-status='cancelled'] .n")).to_have_text("1")
+            finally:
+                browser.close()
+        assert wait_for_task(http, task_id, "cancelled")["status"] == "cancelled"

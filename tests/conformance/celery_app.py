@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 
 from pacificpy.background.decorators import configure_background_tasks
+from pacificpy.background.monitor import configure_task_monitor
 from tests.conformance import tasks  # noqa: F401  (registers the suite's tasks)
 from tests.conformance._celery_setup import make_backend, make_celery_app
 from tests.conformance.harness import SIGNING_KEY
@@ -25,3 +26,5 @@ _broker = os.environ.get("PACIFICPY_TEST_BROKER") or os.environ["PACIFICPY_TEST_
 celery_app = make_celery_app(_broker, float(_vt) if _vt else None)
 backend = make_backend(celery_app)
 configure_background_tasks(backend, signing_key=SIGNING_KEY)
+# Shared with a test that configures the same store (progress across processes).
+configure_task_monitor(redis_url=os.environ["PACIFICPY_TEST_REDIS"])

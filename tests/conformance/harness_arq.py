@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
@@ -20,7 +21,7 @@ from arq.connections import RedisSettings
 
 from pacificpy.background.backend import BackgroundBackend
 from pacificpy.background.backends.arq_backend import ARQBackgroundBackend, arq_queue_name
-from tests.conformance.harness import Harness
+from tests.conformance.harness import FLOW_LEASE, Harness
 from tests.support.redis_server import RedisServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -76,6 +77,52 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
+class _FlowWorkers:
+    def __init__(self, procs: list[subprocess.Popen[bytes]]) -> None:
+        self.procs = procs
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait(30)
+
+
+def flow_workers(env: dict[str, str], logdir: Path) -> object:
+    """``Harness.workers``: ``processes`` stock ``arq`` workers on ``queue``."""
+
+    @contextmanager
+    def workers(queue: str, slots: int, processes: int) -> Iterator[_FlowWorkers]:
+        procs: list[subprocess.Popen[bytes]] = []
+        logs: list[Path] = []
+        try:
+            for i in range(processes):
+                log = logdir / f"flow-{queue}-{i}.log"
+                logs.append(log)
+                worker_env = {
+                    **env,
+                    "PACIFICPY_TEST_FLOW_QUEUE": queue,
+                    "PACIFICPY_TEST_FLOW_SLOTS": str(slots // processes + (i < slots % processes)),
+                    "PACIFICPY_TEST_LEASE": str(FLOW_LEASE),
+                }
+                command = [
+                    sys.executable,
+                    "-m",
+                    "arq",
+                    f"{__package__}.flow_arq_app.WorkerSettings",
+                ]
+                with open(log, "wb") as out:
+                    proc = subprocess.Popen(
+                        command, cwd=REPO_ROOT, env=worker_env, stdout=out, stderr=subprocess.STDOUT
+                    )
+                procs.append(proc)
+            _wait_started(logs, procs)
+            yield _FlowWorkers(procs)
+        finally:
+            _stop(procs)
+
+    return workers
+
+
 def make_harness(redis_server: RedisServer) -> Iterator[Harness]:
     env = {
         **os.environ,
@@ -105,6 +152,16 @@ def make_harness(redis_server: RedisServer) -> Iterator[Harness]:
                     )
                 )
         _wait_started(logs, procs)
-        yield Harness(name="arq", make_backend=make_backend, inject_raw=_inject)
+        yield Harness(
+            name="arq",
+            make_backend=make_backend,
+            inject_raw=_inject,
+            workers=flow_workers(env, logdir),  # type: ignore[arg-type]
+            skips={
+                "terminate_kills_the_process_running_it": "an ARQ worker runs tasks on its loop "
+                "and threads, which cannot be killed; the cancel reaches the run "
+                "(test_a_running_sync_task_sees_cancelled)",
+            },
+        )
     finally:
         _stop(procs)

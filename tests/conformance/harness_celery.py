@@ -15,13 +15,14 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
 
 from celery import Celery
 
 from pacificpy.background.backend import BackgroundBackend, CeleryBackgroundBackend
-from tests.conformance.harness import Harness
+from tests.conformance.harness import FLOW_LEASE, Harness
 from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,6 +163,39 @@ def inject(backend: BackgroundBackend, data: bytes, queue: str) -> None:
     backend.submit_raw(data, queue=queue)
 
 
+class _FlowWorkers:
+    def __init__(self, workers: list[CeleryWorker]) -> None:
+        self.workers = workers
+
+    def kill(self) -> None:
+        for worker in self.workers:
+            worker.signal(signal.SIGKILL, group=True)  # the main process and its pool
+            worker.wait(30)
+
+
+def flow_workers(redis_url: str) -> object:
+    """``Harness.workers``: ``processes`` Celery workers on ``queue`` (prefork pools)."""
+
+    @contextmanager
+    def workers(queue: str, slots: int, processes: int) -> Iterator[_FlowWorkers]:
+        with ExitStack() as stack:
+            started = []
+            for i in range(processes):
+                worker = CeleryWorker(
+                    redis_url,
+                    concurrency=slots // processes + (i < slots % processes),
+                    app="tests.conformance.flow_celery_app",
+                    extra_args=["-Q", queue],
+                )
+                worker.env["PACIFICPY_TEST_LEASE"] = str(FLOW_LEASE)
+                started.append(stack.enter_context(worker))
+            for worker in started:
+                worker.wait_ready()
+            yield _FlowWorkers(started)
+
+    return workers
+
+
 def make_harness(redis_server: RedisServer) -> Iterator[Harness]:
     celery_app = Celery("pacificpy-conformance", broker=redis_server.url)
     with CeleryWorker(redis_server.url, concurrency=4) as worker:
@@ -170,4 +204,5 @@ def make_harness(redis_server: RedisServer) -> Iterator[Harness]:
             name="celery",
             make_backend=lambda: CeleryBackgroundBackend(celery_app=celery_app),
             inject_raw=inject,
+            workers=flow_workers(redis_server.url),  # type: ignore[arg-type]
         )

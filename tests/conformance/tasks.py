@@ -242,3 +242,72 @@ async def async_typed_args(
 ) -> dict[str, list[str]]:
     await asyncio.sleep(0)
     return _seen(when=when, ident=ident, amount=amount, color=color, point=point)
+
+
+# -- cancellation and progress (SPEC §10.4) ------------------------------------------------
+def _mark(what: str) -> None:
+    """Set ``pacificpy-test:<what>:<task id>`` (seen by the test process)."""
+    ctx = current_task()
+    assert ctx is not None
+    store().set(f"pacificpy-test:{what}:{ctx.id}", time.time(), ex=600)
+
+
+@background
+async def async_until_cancelled(seconds: float) -> str:
+    """Marks ``started``, then waits; marks ``cancel-seen`` when ``CancelledError`` comes."""
+    _mark("started")
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        _mark("cancel-seen")
+        raise
+    return "finished"
+
+
+@background
+def sync_until_cancelled(seconds: float) -> str:
+    """Marks ``started``, then polls ``current_task().cancelled``; marks ``cancel-seen``."""
+    _mark("started")
+    ctx = current_task()
+    assert ctx is not None
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if ctx.cancelled:
+            _mark("cancel-seen")
+            return "stopped"
+        time.sleep(0.01)
+    return "finished"
+
+
+@background(retries=2, retry_backoff=1.5, retry_jitter=False)
+def count_then_fail(key: str) -> None:
+    """INCR ``key``, then fail (retried after 1.5 s)."""
+    store().incr(f"pacificpy-test:{key}")
+    raise ConnectionError("fails on purpose, to wait for a retry")
+
+
+@background
+def report_progress(steps: int) -> int:
+    """Reports ``i`` of ``steps`` for each step, then waits for the flag ``release:<id>``."""
+    ctx = current_task()
+    assert ctx is not None
+    for i in range(1, steps + 1):
+        ctx.set_progress(i, steps, f"step {i}")
+    _mark("reported")
+    deadline = time.monotonic() + 60
+    while not store().exists(f"pacificpy-test:release:{ctx.id}"):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    return steps
+
+
+@background
+def sync_ignoring_cancel(seconds: float) -> str:
+    """Marks ``started`` with its pid, then sleeps, never looking at ``cancelled``."""
+    ctx = current_task()
+    assert ctx is not None
+    store().set(f"pacificpy-test:pid:{ctx.id}", os.getpid(), ex=600)
+    _mark("started")
+    time.sleep(seconds)
+    return "finished"

@@ -131,8 +131,9 @@ async def test_get_handle_in_another_process(harness: Harness) -> None:
 
 
 async def test_result_timeout_on_a_queued_task_says_so(harness: Harness) -> None:
-    """Celery and ARQ: a queue no worker consumes. Local (every queue runs): a countdown."""
-    if harness.name == "local":
+    """Celery and ARQ: a queue no worker consumes. Local, SQLite with in-process workers
+    (every queue runs): a countdown."""
+    if harness.name in ("local", "sqlite"):
         handle = await tasks.add.apply_async(args=(1, 1), countdown=3600)
         hint = "countdown"
     else:

@@ -54,6 +54,8 @@ def encode(
         body["ik"] = env.idempotency_key
     if env.trace:
         body["tr"] = env.trace
+    if env.priority:
+        body["pr"] = env.priority
     if env.serializer == "pickle":
         body["s"] = "pickle"
         try:
@@ -183,6 +185,9 @@ def _envelope(raw: dict[str, Any], allow_pickle: bool) -> TaskEnvelope:
         and all(isinstance(v, str) for v in trace.values())  # keys: JSON's are str
     ):
         raise TypeError("trace context (tr) must map strings to strings")
+    priority = raw.get("pr", 0)
+    if type(priority) is not int or not 0 <= priority <= 9:
+        raise TypeError(f"priority (pr) must be an integer from 0 to 9, not {priority!r:.40}")
     serializer = raw.get("s", "json")
     if serializer == "pickle":
         if not allow_pickle:
@@ -216,6 +221,7 @@ def _envelope(raw: dict[str, Any], allow_pickle: bool) -> TaskEnvelope:
         serializer=serializer,
         idempotency_key=idempotency_key,
         trace=trace,
+        priority=priority,
     )
 
 
@@ -227,20 +233,26 @@ def _field(raw: dict[str, Any], key: str, kind: type, default: Any) -> Any:
     return value
 
 
-def peek(data: bytes | str) -> tuple[str | None, str | None]:
-    """Best-effort ``(task_id, task_name)`` of a message that may not decode."""
+def peek_body(data: bytes | str) -> dict[str, Any] | None:
+    """Best-effort JSON body of a message that may not decode (nothing is verified)."""
     try:
         if isinstance(data, str):
             data = data.encode("utf-8", "surrogateescape")
         if data.startswith(_SIGNED):
             data = data[len(_SIGNED) + _SIG_LEN + 1 :]
         raw = orjson.loads(data)
-        if isinstance(raw, dict):
-            tid, name = raw.get("id"), raw.get("t")
-            return (tid if isinstance(tid, str) else None, name if isinstance(name, str) else None)
     except Exception:
-        pass
-    return None, None
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def peek(data: bytes | str) -> tuple[str | None, str | None]:
+    """Best-effort ``(task_id, task_name)`` of a message that may not decode."""
+    raw = peek_body(data)
+    if raw is None:
+        return None, None
+    tid, name = raw.get("id"), raw.get("t")
+    return (tid if isinstance(tid, str) else None, name if isinstance(name, str) else None)
 
 
 def _labeller(env: TaskEnvelope) -> Any:

@@ -23,6 +23,7 @@ import asyncio
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -42,7 +43,12 @@ if TYPE_CHECKING:
     from pacificpy.background.backends.state import TaskState
     from pacificpy.background.execution import Decision
 
-__all__ = ["ARQBackgroundBackend", "BackgroundBackend", "CeleryBackgroundBackend"]
+__all__ = [
+    "ARQBackgroundBackend",
+    "BackgroundBackend",
+    "CeleryBackgroundBackend",
+    "SQLiteBackgroundBackend",
+]
 
 logger = logging.getLogger("pacificpy.background")
 R = TypeVar("R")
@@ -51,7 +57,7 @@ A = TypeVar("A")
 #: Options every backend understands; a backend may extend the set.
 BASE_OPTIONS = frozenset(
     {"countdown", "eta", "task_id", "idempotency_key", "queue", "retries", "timeout", "pickle"}
-)
+) | {"priority"}
 
 
 class BackgroundBackend(abc.ABC):
@@ -72,6 +78,9 @@ class BackgroundBackend(abc.ABC):
     #: True when the sync forms do network I/O: their async twins run them on a thread.
     #: False when they never block (in-memory state): the twins call them directly.
     blocking: ClassVar[bool] = True
+    #: False for backends that run tasks inline (eager, capturing): they ignore
+    #: ``concurrency=`` and ``rate_limit=`` (see :mod:`pacificpy.background.flow`).
+    flow_control: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -89,6 +98,13 @@ class BackgroundBackend(abc.ABC):
         self.max_payload_bytes: int | None = 1_048_576
         #: How long an idempotency key keeps answering with its first task, in seconds.
         self.idempotency_ttl: float = 86_400.0
+        #: Seconds a concurrency slot outlives its holder's last renewal.
+        self.concurrency_lease: float = 30.0
+        #: How long a cancel is remembered (a task delayed past it would still run), s.
+        self.tombstone_ttl: float = 7 * 86_400.0
+        #: Seconds between the heartbeats of this backend's workers in the worker registry
+        #: (:mod:`pacificpy.background.workers`); set by ``configure_background_tasks``.
+        self.heartbeat_interval: float = 10.0
         self._portal_loop: asyncio.AbstractEventLoop | None = None
         self._portal_lock = threading.Lock()
         self._inflight: set[asyncio.Future[Any]] = set()
@@ -216,6 +232,68 @@ class BackgroundBackend(abc.ABC):
             rec = None
         return TaskHandle(task_id, rec.name if rec is not None else "", self)
 
+    # -- cancellation and progress -------------------------------------------------------
+    async def cancel(self, task_id: str, *, terminate: bool = False, name: str = "") -> bool:
+        """Cancel ``task_id`` (see ``TaskHandle.cancel``); True if it was stopped before
+        it finished, False if it had finished (nothing changed)."""
+        return await self._twin(
+            functools.partial(self.cancel_sync, task_id, terminate=terminate, name=name)
+        )
+
+    def cancel_sync(self, task_id: str, *, terminate: bool = False, name: str = "") -> bool:
+        """Blocking form of :meth:`cancel`.
+
+        The state lays a tombstone and stores the ``cancelled`` outcome in one step,
+        unless the task already has an outcome, and tells every worker process; the
+        monitor records ``cancelled`` (counted once, here). A delivery of the task that
+        arrives later is refused before it runs (:mod:`~pacificpy.background.execution`).
+
+        Raises:
+            TypeError: ``task_id`` is not a string.
+            NotImplementedError: this backend's state keeps no tombstones.
+        """
+        if not isinstance(task_id, str):
+            raise TypeError(f"a task id is a string, not {type(task_id).__name__}: {task_id!r}")
+        outcome = Outcome(
+            TaskStatus.CANCELLED,
+            error="cancelled",
+            error_type="TaskCancelled",
+            attempts=0,
+            finished_at=time.time(),
+        )
+        if not self.state.cancel(task_id, outcome, self.tombstone_ttl):
+            return False
+        logger.info("task %s %s cancelled", name, task_id)
+        try:
+            monitor = get_task_monitor()
+            if not name:  # counted under the task's name when the monitor knows it
+                rec = monitor.get(task_id)
+                name = rec.name if rec is not None else ""
+            monitor.task_cancelled(task_id, name or None)
+        except Exception:
+            logger.exception("task monitor failed while recording cancelled task %s", task_id)
+        if terminate:
+            self.terminate(task_id)
+        return True
+
+    def terminate(self, task_id: str) -> None:  # noqa: B027 - optional hook
+        """Kill what runs ``task_id``, if the backend can (``cancel(terminate=True)``).
+
+        By default nothing: a thread or a coroutine cannot be killed, and the cancel
+        already reached the run. Celery's prefork pool can end the process.
+        """
+
+    async def get_progress(self, task_id: str) -> tuple[float, float | None, str | None] | None:
+        """The latest progress ``task_id`` reported: ``(done, total, message)`` or None."""
+        return await self._twin(self.get_progress_sync, task_id)
+
+    def get_progress_sync(self, task_id: str) -> tuple[float, float | None, str | None] | None:
+        """Blocking form of :meth:`get_progress` (read from the monitor)."""
+        rec = get_task_monitor().get(task_id)
+        if rec is None or rec.progress_done is None:
+            return None
+        return (rec.progress_done, rec.progress_total, rec.progress_message)
+
     def queued_hint(self, task_id: str) -> str:
         """Why a task may still be queued after a ``result()`` wait gave up, and what to do.
 
@@ -235,6 +313,21 @@ class BackgroundBackend(abc.ABC):
     @abc.abstractmethod
     def queue_length_sync(self, queue: str = "default") -> int:
         """Blocking form of :meth:`queue_length`."""
+
+    def oldest_waiting_sync(self, queue: str = "default") -> float | None:
+        """When the oldest task waiting in ``queue`` became due to run (Unix time), or None
+        when none waits; for the oldest-task age of ``/metrics``.
+
+        Raises:
+            NotImplementedError: the transport cannot tell.
+        """
+        raise NotImplementedError(f"the {self.kind} backend cannot tell its oldest task")
+
+    # -- health ----------------------------------------------------------------------------
+    def ping_sync(self) -> None:
+        """One round trip to the transport and the state (health checks); raises if either
+        does not answer. By default the state's."""
+        self.state.ping()
 
     # -- dead letters --------------------------------------------------------------------
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
@@ -452,12 +545,14 @@ def _queue_of(task_id: str) -> str | None:
 _LAZY = {
     "CeleryBackgroundBackend": ("pacificpy.background.backends.celery_backend", "celery"),
     "ARQBackgroundBackend": ("pacificpy.background.backends.arq_backend", "arq"),
+    "SQLiteBackgroundBackend": ("pacificpy.background.backends.sqlite", "sqlite"),
 }
 #: The packages each extra installs: a backend whose import misses one of them is
 #: "not available"; any other ImportError is a real bug and propagates.
 _EXTRA_PACKAGES = {
     "celery": frozenset({"celery", "kombu", "billiard", "redis"}),
     "arq": frozenset({"arq", "redis"}),
+    "sqlite": frozenset({"sqlite3", "_sqlite3"}),  # a Python built without SQLite
 }
 
 
@@ -493,3 +588,4 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:
     from pacificpy.background.backends.arq_backend import ARQBackgroundBackend
     from pacificpy.background.backends.celery_backend import CeleryBackgroundBackend
+    from pacificpy.background.backends.sqlite import SQLiteBackgroundBackend

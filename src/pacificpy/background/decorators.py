@@ -17,7 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
-from pacificpy.background import _codec, registry
+from pacificpy.background import _codec, flow, registry, schedules
 from pacificpy.background.backend import BackgroundBackend
 from pacificpy.background.config import (
     get_backend,
@@ -96,6 +96,7 @@ class BackgroundTask(Generic[P, T]):
         task_id: str | None = None,
         idempotency_key: str | None = None,
         queue: str | None = None,
+        priority: int | None = None,
     ) -> TaskHandle[T]:
         """Like :meth:`delay`, with options.
 
@@ -109,6 +110,7 @@ class BackgroundTask(Generic[P, T]):
                 running or completed within the backend's TTL, enqueue nothing and return a
                 handle to it.
             queue: the queue to use instead of the task's own.
+            priority: 0 to 9 instead of the task's own; higher runs first within a queue.
         """
         if countdown is not None and eta is not None:
             raise ConfigurationError("pass countdown or eta, not both")
@@ -124,9 +126,11 @@ class BackgroundTask(Generic[P, T]):
             task_id=task_id,
             idempotency_key=idempotency_key,
             queue=queue,
+            priority=flow.check_priority(priority) if priority is not None else None,
             options=("countdown" if countdown is not None else None,
                      "eta" if eta is not None else None,
-                     "idempotency_key" if idempotency_key is not None else None),
+                     "idempotency_key" if idempotency_key is not None else None,
+                     "priority" if priority is not None else None),
         )  # fmt: skip
 
     def _send(
@@ -138,6 +142,7 @@ class BackgroundTask(Generic[P, T]):
         task_id: str | None = None,
         idempotency_key: str | None = None,
         queue: str | None = None,
+        priority: int | None = None,
         options: tuple[str | None, ...] = (),
     ) -> TaskHandle[T]:
         spec = self.spec
@@ -175,6 +180,7 @@ class BackgroundTask(Generic[P, T]):
             spec.serializer,
             idempotency_key,
             trace or None,
+            spec.priority if priority is None else priority,
         )
         data = _codec.encode(
             env, signing_key=backend.signing_key, max_payload_bytes=backend.max_payload_bytes
@@ -244,6 +250,12 @@ def background(
     retry_on: tuple[type[BaseException], ...] | type[BaseException] = (Exception,),
     timeout: float | None = None,
     serializer: str = "json",
+    concurrency: int | None = None,
+    rate_limit: str | None = None,
+    priority: int = 0,
+    schedule: str | dt.timedelta | None = None,
+    schedule_tz: str = "UTC",
+    missed: str = "skip",
 ) -> _TaskDecorator: ...
 def background(
     fn: Callable[..., Any] | None = None,
@@ -257,6 +269,12 @@ def background(
     retry_on: tuple[type[BaseException], ...] | type[BaseException] = (Exception,),
     timeout: float | None = None,
     serializer: str = "json",
+    concurrency: int | None = None,
+    rate_limit: str | None = None,
+    priority: int = 0,
+    schedule: str | dt.timedelta | None = None,
+    schedule_tz: str = "UTC",
+    missed: str = "skip",
 ) -> Any:
     """Declare a background task, bare (``@background``) or with options.
 
@@ -270,6 +288,16 @@ def background(
         retry_on: exception types that earn a retry (``Retry`` always does).
         timeout: seconds an attempt may run; a timeout is a failed attempt.
         serializer: ``"json"`` (default) or ``"pickle"`` (opt-in, see the docs).
+        concurrency: at most this many runs at once, across every worker process.
+        rate_limit: at most this many starts per second, minute or hour (``"100/m"``),
+            across every worker process.
+        priority: 0 (default) to 9; higher runs first within a queue.
+        schedule: run periodically: a cron expression (5 fields, or 6 with seconds first)
+            or a ``datetime.timedelta``; each slot runs once across every process (see
+            ``docs/schedules.md``). The task must take no required arguments.
+        schedule_tz: the time zone a cron expression is read in (an IANA name).
+        missed: after every process was down over some slots, ``"skip"`` them or run
+            ``"once"`` for them.
 
     Raises:
         ConfigurationError: a different function already has this name, or an option is
@@ -287,6 +315,11 @@ def background(
         policy = RetryPolicy(retries, retry_backoff, retry_backoff_max, retry_jitter, retry_on)
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
+    limits = flow.limits(concurrency, rate_limit)
+    flow.check_priority(priority)
+    planned = None
+    if schedule is not None:
+        planned = schedules.parse_schedule(schedule, schedule_tz, missed)
 
     def decorate(func: Callable[..., Any]) -> BackgroundTask[Any, Any]:
         if isinstance(func, BackgroundTask):
@@ -294,6 +327,8 @@ def background(
         if not callable(func):
             raise ConfigurationError(f"@background needs a function, not {func!r}")
         task_name = name or f"{func.__module__}.{func.__qualname__}"
+        if planned is not None:
+            schedules.check_no_required_args(func, task_name)
         spec = TaskSpec(
             func,
             name=task_name,
@@ -301,9 +336,14 @@ def background(
             retry=policy,
             timeout=timeout,
             serializer=serializer,
+            flow=limits,
+            priority=priority,
         )
         registry.register(spec)
-        return BackgroundTask(func, spec)
+        task: BackgroundTask[Any, Any] = BackgroundTask(func, spec)
+        if planned is not None:
+            schedules.register(task, planned)
+        return task
 
     if fn is not None:
         return decorate(fn)
@@ -317,6 +357,8 @@ def configure_background_tasks(
     signing_key: str | bytes | None = None,
     max_payload_bytes: int | None = 1_048_576,
     idempotency_ttl: float = 86_400.0,
+    concurrency_lease: float = 30.0,
+    heartbeat_interval: float | None = None,
 ) -> None:
     """Make ``backend`` the default for every ``@background`` task.
 
@@ -333,9 +375,16 @@ def configure_background_tasks(
             key reject unsigned or altered messages into the dead-letter queue.
         max_payload_bytes: largest encoded message accepted at the call site.
         idempotency_ttl: seconds an ``idempotency_key`` keeps pointing at its first task.
+        concurrency_lease: seconds a ``concurrency=`` slot outlives the last renewal by
+            its holder (renewed every third of it while the task runs): how long a slot
+            of a killed worker stays taken.
+        heartbeat_interval: seconds between the heartbeats workers write to the worker
+            registry (a worker not seen for 3 of them is shown as lost); None keeps the
+            backend's (10 s unless set).
 
     Raises:
-        ConfigurationError: ``backend`` does not implement ``BackgroundBackend``.
+        ConfigurationError: ``backend`` does not implement ``BackgroundBackend``, or an
+            option is out of range (``heartbeat_interval`` not a positive number).
     """
     if not isinstance(backend, BackgroundBackend):
         raise ConfigurationError(
@@ -349,9 +398,16 @@ def configure_background_tasks(
     check = getattr(backend, "check_configuration", None)
     if check is not None:  # a backend that cannot work is refused before it is installed
         check()
+    if not concurrency_lease > 0:
+        raise ConfigurationError("concurrency_lease must be a positive number of seconds")
     backend.signing_key = signing_key
     backend.max_payload_bytes = max_payload_bytes
     backend.idempotency_ttl = idempotency_ttl
+    backend.concurrency_lease = concurrency_lease
+    if heartbeat_interval is not None:
+        from pacificpy.background.workers import check_interval
+
+        backend.heartbeat_interval = check_interval(heartbeat_interval)
     swap_backend(backend)
     attach = getattr(backend, "attach", None)
     if attach is not None:

@@ -19,9 +19,9 @@ import logging
 import time
 import traceback as tb_module
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pacificpy.background import _codec, registry
+from pacificpy.background import _codec, cancellation, flow, registry
 from pacificpy.background.backends.state import Ending
 from pacificpy.background.config import get_task_monitor, run_wrappers
 from pacificpy.background.dead_letter import DeadLetter
@@ -37,6 +37,7 @@ from pacificpy.background.task import (
 from pacificpy.errors import (
     MessageRejected,
     TaskArgumentError,
+    TaskCancelled,
     TaskNotFound,
     TaskTimeout,
 )
@@ -63,6 +64,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger("pacificpy.background")
+R = TypeVar("R")
+
+#: Decision kinds that publish ``next_envelope`` again after ``delay``.
+REPUBLISH = frozenset({"retry", "defer"})
 
 
 @dataclasses.dataclass
@@ -70,8 +75,11 @@ class Decision:
     """What should happen after one delivery of one message.
 
     ``kind`` is ``completed``, ``retry`` (re-enqueue ``next_envelope`` after ``delay``
-    seconds), ``failed`` (final failure: store ``outcome``, keep ``dead_letter``) or
-    ``dead`` (could not be run: keep ``dead_letter``, store ``outcome`` if the id is known).
+    seconds), ``defer`` (a concurrency or rate limit held the start back: re-enqueue the
+    same attempt after ``delay``, nothing spent), ``failed`` (final failure: store
+    ``outcome``, keep ``dead_letter``), ``dead`` (could not be run: keep
+    ``dead_letter``, store ``outcome`` if the id is known) or ``cancelled``
+    (``handle.cancel()`` stopped it: store ``outcome``, never a letter).
     """
 
     kind: str
@@ -159,24 +167,46 @@ def prepare(
     return env, spec
 
 
+class _Refused(Exception):
+    """The delivery arrived for a cancelled task (it has a tombstone): it never starts."""
+
+
 class _running:
-    """Context of one task run: ``current_task()`` set, ``task_running`` recorded.
+    """Context of one task run: registered for cancels, refused if cancelled already,
+    ``current_task()`` set, ``task_running`` recorded.
 
     A class rather than a ``@contextmanager`` generator: it is entered once per task, and
     the generator machinery cost about as much as the rest of the bookkeeping.
     """
 
-    __slots__ = ("_env", "_stack", "_token")
+    __slots__ = ("_env", "_stack", "_state", "_token", "run")
 
-    def __init__(self, env: TaskEnvelope) -> None:
+    def __init__(self, env: TaskEnvelope, state: TaskState | None = None) -> None:
         self._env = env
+        self._state = state
         self._stack: contextlib.ExitStack | None = None
+        self.run: cancellation.Run | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        """True if a cancel reached this run (before or while it ran)."""
+        run = self.run
+        return run is not None and run.cancelled
 
     def __enter__(self) -> None:
         env = self._env
+        # Registered first, then the tombstone checked: a cancel laid in between is seen by
+        # the check or reaches the registered run, never neither.
+        run = self.run = cancellation.register(env.task_id)
+        state = self._state
+        if state is not None and state.is_cancelled(env.task_id):
+            run.cancelled = True
+            cancellation.unregister(run)
+            raise _Refused
         ctx = TaskContext(
-            env.task_id, env.task_name, env.attempt, env.queue, env.enqueued_at, env.parent_id
-        )
+            env.task_id, env.task_name, env.attempt, env.queue, env.enqueued_at, env.parent_id,
+            env.idempotency_key, run,
+        )  # fmt: skip
         self._token = _current.set(ctx)
         try:  # inlined _monitor_safely: this runs once per task
             get_task_monitor().task_running(env)
@@ -190,6 +220,7 @@ class _running:
             except BaseException:
                 stack.close()
                 _current.reset(self._token)
+                cancellation.unregister(run)
                 raise
             self._stack = stack
 
@@ -199,6 +230,17 @@ class _running:
                 self._stack.__exit__(*exc_info)  # a wrapper never swallows the task's error
         finally:
             _current.reset(self._token)
+            if self.run is not None:
+                cancellation.unregister(self.run)
+
+
+def cancelled_error(env: TaskEnvelope) -> TaskCancelled:
+    """The exception a cancelled run is concluded with."""
+    return TaskCancelled(
+        f"task {env.task_name} {env.task_id} was cancelled",
+        task_id=env.task_id,
+        task_name=env.task_name,
+    )
 
 
 def conclude(
@@ -215,6 +257,17 @@ def conclude(
     ``data`` (the message as received) is kept in the dead letter so it can be requeued.
     """
     duration = time.perf_counter() - started
+    if isinstance(exc, TaskCancelled):
+        # The canceller recorded it (monitor, outcome); the run only stops and settles.
+        logger.info("task %s %s cancelled (attempt %d)", env.task_name, env.task_id, env.attempt)
+        outcome = Outcome(
+            TaskStatus.CANCELLED,
+            error="cancelled",
+            error_type="TaskCancelled",
+            attempts=env.attempt,
+            finished_at=time.time(),
+        )
+        return Decision("cancelled", env, outcome=outcome)
     if exc is None:
         try:  # inlined _monitor_safely: this runs once per task
             get_task_monitor().task_completed(env, value, duration)
@@ -328,21 +381,37 @@ async def execute(
     *,
     thread_executor: Executor | None = None,
     prepared: tuple[TaskEnvelope, TaskSpec] | None = None,
+    admitted: bool = False,
 ) -> Decision:
     """Run one message on the current event loop; sync functions go to ``thread_executor``.
 
     Async tasks are cancelled at their timeout. A sync task past its timeout is reported
-    as timed out while its thread runs on (Python cannot stop a thread).
+    as timed out while its thread runs on (Python cannot stop a thread). A task with
+    flow limits runs only once admitted (else the decision is ``defer``).
     """
     prep = prepared if prepared is not None else prepare(data, backend)
     if isinstance(prep, Decision):
         return prep
     env, spec = prep
+    if spec.flow is not None and not admitted and backend.flow_control:
+        ticket = await flow.aadmit(env, spec, backend)
+        if isinstance(ticket, flow.Held):
+            return throttled(env, ticket)
+        try:
+            return await execute(
+                data, backend, thread_executor=thread_executor, prepared=prep, admitted=True
+            )
+        finally:
+            await ticket.arelease()
     started = time.perf_counter()
+    running = _running(env, backend.state)
     try:
-        with _running(env):
+        with running:
             args, kwargs = spec.plan.from_wire(env.args, env.kwargs)  # declared types
             if spec.is_async:
+                task = asyncio.current_task()
+                if task is not None and running.run is not None:
+                    running.run.attach(task)
                 coro = spec.fn(*args, **kwargs)
                 value = await (_limited(coro, spec.timeout) if spec.timeout else coro)
             else:
@@ -350,12 +419,26 @@ async def execute(
                 call = functools.partial(contextvars.copy_context().run, spec.fn, *args, **kwargs)
                 fut = loop.run_in_executor(thread_executor, call)
                 value = await (_limited(asyncio.shield(fut), spec.timeout) if spec.timeout else fut)
+    except _Refused:
+        return conclude(env, spec, started, exc=cancelled_error(env), data=data)
+    except asyncio.CancelledError:
+        if not running.cancelled:
+            raise  # the worker is shutting down: not ours to record
+        uncancel = getattr(asyncio.current_task(), "uncancel", None)  # Python 3.11+
+        if uncancel is not None:
+            uncancel()  # the cancel was ours, and it is handled here
+        return conclude(env, spec, started, exc=cancelled_error(env), data=data)
     except _OverTime:
+        if running.cancelled:
+            return conclude(env, spec, started, exc=cancelled_error(env), data=data)
         if not spec.is_async:
             _thread_runs_on(env, spec, fut)
         return conclude(env, spec, started, exc=timeout_error(spec), data=data)
     except (Exception, SystemExit) as exc:  # a task calling sys.exit() must not end a worker
-        return conclude(env, spec, started, exc=exc, data=data)
+        error = cancelled_error(env) if running.cancelled else exc
+        return conclude(env, spec, started, exc=error, data=data)
+    if running.cancelled:  # it returned after the cancel reached it: the cancel stands
+        return conclude(env, spec, started, exc=cancelled_error(env), data=data)
     return conclude(env, spec, started, value=value)
 
 
@@ -377,26 +460,47 @@ def _thread_runs_on(env: TaskEnvelope, spec: TaskSpec, fut: asyncio.Future[Any])
     fut.add_done_callback(returned)
 
 
-def call_sync(env: TaskEnvelope, spec: TaskSpec) -> tuple[Any, BaseException | None]:
+async def _attached(awaitable: Awaitable[Any], run: cancellation.Run | None) -> Any:
+    """Await ``awaitable`` in a task a cancel of ``run`` can reach."""
+    task = asyncio.current_task()
+    if run is not None and task is not None:
+        run.attach(task)
+    return await awaitable
+
+
+def call_sync(
+    env: TaskEnvelope, spec: TaskSpec, state: TaskState | None = None
+) -> tuple[Any, BaseException | None]:
     """Call the task in this thread with its context set; ``(value, None)`` or ``(None, exc)``.
 
     An async function runs on a fresh event loop with its timeout applied; a sync one
-    is called directly and its timeout is the caller's to enforce.
+    is called directly and its timeout is the caller's to enforce. With ``state`` a
+    cancelled task (a tombstone in it) is refused before it starts, and a run a cancel
+    reached ends with ``TaskCancelled``.
     """
+    running = _running(env, state)
     try:
-        with _running(env):
+        with running:
             args, kwargs = spec.plan.from_wire(env.args, env.kwargs)  # declared types
             if spec.is_async:
                 coro = spec.fn(*args, **kwargs)
-                return (
-                    asyncio.run(_limited(coro, spec.timeout) if spec.timeout else coro),
-                    None,
-                )
-            return spec.fn(*args, **kwargs), None
+                limited = _limited(coro, spec.timeout) if spec.timeout else coro
+                value = asyncio.run(_attached(limited, running.run))
+            else:
+                value = spec.fn(*args, **kwargs)
+    except _Refused:
+        return None, cancelled_error(env)
     except _OverTime:
-        return None, timeout_error(spec)
+        return None, cancelled_error(env) if running.cancelled else timeout_error(spec)
+    except asyncio.CancelledError:
+        if not running.cancelled:
+            raise
+        return None, cancelled_error(env)
     except (Exception, SystemExit) as exc:  # a task calling sys.exit() must not end a worker
-        return None, exc
+        return None, cancelled_error(env) if running.cancelled else exc
+    if running.cancelled:  # it returned after the cancel reached it: the cancel stands
+        return None, cancelled_error(env)
+    return value, None
 
 
 def execute_sync(
@@ -405,23 +509,63 @@ def execute_sync(
     *,
     timeout_errors: tuple[type[BaseException], ...] = (),
     prepared: tuple[TaskEnvelope, TaskSpec] | None = None,
+    admitted: bool = False,
 ) -> Decision:
     """Run one message in the calling thread (thread and process workers).
 
     A sync function's timeout is the caller's to enforce: Celery's time limits raise one
-    of ``timeout_errors``, which is recorded as ``TaskTimeout``.
+    of ``timeout_errors``, which is recorded as ``TaskTimeout``. A task with flow limits
+    runs only once admitted (else the decision is ``defer``).
     """
     prep = prepared if prepared is not None else prepare(data, backend)
     if isinstance(prep, Decision):
         return prep
     env, spec = prep
+    if spec.flow is not None and not admitted and backend.flow_control:
+        return run_admitted(
+            env,
+            spec,
+            backend,
+            lambda: execute_sync(
+                data, backend, timeout_errors=timeout_errors, prepared=prep, admitted=True
+            ),
+        )
     started = time.perf_counter()
-    value, exc = call_sync(env, spec)
+    value, exc = call_sync(env, spec, backend.state)
     if exc is not None and timeout_errors and isinstance(exc, timeout_errors):
         exc = timeout_error(spec)
     if exc is not None:
         return conclude(env, spec, started, exc=exc, data=data)
     return conclude(env, spec, started, value=value)
+
+
+def run_admitted(
+    env: TaskEnvelope, spec: TaskSpec, backend: BackgroundBackend, run: Callable[[], R]
+) -> R | Decision:
+    """``run()`` once ``env`` is admitted under its task's flow limits, giving the
+    concurrency slot back after; the ``defer`` decision if a limit holds it back."""
+    ticket = flow.admit(env, spec, backend)
+    if isinstance(ticket, flow.Held):
+        return throttled(env, ticket)
+    try:
+        return run()
+    finally:
+        ticket.release()
+
+
+def throttled(env: TaskEnvelope, held: flow.Held) -> Decision:
+    """The decision for a start a limit held back: the same attempt, again after a wait.
+
+    Nothing of the attempt is spent: the monitor counts the task as throttled and its
+    record stays ``queued``.
+    """
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "task %s %s held back by its %s; deferred %.2fs",
+            env.task_name, env.task_id, held.limit, held.delay,
+        )  # fmt: skip
+    _monitor_safely("task_throttled", env, held.limit)
+    return Decision("defer", env, delay=held.delay, next_envelope=env)
 
 
 def abandon(task_id: str, name: str) -> None:
@@ -495,10 +639,10 @@ def settle(
     """Carry out ``decision``, once, for any backend.
 
     A retry publishes the next attempt's message with ``publish(message, delay)`` (and
-    returns what it returns). A final decision keeps the dead letter and finishes in the
-    ``state``: forget the ``counted`` delivery ``(task_id, attempt)``, release the
-    idempotency key (not after a success), store the outcome (unless the transport stores
-    it: ``store_outcome=False``).
+    returns what it returns); a deferred start publishes the same attempt again. A final
+    decision keeps the dead letter and finishes in the ``state``: forget the ``counted``
+    delivery ``(task_id, attempt)``, release the idempotency key (not after a success),
+    store the outcome (unless the transport stores it: ``store_outcome=False``).
 
     A dead-letter decision is final: each step is tried on its own, and a failure is
     logged, never raised, so the caller acknowledges the message (sending it back would
@@ -506,9 +650,10 @@ def settle(
     ``interrupts`` are exceptions that fire once at any point (Celery's soft time limit):
     a step they interrupt is tried once more.
     """
-    if decision.kind == "retry":
+    if decision.kind in REPUBLISH:
         result = _retrying(interrupts, publish, next_message(decision, signing_key), decision.delay)
-        if counted is not None:
+        if counted is not None and decision.kind == "retry":
+            # A deferred start keeps its count: the deliveries its worker died in stand.
             _retrying(interrupts, state.forget_deliveries, *counted)
         return result
     final = decision.dead_letter is not None
@@ -539,9 +684,16 @@ async def settle_async(
     *,
     signing_key: bytes | None = None,
     store_outcome: bool = True,
+    uncount: Callable[[], Awaitable[Any]] | None = None,
 ) -> Any:
-    """:func:`settle` for an event-loop worker: the state's async methods, awaited."""
-    if decision.kind == "retry":
+    """:func:`settle` for an event-loop worker: the state's async methods, awaited.
+
+    ``uncount`` gives back the delivery a transport counted itself (ARQ's ``job_try``)
+    before a deferred start is published again: a held-back start is no delivery.
+    """
+    if decision.kind == "defer" and uncount is not None:
+        await uncount()
+    if decision.kind in REPUBLISH:
         return await publish(next_message(decision, signing_key), decision.delay)
     final = decision.dead_letter is not None
     for name, arg in _final_steps(decision, data, None, store_outcome):

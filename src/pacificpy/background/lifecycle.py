@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pacificpy.background.decorators import get_backend
+from pacificpy.background.scheduler import start_scheduler, stop_scheduler
 
 __all__ = ["app_shutdown", "app_startup"]
 
 
 async def app_startup() -> None:
-    """Start the configured background backend on the serving loop."""
-    await get_backend().startup()
+    """Start the configured background backend on the serving loop, then this process's
+    scheduler of periodic tasks (if any task has a schedule)."""
+    backend = get_backend()
+    await backend.startup()
+    start_scheduler(backend)
 
 
 async def app_shutdown(timeout: float | None = None) -> None:
@@ -20,6 +24,7 @@ async def app_shutdown(timeout: float | None = None) -> None:
             own ``shutdown_timeout`` (30 s unless it was built with another). Tasks still
             unfinished when it runs out are logged and marked ``abandoned``.
     """
+    stop_scheduler()
     backend = get_backend()
     if timeout is None:
         await backend.shutdown()

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pacificpy.background import _codec, execution, registry
+from pacificpy.background._lane import TOKEN, PriorityLane
 from pacificpy.background.backends.memory import InMemoryBackend
 from pacificpy.background.execution import Decision
 from pacificpy.background.task import (
@@ -33,6 +34,7 @@ from pacificpy.background.task import (
     _current,
     new_task_id,
 )
+from pacificpy.background.workers import Heartbeat
 from pacificpy.errors import EnqueueError, QueueFull
 from pacificpy.types import TaskStatus
 
@@ -127,6 +129,8 @@ class LocalExecutor(InMemoryBackend):
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._work: queue_module.SimpleQueue[Any] = queue_module.SimpleQueue()
+        self._lane = PriorityLane()  # sync messages with a priority (TOKENs in _work)
+        self._async_lane = PriorityLane()  # async ones (their tasks carry a TOKEN)
         self._threads: list[threading.Thread] = []
         self._stuck = 0  # threads still running a task that passed its timeout
         self._waiting: dict[str, int] = {}
@@ -144,6 +148,7 @@ class LocalExecutor(InMemoryBackend):
         self._draining = False
         self._started = False
         self._atexit_registered = False
+        self._heartbeat: Heartbeat | None = None
 
     def __repr__(self) -> str:
         return f"<LocalExecutor max_workers={self.max_workers} started={self._started}>"
@@ -158,9 +163,28 @@ class LocalExecutor(InMemoryBackend):
             for i in range(self.max_workers):
                 self._spawn_thread(i)
             self._started = True
+            queues = self._registry_queues()
+            heartbeat = None
+            if queues is not None:
+                heartbeat = self._heartbeat = Heartbeat(
+                    self.state, backend=self.kind, queues=queues, running=self._running_tasks,
+                    interval=self.heartbeat_interval,
+                )  # fmt: skip
             if not self._atexit_registered:
                 atexit.register(self._drain_at_exit)
                 self._atexit_registered = True
+        if heartbeat is not None:
+            heartbeat.start()
+
+    def _registry_queues(self) -> list[str] | None:
+        """The queues this executor's heartbeat names (None: it registers no worker)."""
+        return ["*"]
+
+    def _running_tasks(self) -> list[dict[str, str]]:
+        """What the executor runs now, for its heartbeat in the worker registry."""
+        with self._lock:
+            running = list(self._running.values())
+        return [{"id": m.task_id, "name": m.task_name, "queue": m.queue} for m in running]
 
     def _spawn_thread(self, i: int) -> None:
         t = threading.Thread(target=self._worker, name=f"pacificpy-worker-{i}", daemon=True)
@@ -214,6 +238,9 @@ class LocalExecutor(InMemoryBackend):
 
     def _finish_shutdown(self) -> None:
         self._draining = False
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            heartbeat.stop()
         self._scheduler.stop()
         with self._lock:
             leftovers = [(m.task_id, m.task_name) for m in self._queued.values()]
@@ -229,17 +256,7 @@ class LocalExecutor(InMemoryBackend):
             threads, self._threads = self._threads, []
             self._stuck = 0
             self._started = False
-        for task_id, name in leftovers:
-            execution.abandon(task_id, name)
-            self.state.store_outcome(
-                task_id,
-                Outcome(
-                    TaskStatus.ABANDONED,
-                    error="abandoned at shutdown",
-                    error_type="Abandoned",
-                    finished_at=time.time(),
-                ),
-            )
+        self._leftovers(leftovers)
         for _ in threads:
             self._work.put(_STOP)
         for task in list(self._async_tasks):
@@ -251,6 +268,21 @@ class LocalExecutor(InMemoryBackend):
         self._own_loop_thread = None
         self._semaphores.clear()
         self._stop_portal()
+
+    def _leftovers(self, leftovers: list[tuple[str, str]]) -> None:
+        """What becomes of ``(task_id, name)`` still queued or running at shutdown: here,
+        nothing outlives the process, so each is logged and stored as abandoned."""
+        for task_id, name in leftovers:
+            execution.abandon(task_id, name)
+            self.state.store_outcome(
+                task_id,
+                Outcome(
+                    TaskStatus.ABANDONED,
+                    error="abandoned at shutdown",
+                    error_type="Abandoned",
+                    finished_at=time.time(),
+                ),
+            )
 
     # -- producing -----------------------------------------------------------------------
     def submit(self, message: Message, delay: float | None) -> TaskHandle[Any]:
@@ -286,12 +318,16 @@ class LocalExecutor(InMemoryBackend):
                     task_id=message.task_id,
                     task_name=message.task_name,
                 )
-            if not self._claim(env):
-                return
-            if env.attempt == 1 and (
-                message.task_id in self._queued
-                or message.task_id in self._running
-                or message.task_id in self._delayed
+            if enforce_limit and not self._claim(env):
+                return  # (a retry or a deferred start republished claims nothing)
+            if (
+                enforce_limit
+                and env.attempt == 1
+                and (
+                    message.task_id in self._queued
+                    or message.task_id in self._running
+                    or message.task_id in self._delayed
+                )
             ):
                 raise EnqueueError(
                     f"a task with id {message.task_id} is already queued or running; "
@@ -326,7 +362,11 @@ class LocalExecutor(InMemoryBackend):
         except Exception:
             is_async = False  # unknown here: a worker thread turns it into a dead letter
         if not is_async:
-            self._work.put(message)
+            if message.envelope.priority:
+                self._lane.put(message)
+                self._work.put(TOKEN)
+            else:
+                self._work.put(message)
             return
         loop = self._loop
         if loop is None or loop.is_closed():
@@ -374,6 +414,8 @@ class LocalExecutor(InMemoryBackend):
             item = self._work.get()
             if item is _STOP:
                 return
+            if item is TOKEN or self._lane.heap:
+                item = self._lane.pick(item)
             message: Message = item
             if not self._take(message):
                 continue
@@ -394,9 +436,20 @@ class LocalExecutor(InMemoryBackend):
             self._settle(prep, message)
             return False
         env, spec = prep
+        if spec.flow is not None:
+            retire = execution.run_admitted(
+                env, spec, self, lambda: self._run_prepared(message, env, spec)
+            )
+            if isinstance(retire, Decision):  # held back by a limit
+                self._settle(retire, message)
+                return False
+            return retire
+        return self._run_prepared(message, env, spec)
+
+    def _run_prepared(self, message: Message, env: TaskEnvelope, spec: TaskSpec) -> bool:
         if not spec.timeout:
             started = time.perf_counter()
-            value, exc = execution.call_sync(env, spec)
+            value, exc = execution.call_sync(env, spec, self.state)
             self._settle(
                 execution.conclude(env, spec, started, value=value, exc=exc, data=message.data),
                 message,
@@ -422,7 +475,7 @@ class LocalExecutor(InMemoryBackend):
 
         assert spec.timeout is not None
         self._scheduler.at(time.monotonic() + spec.timeout, on_timeout)
-        value, exc = execution.call_sync(env, spec)
+        value, exc = execution.call_sync(env, spec, self.state)
         if not claim.acquire(blocking=False):
             logger.warning(
                 "timed-out task %s %s finally returned; its result is discarded",
@@ -475,6 +528,9 @@ class LocalExecutor(InMemoryBackend):
 
     def _spawn_async(self, message: Message) -> None:
         loop = asyncio.get_running_loop()
+        if message.envelope.priority:
+            self._async_lane.put(message)
+            message = TOKEN
         task = loop.create_task(self._run_async(message))
         self._async_tasks.add(task)
         task.add_done_callback(self._async_tasks.discard)
@@ -485,6 +541,8 @@ class LocalExecutor(InMemoryBackend):
         if sem is None:
             sem = self._semaphores[loop] = asyncio.Semaphore(self.max_workers)
         async with sem:
+            if message is TOKEN or self._async_lane.heap:
+                message = self._async_lane.pick(message)
             if not self._take(message):
                 return
             try:
@@ -501,12 +559,35 @@ class LocalExecutor(InMemoryBackend):
 
     # -- outcomes ------------------------------------------------------------------------
     def _settle(self, decision: Decision, message: Message) -> None:
-        if decision.kind != "retry":
+        if decision.kind not in execution.REPUBLISH:
             # The run ends before its outcome and dead letter are seen: whoever reacts to
             # them (a requeue of the letter, say) must find the id free.
             self._done(message)
         execution.settle(decision, message.data, self.state, self._publish_retry,
                          signing_key=self.signing_key)  # fmt: skip
+
+    def cancel_sync(self, task_id: str, *, terminate: bool = False, name: str = "") -> bool:
+        """:meth:`BackgroundBackend.cancel_sync`; a task waiting out a countdown or a retry
+        delay here is also dropped at once, so it holds neither ``join()`` nor shutdown."""
+        stopped = super().cancel_sync(task_id, terminate=terminate, name=name)
+        if stopped:
+            self._drop_delayed(task_id)
+        return stopped
+
+    def _drop_delayed(self, task_id: str) -> None:
+        with self._lock:
+            pending = self._delayed.pop(task_id, None)
+            if pending is None:
+                return
+            pending.cancelled = True
+            q = pending.message.queue
+            self._waiting[q] = self._waiting.get(q, 1) - 1
+            self._waiting_total -= 1
+            if not self._waiting_total and not self._running:
+                self._idle.notify_all()
+        env = pending.message.envelope
+        if env.idempotency_key:  # as the refused delivery would have (a new call may run)
+            self.state.release(env.task_name, env.idempotency_key)
 
     def _publish_retry(self, message: Message, delay: float) -> None:
         self._put(message, delay, enforce_limit=False)
@@ -528,6 +609,15 @@ class LocalExecutor(InMemoryBackend):
     def queue_length_sync(self, queue: str = "default") -> int:
         """Tasks waiting in ``queue``: ready for a worker, or waiting out a countdown/retry."""
         return self._waiting.get(queue, 0)
+
+    def oldest_waiting_sync(self, queue: str = "default") -> float | None:
+        """Enqueue time of the oldest task of ``queue`` ready for a free worker (the head of
+        the executor's queue; countdowns not due yet do not count)."""
+        with self._lock:
+            for message in self._queued.values():
+                if message.queue == queue:
+                    return message.envelope.enqueued_at or None
+        return None
 
     def submit_raw(self, data: bytes, *, queue: str = "default") -> None:
         """Deliver raw bytes as if a transport had: what a worker receives, unchecked.

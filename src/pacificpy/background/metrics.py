@@ -10,10 +10,24 @@ process sharing it):
                                               ``status`` (``queued`` counts enqueues;
                                               then ``completed``, ``failed``,
                                               ``retrying``, ``dead``, ``abandoned``)
+``pacificpy_tasks_throttled_total`` counter   starts a ``concurrency=`` or ``rate_limit=``
+                                              held back (each deferred once more), by
+                                              ``name``
+                                              ``retrying``, ``dead``, ``abandoned``,
+                                              ``cancelled``)
 ``pacificpy_task_duration_seconds`` histogram run time of tasks that completed or failed
                                               for good (their last attempt), by ``name``
 ``pacificpy_queue_length``          gauge     tasks waiting, by ``queue``, read from the
                                               configured backend for each queue seen
+``pacificpy_queue_oldest_task_age_seconds`` gauge age of the oldest task waiting (due,
+                                              not running) in each ``queue``; 0 when
+                                              none waits; absent where the transport
+                                              cannot tell (Celery on AMQP)
+``pacificpy_tasks_in_flight``       gauge     tasks running, by ``queue``, on the live
+                                              workers of the registry (as of their
+                                              last heartbeats)
+``pacificpy_workers``               gauge     workers in the registry, by ``state``
+                                              (``live``, ``lost``)
 ``<name>`` (user metric)            summary   ``record_metric(name, value, **labels)``:
                                               ``<name>_count`` and ``<name>_sum``
 =================================== ========= ==========================================
@@ -26,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
@@ -73,9 +88,18 @@ class TaskMetricsCollector(Collector):
             "Background tasks entering a state, by task name and status.",
             labels=["name", "status"],
         )
+        throttled = CounterMetricFamily(
+            "pacificpy_tasks_throttled",
+            "Task starts held back by a concurrency or rate limit, by task name.",
+            labels=["name"],
+        )
         for (name, status), count in sorted(snap.totals.items()):
-            tasks.add_metric([name, status], count)
+            if status == "throttled":
+                throttled.add_metric([name], count)
+            else:
+                tasks.add_metric([name, status], count)
         yield tasks
+        yield throttled
 
         hist = HistogramMetricFamily(
             "pacificpy_task_duration_seconds",
@@ -93,7 +117,7 @@ class TaskMetricsCollector(Collector):
         yield hist
 
         if self.queue_lengths:
-            yield self._queue_lengths(snap.queues)
+            yield from autoscaling_metrics(snap.queues)
 
         users: dict[str, Metric] = {}
         for (name, labels), (count, total, _last) in sorted(snap.user.items()):
@@ -110,22 +134,65 @@ class TaskMetricsCollector(Collector):
             family.add_sample(metric + "_sum", label_map, total)
         yield from users.values()
 
-    @staticmethod
-    def _queue_lengths(queues: set[str]) -> GaugeMetricFamily:
-        from pacificpy.background.decorators import get_backend
 
-        gauge = GaugeMetricFamily(
-            "pacificpy_queue_length", "Tasks waiting in each queue.", labels=["queue"]
-        )
-        backend = get_backend()
-        for queue in sorted(queues | {"default"}):
-            try:
-                length = backend.queue_length_sync(queue)
-            except Exception as exc:
-                logger.warning("could not read the length of queue %s: %s", queue, exc)
-                continue
-            gauge.add_metric([queue], length)
-        return gauge
+def autoscaling_metrics(queues: set[str]) -> Iterator[Metric]:
+    """Queue lengths, oldest-task ages, tasks in flight and workers: what an autoscaler
+    reads. ``queues`` are the queues the monitor saw; the registry's workers add theirs."""
+    from pacificpy.background.decorators import get_backend
+    from pacificpy.background.workers import in_flight, list_workers
+
+    backend = get_backend()
+    try:
+        workers = list_workers(backend.state)
+    except Exception as exc:
+        logger.warning("could not read the worker registry: %s", exc)
+        workers = None
+    names = set(queues) | {"default"}
+    for w in workers or ():
+        names.update(q for q in w.queues if q != "*")
+    names_sorted = sorted(names)
+    lengths = GaugeMetricFamily(
+        "pacificpy_queue_length", "Tasks waiting in each queue.", labels=["queue"]
+    )
+    ages = GaugeMetricFamily(
+        "pacificpy_queue_oldest_task_age_seconds",
+        "Age of the oldest task waiting in each queue (due, not running); 0 if none.",
+        labels=["queue"],
+    )
+    now = time.time()
+    for queue in names_sorted:
+        try:
+            lengths.add_metric([queue], backend.queue_length_sync(queue))
+        except Exception as exc:
+            logger.warning("could not read the length of queue %s: %s", queue, exc)
+        try:
+            due = backend.oldest_waiting_sync(queue)
+        except NotImplementedError:
+            continue
+        except Exception as exc:
+            logger.warning("could not read the oldest task of queue %s: %s", queue, exc)
+            continue
+        ages.add_metric([queue], max(0.0, now - due) if due is not None else 0.0)
+    yield lengths
+    yield ages
+    if workers is None:
+        return
+    flying = in_flight(workers, now)
+    running = GaugeMetricFamily(
+        "pacificpy_tasks_in_flight",
+        "Tasks running on live workers, by queue (as of their last heartbeats).",
+        labels=["queue"],
+    )
+    for queue in sorted(names | set(flying)):
+        running.add_metric([queue], flying.get(queue, 0))
+    yield running
+    states = GaugeMetricFamily(
+        "pacificpy_workers", "Workers in the registry, live or lost.", labels=["state"]
+    )
+    lost = sum(1 for w in workers if w.lost(now))
+    states.add_metric(["live"], len(workers) - lost)
+    states.add_metric(["lost"], lost)
+    yield states
 
 
 def make_registry(*, queue_lengths: bool = True) -> CollectorRegistry:

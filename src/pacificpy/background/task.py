@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import datetime
 import inspect
 import itertools
 import os
@@ -26,6 +27,7 @@ from pacificpy.background.monitor.previews import (
 from pacificpy.errors import (
     EnqueueError,
     TaskArgumentError,
+    TaskCancelled,
     TaskFailed,
     TaskTimeout,
 )
@@ -33,6 +35,7 @@ from pacificpy.types import TaskStatus
 
 if TYPE_CHECKING:
     from pacificpy.background.backend import BackgroundBackend
+    from pacificpy.background.flow import FlowLimits
     from pacificpy.background.retry import RetryPolicy
 
 __all__ = [
@@ -87,6 +90,8 @@ class TaskEnvelope:
     serializer: str = "json"
     idempotency_key: str | None = None
     trace: dict[str, str] | None = None
+    #: 0 to 9, higher first within a queue (flow control).
+    priority: int = 0
 
     def next_attempt(self) -> TaskEnvelope:
         """The envelope of the following attempt (same id, attempt + 1)."""
@@ -123,6 +128,10 @@ class Message:
         return self.envelope.queue
 
 
+#: Longest progress message kept (longer ones are cut).
+PROGRESS_MESSAGE_CHARS = 500
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class TaskContext:
     """What ``current_task()`` returns inside a running task."""
@@ -133,6 +142,70 @@ class TaskContext:
     queue: str
     enqueued_at: float
     parent_id: str | None
+    #: The key the task was enqueued with (``apply_async(idempotency_key=...)``).
+    idempotency_key: str | None = None
+
+    @property
+    def scheduled_for(self) -> datetime.datetime | None:
+        """The slot a periodic task's run is for (UTC), or None for a run no schedule
+        enqueued. A catch-up run (``missed="once"``) tells the newest slot it stands for."""
+        if self.idempotency_key is None:
+            return None
+        from pacificpy.background.schedules import slot_of_key
+
+        return slot_of_key(self.name, self.idempotency_key)
+
+    #: This run's entry in :mod:`pacificpy.background.cancellation` (None outside a run).
+    run: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once ``handle.cancel()`` reached this run: a sync task should stop soon
+        (return or raise); whatever it returns then is discarded and the task ends
+        ``cancelled``. An async task gets ``CancelledError`` at its next await instead."""
+        run = self.run
+        return run is not None and run.cancelled
+
+    def set_progress(
+        self, done: float, total: float | None = None, message: str | None = None
+    ) -> None:
+        """Report how far the task got: ``done`` of ``total`` (any unit), and a message.
+
+        The monitor record shows it (``progress_done``, ``progress_total``,
+        ``progress_message``), ``handle.progress()`` returns it, the dashboard draws a bar
+        and the task-events stream sends it. It costs one monitor event, no I/O in the
+        task (the Redis monitor store writes from its own thread).
+
+        Raises:
+            TypeError: ``done`` or ``total`` is not a number, ``message`` not a string.
+            ValueError: ``done`` is negative or not finite, ``total`` not positive.
+        """
+        done, total = _progress_numbers(done, total)
+        if message is not None:
+            if not isinstance(message, str):
+                raise TypeError(f"progress message must be a string, not {type(message).__name__}")
+            message = message[:PROGRESS_MESSAGE_CHARS]
+        from pacificpy.background.config import get_task_monitor
+
+        get_task_monitor().task_progress(self, done, total, message)
+
+
+def _progress_numbers(done: Any, total: Any) -> tuple[float, float | None]:
+    """``done`` and ``total`` checked (numbers, not bools; finite; ``total`` > 0)."""
+    import math
+
+    for label, value in (("done", done), ("total", total)):
+        if value is None and label == "total":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"progress {label} must be a number, not {type(value).__name__}")
+        if not math.isfinite(value):
+            raise ValueError(f"progress {label} must be finite, not {value!r}")
+    if done < 0:
+        raise ValueError(f"progress done must not be negative, not {done!r}")
+    if total is not None and total <= 0:
+        raise ValueError(f"progress total must be positive, not {total!r}")
+    return float(done), None if total is None else float(total)
 
 
 _current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
@@ -169,6 +242,12 @@ class Outcome:
         """Return the value, or raise ``TaskFailed`` / ``TaskTimeout`` for a failure."""
         if self.status is TaskStatus.COMPLETED:
             return self.value
+        if self.status is TaskStatus.CANCELLED:
+            raise TaskCancelled(
+                f"task {task_name or ''} {task_id} was cancelled",
+                task_id=task_id,
+                task_name=task_name,
+            )
         cls = TaskTimeout if self.error_type == "TaskTimeout" else TaskFailed
         raise cls(
             f"task {task_name or ''} {task_id} {self.status.value}: "
@@ -203,9 +282,11 @@ class TaskSpec:
         "_min_pos",
         "_plan",
         "_simple",
+        "flow",
         "fn",
         "is_async",
         "name",
+        "priority",
         "queue",
         "retry",
         "serializer",
@@ -222,8 +303,13 @@ class TaskSpec:
         retry: RetryPolicy,
         timeout: float | None,
         serializer: str,
+        flow: FlowLimits | None = None,
+        priority: int = 0,
     ) -> None:
         self.fn = fn
+        #: Concurrency and rate limits (None: none, the task pays nothing for them).
+        self.flow = flow
+        self.priority = priority
         self.name = name
         self.queue = queue
         self.retry = retry
@@ -364,3 +450,52 @@ class TaskHandle(Generic[T]):
     def status_sync(self) -> TaskStatus | None:
         """Blocking form of :meth:`status`."""
         return self._backend.get_status_sync(self.id)
+
+    async def cancel(self, *, terminate: bool = False) -> bool:
+        """Cancel the task, wherever it is: queued, delayed, waiting to retry, or running.
+
+        A task not started never starts; a running async task gets ``CancelledError`` at
+        its next await; a running sync task sees ``current_task().cancelled`` turn true.
+        The task ends ``cancelled`` (``result()`` raises ``TaskCancelled``). With
+        ``terminate`` a backend that can kill the process running it does so (Celery's
+        prefork pool); elsewhere it is ignored.
+
+        Returns:
+            True if the task was stopped before it finished; False if it had already
+            finished (nothing is changed then).
+        """
+        await self._confirm()
+        return await self._backend.cancel(self.id, terminate=terminate, name=self.name)
+
+    def cancel_sync(self, *, terminate: bool = False) -> bool:
+        """Blocking form of :meth:`cancel`."""
+        if self._error is not None:
+            raise self._error
+        return self._backend.cancel_sync(self.id, terminate=terminate, name=self.name)
+
+    async def progress(self) -> tuple[float, float | None, str | None] | None:
+        """The latest ``(done, total, message)`` the task reported with
+        ``current_task().set_progress()``; None before any (or when no monitor record can
+        be read: across processes share the monitor, ``configure_task_monitor(redis_url=)``).
+        """
+        return await self._backend.get_progress(self.id)
+
+    def progress_sync(self) -> tuple[float, float | None, str | None] | None:
+        """Blocking form of :meth:`progress`."""
+        return self._backend.get_progress_sync(self.id)
+
+    def events_url(self, app: Any, *, expires_in: float = 3600.0) -> str:
+        """A URL of this task's event stream on ``app`` that needs no token: signed for
+        this task id only, valid for ``expires_in`` seconds (``app.include_task_events()``
+        must have been called).
+
+        Raises:
+            RuntimeError: ``app`` serves no task events.
+        """
+        events = getattr(getattr(app, "state", None), "task_events", None)
+        if events is None:
+            raise RuntimeError(
+                "this app serves no task events: call app.include_task_events() first"
+            )
+        url: str = events.signed_url(self.id, expires_in=expires_in)
+        return url

@@ -8,6 +8,9 @@ and the monitor, as ``celery -A`` does; it is imported from the current director
     pacificpy tasks -A myapp dlq list
     pacificpy tasks -A myapp dlq requeue LETTER_ID
     pacificpy tasks -A myapp dlq purge --yes
+    pacificpy tasks -A myapp cancel TASK_ID [--terminate]
+    pacificpy tasks -A myapp schedules
+    pacificpy tasks -A myapp workers
 
 Task records come from the monitor the module configures, so they cover other processes
 only with the Redis monitor store (``configure_task_monitor(redis_url=...)``); dead letters
@@ -38,6 +41,7 @@ _STYLES = {
     "retrying": "yellow",
     "queued": "cyan",
     "abandoned": "magenta",
+    "cancelled": "magenta",
 }
 
 
@@ -361,3 +365,113 @@ def dlq_purge(ctx: click.Context, yes: bool) -> None:
         click.confirm("Delete every dead letter?", abort=True)
     purged = get_backend().purge_dead_letters_sync()
     click.echo(f"purged {purged} dead letters")
+
+
+@command.command("cancel")
+@click.argument("task_id")
+@click.option(
+    "--terminate", is_flag=True, help="Also kill the process running it (Celery's prefork pool)."
+)
+@click.pass_context
+def cancel_command(ctx: click.Context, task_id: str, terminate: bool) -> None:
+    """Cancel task TASK_ID: it never starts, or is stopped where it runs.
+
+    Exit status 1 when the task had already finished (nothing is changed then).
+    """
+    from pacificpy.background.decorators import get_backend
+
+    app = _app(ctx)
+    backend = get_backend()
+    if backend.kind == "local" and app != THIS_PROCESS:
+        raise click.ClickException(
+            "the local executor runs tasks inside the app's own process, which this command "
+            "cannot reach: cancel them there (await handle.cancel()), or from the dashboard"
+        )
+    if backend.cancel_sync(task_id, terminate=terminate):
+        click.echo(f"cancelled task {task_id}")
+        return
+    raise click.ClickException(f"task {task_id} had already finished; nothing was changed")
+
+
+@command.command("schedules")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def schedules_command(ctx: click.Context, as_json: bool) -> None:
+    """Periodic tasks: expression, zone, last run and its status, next run."""
+    from pacificpy.background.decorators import get_backend
+    from pacificpy.background.schedules import schedule_views
+
+    _app(ctx)
+    views = schedule_views(get_backend())
+    if as_json:
+        _json([v.to_dict() for v in views])
+        return
+    console = _console()
+    title = f"Schedules ({len(views)})"
+    if console.width < COMPACT_WIDTH:
+        _blocks(console, title, [
+            (v.name, _status(v.last_status or ""), [
+                _cell(f"{v.expression} ({v.zone}, missed: {v.missed})"),
+                _cell(f"last run {_slot(v.last_run)} · next run {_slot(v.next_run)}"),
+            ])
+            for v in views
+        ])  # fmt: skip
+        return
+    table = Table(title=title, title_justify="left")
+    for col in ("task", "schedule", "zone", "missed", "last run", "status", "next run"):
+        table.add_column(col, no_wrap=col in ("last run", "next run", "status"), overflow="fold")
+    for v in views:
+        table.add_row(
+            _cell(v.name),
+            _cell(v.expression),
+            _cell(v.zone),
+            _cell(v.missed),
+            _cell(_slot(v.last_run)),
+            _status(v.last_status or ""),
+            _cell(_slot(v.next_run)),
+        )
+    console.print(table)
+
+
+def _slot(when: dt.datetime | None) -> str:
+    return when.isoformat(sep=" ") if when is not None else "never"
+
+
+@command.command("workers")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def workers_command(ctx: click.Context, as_json: bool) -> None:
+    """Workers in the registry: live, or lost (not seen for 3 heartbeats) with the tasks
+    they were running."""
+    from pacificpy.background.decorators import get_backend
+    from pacificpy.background.workers import workers_view
+
+    _app(ctx)
+    backend = get_backend()
+    view = workers_view(backend)
+    if not view["kept"]:
+        raise click.ClickException(f"the {backend.kind} backend keeps no worker registry")
+    now, workers = view["now"], view["workers"]
+    if as_json:
+        _json(workers)
+        return
+    console = _console()
+    title = f"Workers ({backend.kind} backend): {len(workers)}"
+    table = Table(title=title, title_justify="left")
+    for col in ("id", "state", "host", "pid", "queues", "running", "started", "last seen"):
+        table.add_column(col, no_wrap=col in ("id", "state", "started"), overflow="fold")
+    for w in workers:
+        running = ", ".join(f"{r['name']} {r['id']}" for r in w["running"])
+        table.add_row(
+            _cell(w["id"]),
+            _cell(w["state"], "red" if w["state"] == "lost" else "green"),
+            _cell(w["host"]),
+            str(w["pid"]),
+            _cell(", ".join(w["queues"])),
+            _cell(running or "-", "red" if w["state"] == "lost" and running else ""),
+            _when(w["started_at"]),
+            f"{max(0.0, now - w['last_seen']):.1f} s ago",
+        )
+    if not workers:
+        table.add_row("(no workers registered)", "", "", "", "", "", "", "")
+    console.print(table)

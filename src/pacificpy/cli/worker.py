@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from pacificpy.cli._loading import load_module
-from pacificpy.errors import BackendNotAvailable
+from pacificpy.errors import BackendError, BackendNotAvailable
 
 __all__ = ["command"]
 
@@ -45,7 +45,28 @@ LOCAL_MESSAGE = (
     default="info",
     show_default=True,
 )
-def command(module: str, workers: int | None, queues: str | None, log_level: str) -> None:
+@click.option(
+    "--health-port",
+    type=click.IntRange(min=0, max=65535),
+    default=None,
+    help="Serve GET /healthz/live and /healthz/ready on this port (ready: consuming and "
+    "reaching the backend).",
+)
+@click.option(
+    "--health-grace",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds the worker may fail to reach its backend before it is not ready.",
+)
+def command(
+    module: str,
+    workers: int | None,
+    queues: str | None,
+    log_level: str,
+    health_port: int | None,
+    health_grace: float,
+) -> None:
     """Run background workers for the backend that MODULE configures.
 
     MODULE is imported from the current directory (``myapp`` or ``myapp:app``; the part
@@ -80,5 +101,29 @@ def command(module: str, workers: int | None, queues: str | None, log_level: str
     params = inspect.signature(run).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         offered = {k: v for k, v in offered.items() if k in params}
-    code = run(**offered)
+    if health_port is not None:
+        offered["health"] = _serve_health(backend.kind, params, health_port, health_grace)
+    try:
+        code = run(**offered)
+    except BackendError as exc:  # a backend that cannot start its workers says why
+        raise click.ClickException(str(exc)) from exc
     sys.exit(int(code or 0))
+
+
+def _serve_health(kind: str, params: Any, port: int, grace: float) -> Any:
+    """Start the health endpoints; the ``WorkerHealth`` the backend's worker reports to."""
+    from pacificpy.background.workers import WorkerHealth
+    from pacificpy.cli._health import serve_health
+
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if "health" not in params and not takes_any:
+        raise click.UsageError(f"the {kind} backend's worker does not report its health")
+    health = WorkerHealth(grace=grace)
+    try:
+        serve_health(port, health)
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve health checks on port {port}: {exc}") from exc
+    logging.getLogger("pacificpy.worker").info(
+        "health checks on port %d: /healthz/live, /healthz/ready", port
+    )
+    return health

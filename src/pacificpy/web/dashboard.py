@@ -6,13 +6,20 @@ JSON API under ``path + "/api/"``:
 ====== ================================ ================================================
 GET    ``tasks?status=&name=&limit=``   recent task records, newest first
 GET    ``tasks/{id}``                   one record (404 if unknown)
-GET    ``stats``                        ``get_task_monitor().stats()`` + backend name
+GET    ``stats``                        ``get_task_monitor().stats()`` + backend name +
+                                        ``throttled`` (held-back starts per task)
 GET    ``queues``                       queue lengths of the queues seen
+GET    ``workers``                      the worker registry: live and lost workers,
+                                        each with the tasks it runs
 GET    ``dead-letters?limit=``          dead letters of the configured backend
+GET    ``schedules``                    periodic tasks: expression, zone, last run and
+                                        its status, next run
 POST   ``dead-letters/{id}/requeue``    requeue one (a fresh first attempt, same task id);
                                         404 unknown id, 409 not requeueable, 422 no longer
                                         decodes (the letter stays), 503 backend refused
 POST   ``dead-letters/purge``           delete them all
+POST   ``tasks/{id}/cancel``            cancel a task (``handle.cancel()``); 409 if it had
+                                        finished (nothing changed)
 ====== ================================ ================================================
 
 The page holds no data, so it is served to anyone; it asks for the token (a form, or a
@@ -41,6 +48,7 @@ from starlette.routing import BaseRoute
 from pacificpy.background import get_backend
 from pacificpy.background.dead_letter import dead_letter_view
 from pacificpy.background.monitor import get_task_monitor
+from pacificpy.background.workers import workers_view
 from pacificpy.errors import DeadLetterNotRequeueable, DeadLetterUndecodable, EnqueueError
 from pacificpy.routing import Handler, Route
 from pacificpy.web.auth import checked_token, require_token
@@ -116,7 +124,7 @@ def dashboard_routes(path: str = "/_tasks", token: str | None = None) -> list[Ba
     Args:
         path: where the page is served; the API is under ``path + "/api/"``.
         token: when given, every API route needs ``Authorization: Bearer <token>``;
-            without it the mutating routes (requeue, purge) answer 403.
+            without it the mutating routes (requeue, purge, cancel) answer 403.
 
     Raises:
         ConfigurationError: ``token`` is empty or blank.
@@ -133,7 +141,8 @@ def dashboard_routes(path: str = "/_tasks", token: str | None = None) -> list[Ba
         if token is None:
             raise HTTPException(
                 403,
-                "Requeue and purge need a dashboard token: app.include_task_dashboard(token=...)",
+                "Requeue, purge and cancel need a dashboard token: "
+                "app.include_task_dashboard(token=...)",
             )
         guard(request)
 
@@ -168,6 +177,8 @@ def dashboard_routes(path: str = "/_tasks", token: str | None = None) -> list[Ba
         result["backend"] = get_backend().kind
         result["monitor"] = type(monitor.store).__name__
         result["monitor_enabled"] = monitor.enabled
+        totals = monitor.metrics().totals
+        result["throttled"] = {n: c for (n, status), c in totals.items() if status == "throttled"}
         return result
 
     def queues(request: Request) -> dict[str, Any]:
@@ -183,10 +194,20 @@ def dashboard_routes(path: str = "/_tasks", token: str | None = None) -> list[Ba
                 out.append({"name": name, "length": None, "error": str(exc)})
         return {"queues": out}
 
+    def workers(request: Request) -> dict[str, Any]:
+        guard(request)
+        return workers_view(get_backend())
+
     def dead_letters(request: Request) -> dict[str, Any]:
         guard(request)
         letters = get_backend().dead_letters_sync(_limit(request))
         return {"dead_letters": [dead_letter_view(letter) for letter in letters]}
+
+    def schedules(request: Request) -> dict[str, Any]:
+        guard(request)
+        from pacificpy.background.schedules import schedule_views
+
+        return {"schedules": [v.to_dict() for v in schedule_views(get_backend())]}
 
     def requeue(request: Request) -> dict[str, Any]:
         guard_mutation(request)
@@ -214,6 +235,14 @@ def dashboard_routes(path: str = "/_tasks", token: str | None = None) -> list[Ba
         logger.info("%d dead letters purged from the dashboard", purged)
         return {"purged": purged}
 
+    def cancel(request: Request) -> dict[str, Any]:
+        guard_mutation(request)
+        task_id = request.path_params["task_id"]
+        if not get_backend().get_handle(task_id).cancel_sync():
+            raise HTTPException(409, f"Task {task_id!r} had already finished; nothing changed")
+        logger.info("task %s cancelled from the dashboard", task_id)
+        return {"cancelled": task_id}
+
     def get(route_path: str, handler: Handler) -> Route:
         return Route(route_path, handler, methods=["GET"], include_in_schema=False)
 
@@ -226,7 +255,10 @@ def dashboard_routes(path: str = "/_tasks", token: str | None = None) -> list[Ba
         get(api + "/tasks/{task_id}", task),
         get(api + "/stats", stats),
         get(api + "/queues", queues),
+        get(api + "/workers", workers),
         get(api + "/dead-letters", dead_letters),
+        get(api + "/schedules", schedules),
         post(api + "/dead-letters/purge", purge),
         post(api + "/dead-letters/{letter_id}/requeue", requeue),
+        post(api + "/tasks/{task_id}/cancel", cancel),
     ]

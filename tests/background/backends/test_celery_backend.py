@@ -119,7 +119,8 @@ def test_message_frame_is_celery_protocol_2(redis_url: str) -> None:
     queue = f"frame-{os.getpid()}-{time.monotonic_ns()}"
     try:
         handle = tasks.add.apply_async(args=(1, 2), queue=queue, countdown=5)
-        raw = redis.Redis.from_url(redis_url).rpop(queue)
+        # priority 0 goes on the list of kombu priority 9 (kombu serves 0 first)
+        raw = redis.Redis.from_url(redis_url).rpop(queue + backend._broker().priority_lists[0])
         assert raw is not None
         frame = orjson.loads(raw)
         headers = frame["headers"]

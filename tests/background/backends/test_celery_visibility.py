@@ -79,6 +79,7 @@ def test_a_visibility_timeout_the_user_set_is_kept() -> None:
         assert before.conf.broker_transport_options == {
             "visibility_timeout": 42,
             "socket_timeout": 3,
+            "priority_steps": list(range(10)),  # flow control's, beside the user's
         }
         assert other.conf.broker_transport_options["socket_timeout"] == 3  # kept beside ours
         assert other.conf.broker_transport_options["visibility_timeout"] >= 300

@@ -13,7 +13,7 @@ from pacificpy.background.backend import BackgroundBackend
 
 
 def make(name: str, broker: str, *, visibility_timeout: float | None = None) -> BackgroundBackend:
-    """The producer backend ``name`` (``celery`` or ``arq``) on ``broker``."""
+    """The producer backend ``name`` (``celery``, ``arq`` or ``sqlite``) on ``broker``."""
     if name == "celery":
         from pacificpy.background.backend import CeleryBackgroundBackend
         from tests.conformance.celery_app import make_celery_app
@@ -29,4 +29,16 @@ def make(name: str, broker: str, *, visibility_timeout: float | None = None) -> 
         return ARQBackgroundBackend(
             redis_settings=settings, in_progress_timeout=1.0, shutdown_timeout=5.0
         )
+    if name == "sqlite":
+        return make_sqlite()
     raise ValueError(f"unknown backend {name!r}")
+
+
+def make_sqlite(*, consume: bool = True) -> BackgroundBackend:
+    """The SQLite backend on ``PACIFICPY_REL_SQLITE``, with 1 s leases (so a task of a
+    killed process runs again within seconds; the default is 30 s)."""
+    from pacificpy.background.backend import SQLiteBackgroundBackend
+
+    return SQLiteBackgroundBackend(
+        os.environ["PACIFICPY_REL_SQLITE"], 4, consume=consume, lease=1.0, shutdown_timeout=5.0
+    )

@@ -1,7 +1,8 @@
 """The app the reliability suite serves with a real uvicorn: enqueue ``count`` tasks by HTTP.
 
 Environment:
-    PACIFICPY_REL_BACKEND: ``local`` (default), ``celery`` or ``arq``.
+    PACIFICPY_REL_BACKEND: ``local`` (default), ``celery``, ``arq`` or ``sqlite`` (its
+        file in ``PACIFICPY_REL_SQLITE``; the app runs the tasks in process).
     PACIFICPY_TEST_REDIS: the Redis the ``count`` tasks write to (and the broker of the
         Redis backends unless ``PACIFICPY_REL_BROKER`` says otherwise).
     PACIFICPY_REL_LOG: a file that gets PacificPy's background log (abandoned tasks, failed
@@ -78,6 +79,15 @@ async def enqueue_slow(request: Request) -> dict[str, Any]:
     """Enqueue ``sleep_for(seconds)`` tasks, to keep workers busy."""
     body = await request.json()
     ids = [(await tasks.sleep_for.delay(body["seconds"])).id for _ in range(body["n"])]
+    return {"ids": ids}
+
+
+@app.post("/enqueue-gated")
+async def enqueue_gated(request: Request) -> dict[str, Any]:
+    """Queue one ``gated_count(key, gate)`` per key: each holds a worker while the gate is
+    set in Redis."""
+    body = await request.json()
+    ids = [rel_tasks.gated_count.delay(key, body["gate"]).id for key in body["keys"]]
     return {"ids": ids}
 
 

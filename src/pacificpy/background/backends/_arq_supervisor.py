@@ -24,6 +24,9 @@ import threading
 import time
 from types import FrameType
 
+from pacificpy.background.backends._status_pipe import SlotStatus
+from pacificpy.background.workers import DEFAULT_GRACE, WorkerHealth
+
 __all__ = ["child_main", "supervise"]
 
 logger = logging.getLogger("pacificpy.worker")
@@ -40,18 +43,25 @@ class _Slot:
     started: float = 0.0
     quick_deaths: int = 0
     restart_at: float = 0.0
+    #: What the process last reported of its health (on its ``--status-fd`` pipe).
+    health: SlotStatus = dataclasses.field(default_factory=SlotStatus)
 
 
-def _spawn(slot: _Slot, module: str, log_level: str) -> None:
-    cmd = [sys.executable, "-m", __name__, module, "--parent", str(os.getpid())]
+def _spawn(slot: _Slot, module: str, log_level: str, child: str, label: str, grace: float) -> None:
+    cmd = [sys.executable, "-m", child, module, "--parent", str(os.getpid())]
     cmd += ["--log-level", log_level]
     if slot.queue:
         cmd += ["--queue", slot.queue]
-    slot.proc = subprocess.Popen(cmd, start_new_session=True)
+    status = slot.health.open()
+    cmd += ["--status-fd", str(status), "--health-grace", repr(grace)]
+    try:
+        slot.proc = subprocess.Popen(cmd, start_new_session=True, pass_fds=(status,))
+    finally:
+        os.close(status)
     slot.started = time.monotonic()
     logger.info(
-        "started ARQ worker %d (pid %d) for queue %s",
-        slot.index, slot.proc.pid, slot.queue or "default",
+        "started %s worker %d (pid %d) for queue %s",
+        label, slot.index, slot.proc.pid, slot.queue or "default",
     )  # fmt: skip
 
 
@@ -62,8 +72,17 @@ def supervise(
     queues: list[str | None],
     grace: float,
     log_level: str = "info",
+    health: WorkerHealth | None = None,
+    child: str = __name__,
+    label: str = "ARQ",
 ) -> int:
-    """Run ``workers`` processes per queue until SIGINT/SIGTERM; return the exit code."""
+    """Run ``workers`` processes per queue until SIGINT/SIGTERM; return the exit code.
+
+    Each process runs ``python -m child MODULE --parent PID [--queue Q] --status-fd FD
+    --health-grace S`` (the SQLite backend passes its own ``child`` module, and its queues
+    joined by commas as one Q). ``health`` gets one check per process: ready once it
+    consumes and reaches its backend, as it reports on its status pipe.
+    """
     stop = threading.Event()
     received: list[int] = []
 
@@ -75,16 +94,21 @@ def supervise(
     slots = [
         _Slot(index=i, queue=q) for i, q in enumerate(q for q in queues for _ in range(workers))
     ]
+    health_grace = health.grace if health is not None else DEFAULT_GRACE
+    if health is not None:
+        for slot in slots:
+            health.add(f"worker {slot.index} ({slot.queue or 'default'})", slot.health.status)
     try:
         for slot in slots:
-            _spawn(slot, module, log_level)
+            _spawn(slot, module, log_level, child, label, health_grace)
         while not stop.wait(0.2):
             now = time.monotonic()
             for slot in slots:
+                slot.health.poll()  # read what it reported, so its pipe never fills up
                 proc = slot.proc
                 if proc is None:
                     if now >= slot.restart_at:
-                        _spawn(slot, module, log_level)
+                        _spawn(slot, module, log_level, child, label, health_grace)
                     continue
                 code = proc.poll()
                 if code is None:
@@ -94,23 +118,25 @@ def supervise(
                 backoff = min(_MAX_BACKOFF, 0.5 * 2 ** (slot.quick_deaths - 1))
                 backoff = backoff if slot.quick_deaths else 0.0
                 logger.warning(
-                    "ARQ worker %d (pid %d) exited with code %s after %.1fs; restarting it%s",
-                    slot.index, proc.pid, code, lived,
+                    "%s worker %d (pid %d) exited with code %s after %.1fs; restarting it%s",
+                    label, slot.index, proc.pid, code, lived,
                     f" in {backoff:.1f}s" if backoff else "",
                 )  # fmt: skip
                 slot.proc = None
                 slot.restart_at = now + backoff
+                slot.health.close(f"exited with code {code}; restarting")
         name = signal.Signals(received[0]).name if received else "signal"
         logger.info(
-            "%s received: stopping %d ARQ workers (grace period %.1fs)", name, len(slots), grace
-        )
-        return _stop_all(slots, grace)
+            "%s received: stopping %d %s workers (grace period %.1fs)",
+            name, len(slots), label, grace,
+        )  # fmt: skip
+        return _stop_all(slots, grace, label)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
-def _stop_all(slots: list[_Slot], grace: float) -> int:
+def _stop_all(slots: list[_Slot], grace: float, label: str = "ARQ") -> int:
     procs = [s.proc for s in slots if s.proc is not None and s.proc.poll() is None]
     for proc in procs:
         try:
@@ -122,10 +148,10 @@ def _stop_all(slots: list[_Slot], grace: float) -> int:
         try:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            logger.error("ARQ worker pid %d did not stop in time; killing it", proc.pid)
+            logger.error("%s worker pid %d did not stop in time; killing it", label, proc.pid)
             proc.kill()
             proc.wait()
-    logger.info("all ARQ workers stopped")
+    logger.info("all %s workers stopped", label)
     return 0
 
 
@@ -149,13 +175,17 @@ def child_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queue", default=None)
     parser.add_argument("--parent", type=int, default=None)
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--status-fd", type=int, default=None)
+    parser.add_argument("--health-grace", type=float, default=DEFAULT_GRACE)
     args = parser.parse_args(argv)
 
     import logging.config
 
     from arq.logs import default_log_config
-    from arq.worker import run_worker
+    from arq.worker import get_kwargs
 
+    from pacificpy.background.backends._arq_health import ResilientWorker
+    from pacificpy.background.backends._status_pipe import StatusWriter
     from pacificpy.background.backends.arq_backend import (
         ARQBackgroundBackend,
         arq_queue_name,
@@ -184,7 +214,15 @@ def child_main(argv: list[str] | None = None) -> None:
     if args.parent:
         _watch_parent(args.parent)
     kwargs = {"queue_name": arq_queue_name(args.queue)} if args.queue else {}
-    run_worker(settings, **kwargs)
+    worker = ResilientWorker(**{**get_kwargs(settings), **kwargs})
+    state = getattr(settings, "pacificpy_state", None)
+    if state is not None:
+        if args.queue:
+            state.queue = args.queue
+        state.health.pipe = StatusWriter(args.status_fd)
+        state.health.grace = args.health_grace
+        worker.health = state.health
+    worker.run()
 
 
 if __name__ == "__main__":

@@ -42,8 +42,10 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_pref
 from arq.worker import Retry as ArqRetry
 
 from pacificpy.background import execution
+from pacificpy.background.backends._arq_health import ArqWorkerHealth
 from pacificpy.background.execution import Decision
 from pacificpy.background.monitor.previews import preview_call
+from pacificpy.background.scheduler import start_scheduler, stop_scheduler
 from pacificpy.background.task import Message
 from pacificpy.errors import MessageRejected
 
@@ -291,12 +293,16 @@ class WorkerState:
     """What one ARQ worker process keeps for PacificPy: its thread pool, the jobs it runs
     (to refresh their in-progress lease), and how it carries out decisions."""
 
-    def __init__(self, backend: ARQBackgroundBackend) -> None:
+    def __init__(self, backend: ARQBackgroundBackend, queue: str = "default") -> None:
         self.backend = backend
+        self.queue = queue
         self.lease = backend.in_progress_timeout
         self.pool: DaemonThreadPool | None = None
-        self.running: set[str] = set()
+        #: job id -> task name, of the jobs this process runs now.
+        self.running: dict[str, str] = {}
         self._heartbeat: asyncio.Task[None] | None = None
+        #: The worker registry and this process's health (see ``_arq_health``).
+        self.health = ArqWorkerHealth(self)
 
     def _start(self, redis: Any) -> None:
         if self.pool is None:
@@ -322,14 +328,20 @@ class WorkerState:
                 logger.exception("could not refresh the in-progress lease of running jobs")
 
     async def on_startup(self, ctx: dict[str, Any]) -> None:
-        """ARQ ``on_startup``: nothing to open yet (everything starts with the first job)."""
+        """ARQ ``on_startup``: register in the worker registry (the rest starts with the
+        first job)."""
+        self.health.start()
         logger.info(
             "PacificPy ARQ worker ready (max_jobs=%d, lease %.1fs, max_deliveries=%d)",
             self.backend.max_jobs, self.lease, self.backend.max_deliveries,
         )  # fmt: skip
+        start_scheduler(self.backend)
 
     async def on_shutdown(self, ctx: dict[str, Any]) -> None:
-        """ARQ ``on_shutdown``: stop the lease refresher and the thread pool."""
+        """ARQ ``on_shutdown``: leave the registry, stop the scheduler, the lease refresher
+        and the thread pool."""
+        stop_scheduler()
+        await self.health.stop()
         beat, self._heartbeat = self._heartbeat, None
         if beat is not None:
             beat.cancel()
@@ -366,7 +378,7 @@ class WorkerState:
         poison = backend.poison_guard(data, env, deliveries=deliveries)
         if poison is not None:
             return await self._settle(poison, data, redis, job_id)
-        self.running.add(job_id)
+        self.running[job_id] = env.task_name
         try:
             if self.lease < ARQ_PICKUP_LEASE:
                 await redis.pexpire(in_progress_key_prefix + job_id, int(self.lease * 1000))
@@ -377,7 +389,7 @@ class WorkerState:
             await self._hand_back(redis, job_id, env.task_name, env.attempt)
             raise
         finally:
-            self.running.discard(job_id)
+            self.running.pop(job_id, None)
         return await self._settle(decision, data, redis, job_id)
 
     async def _hand_back(self, redis: Any, job_id: str, name: str, attempt: int) -> None:
@@ -406,10 +418,15 @@ class WorkerState:
             await redis.set(job_key_prefix + job_id, message.data, px=px)
             raise ArqRetry(defer=delay)
 
+        async def uncount() -> None:
+            # A start a flow limit held back is no delivery: give back the job_try ARQ
+            # counted (its next start counts it again), as a hand-back does.
+            await redis.decr(retry_key_prefix + job_id)
+
         backend = self.backend
         await execution.settle_async(
             decision, data, backend.state, publish, signing_key=backend.signing_key,
-            store_outcome=False,
+            store_outcome=False, uncount=uncount,
         )  # fmt: skip
         if decision.outcome is None:
             return None

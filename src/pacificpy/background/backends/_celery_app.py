@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery
 
 from pacificpy.background import config, registry
-from pacificpy.background.backends._celery_publish import AMQP_SCHEMES
+from pacificpy.background.backends._celery_publish import AMQP_SCHEMES, PRIORITY_STEPS
 from pacificpy.background.task import TaskSpec
 
 if TYPE_CHECKING:
@@ -113,6 +113,9 @@ def apply_defaults(app: Celery, time_limit_grace: float = 5.0) -> None:
             if not _user_set(conf, key):
                 conf[key] = value
         options = conf.get("broker_transport_options") or {}
+        if "priority_steps" not in options:  # one Redis list per priority (flow control)
+            options = {**options, "priority_steps": list(PRIORITY_STEPS)}
+            conf["broker_transport_options"] = options
         if "visibility_timeout" not in options and app not in _VISIBILITY:
             _VISIBILITY[app] = [time_limit_grace, -1.0]
         _set_visibility_timeout(app, conf)
@@ -236,6 +239,8 @@ def connect_worker_signals() -> None:
 
     signals.celeryd_after_setup.connect(_on_worker_setup, weak=False)
     signals.task_unknown.connect(_on_unknown_task, weak=False)
+    signals.worker_ready.connect(_on_worker_ready, weak=False)
+    signals.worker_shutdown.connect(_on_worker_shutdown, weak=False)
     _signals_connected = True
 
 
@@ -249,6 +254,8 @@ def _detach_all() -> None:
 
         signals.celeryd_after_setup.disconnect(_on_worker_setup)
         signals.task_unknown.disconnect(_on_unknown_task)
+        signals.worker_ready.disconnect(_on_worker_ready)
+        signals.worker_shutdown.disconnect(_on_worker_shutdown)
         _signals_connected = False
 
 
@@ -264,6 +271,34 @@ def _on_worker_setup(sender: Any = None, instance: Any = None, **_: Any) -> None
         if name not in queues:
             queues.add(name)
     logger.info("PacificPy: consuming queues %s", ", ".join(sorted(queues)))
+
+
+def _on_worker_ready(sender: Any = None, **_: Any) -> None:
+    # The worker's main process runs the scheduler of periodic tasks (prefork children
+    # do not: a thread does not survive the fork, and one per worker is enough).
+    backend = backend_for(getattr(sender, "app", None))
+    if backend is None:
+        return
+    from pacificpy.background.backends._celery_workers import on_worker_ready
+    from pacificpy.background.scheduler import start_scheduler
+
+    start_scheduler(backend)
+    try:
+        on_worker_ready(backend, sender)
+    except Exception:
+        logger.exception("could not register this worker in the worker registry")
+
+
+def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
+    from pacificpy.background.scheduler import stop_scheduler
+
+    stop_scheduler()
+    backend = backend_for(getattr(sender, "app", None))
+    if backend is None:
+        return
+    from pacificpy.background.backends._celery_workers import on_worker_shutdown
+
+    on_worker_shutdown(backend)
 
 
 def _on_unknown_task(

@@ -10,19 +10,20 @@ so ``.delay()`` never blocks a loop.
 from __future__ import annotations
 
 import base64
+import bisect
 import concurrent.futures as cf
 import datetime as dt
 import os
 import queue as queue_module
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import orjson
 
-from pacificpy.background import config
+from pacificpy.background import _codec, config
 from pacificpy.background.monitor.previews import call_reprs
 from pacificpy.background.task import Message, TaskSpec, new_task_id
 from pacificpy.errors import EnqueueError
@@ -33,11 +34,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PRIORITY_SEP",
+    "PRIORITY_STEPS",
     "BrokerInfo",
     "Publisher",
     "celery_body",
     "celery_frame",
     "celery_headers",
+    "frame_due",
+    "priority_suffix",
     "time_limits",
 ]
 
@@ -45,6 +49,22 @@ _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 #: kombu's Redis transport keeps priority ``p`` of queue ``q`` in list ``q + SEP + p``.
 PRIORITY_SEP = "\x06\x16"
 _DEFAULT_PRIORITY_STEPS = (0, 3, 6, 9)
+#: The steps PacificPy sets (unless the app sets its own): one list per priority.
+PRIORITY_STEPS = tuple(range(10))
+
+
+def priority_suffix(priority: int, steps: Sequence[int]) -> str:
+    """The suffix of the Redis list kombu keeps PacificPy ``priority`` (0..9) in.
+
+    kombu's Redis transport drains the list of step 0 first (it is the queue's own list),
+    so PacificPy priority ``p`` is kombu priority ``9 - p``, kept on the highest step at or
+    below it, as kombu's ``Channel.priority`` rounds it.
+    """
+    level = 9 - priority
+    step = steps[bisect.bisect_right(steps, level) - 1]
+    return f"{PRIORITY_SEP}{step}" if step else ""
+
+
 _BATCH = 512
 #: URL schemes of kombu's py-amqp transport (RabbitMQ).
 AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
@@ -69,6 +89,8 @@ class BrokerInfo:
         self.amqp = url.partition("://")[0].lower() in AMQP_SCHEMES
         self.prefix = prefix
         self.priority_steps = priority_steps
+        #: The list suffix of each PacificPy priority, 0..9 (:func:`priority_suffix`).
+        self.priority_lists = tuple(priority_suffix(p, priority_steps) for p in range(10))
         self.connect_timeout = connect_timeout
         self.socket_timeout = socket_timeout
 
@@ -198,6 +220,7 @@ def celery_frame(
     task_name: str,
     key_prefix: str,
     limits: tuple[float | None, float | None],
+    priority_lists: Sequence[str] = ("",) * 10,
 ) -> tuple[str, bytes]:
     """The Redis list and the kombu frame (Celery protocol 2) that carry ``message``.
 
@@ -207,6 +230,7 @@ def celery_frame(
         task_name: the Celery task name.
         key_prefix: the transport's ``global_keyprefix``.
         limits: ``(soft, hard)`` time limits, from :func:`time_limits`.
+        priority_lists: the list suffix of each priority (``BrokerInfo.priority_lists``).
     """
     env = message.envelope
     headers = celery_headers(message, delay, task_name=task_name, limits=limits)
@@ -222,12 +246,34 @@ def celery_frame(
             "reply_to": "",
             "delivery_mode": 2,
             "delivery_info": {"exchange": "", "routing_key": queue},
-            "priority": 0,
+            "priority": 9 - env.priority,  # kombu's order on Redis: 0 first
             "body_encoding": "base64",
             "delivery_tag": new_task_id(),
         },
     }
-    return key_prefix + queue, orjson.dumps(frame)
+    return key_prefix + queue + priority_lists[env.priority], orjson.dumps(frame)
+
+
+def frame_due(frame: bytes) -> float | None:
+    """When the message in a kombu Redis ``frame`` became due (Unix time): the enqueue
+    time its PacificPy message carries, or its ETA header if later; None if the frame
+    holds no PacificPy message."""
+    try:
+        d = orjson.loads(frame)
+        body = d["body"]
+        if d.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = orjson.loads(body)[0]
+        peeked = _codec.peek_body(args[0])
+        ts = peeked.get("ts") if peeked is not None else None
+        if type(ts) not in (int, float) or not ts > 0:
+            return None
+        eta = (d.get("headers") or {}).get("eta")
+        if isinstance(eta, str):
+            ts = max(ts, dt.datetime.fromisoformat(eta).timestamp())
+        return float(ts)
+    except Exception:
+        return None
 
 
 _STOP = object()

@@ -48,15 +48,39 @@ from pacificpy.background.backends._common import check_reachable
 from pacificpy.background.backends.redis.state import RedisTaskState
 from pacificpy.background.monitor import get_task_monitor
 from pacificpy.background.task import Message, Outcome
+from pacificpy.background.workers import WorkerHealth
 from pacificpy.errors import ConfigurationError
 from pacificpy.types import TaskStatus
 
 __all__ = ["ARQBackgroundBackend", "RedisSettings", "arq_queue_name"]
 
 
+#: Running jobs passed over, at most, looking for the oldest waiting one.
+OLDEST_SCAN = 1000
+_OLDEST_PAGE = 100
+
+
 def arq_queue_name(queue: str) -> str:
     """The ARQ queue (a Redis sorted set) that holds PacificPy queue ``queue``."""
     return default_queue_name if queue == "default" else f"{default_queue_name}:{queue}"
+
+
+#: How far back one priority step moves a job's score (ms): a day, the longest a job
+#: waits in the queue (its key expires ``EXPIRES_EXTRA_MS`` after its start time).
+PRIORITY_STEP_MS = EXPIRES_EXTRA_MS
+
+
+def arq_score(now_ms: int, delay_ms: int, priority: int) -> int:
+    """The queue score (when ARQ may start it) of a job: ``now + delay``.
+
+    ARQ starts the lowest scores due first, so a job due now with a priority is scored
+    ``priority`` days in the past: ahead of every waiting job of a lower priority. A job
+    with a delay keeps its due time (a lower score would start it early): among jobs due,
+    it is ordered by that time.
+    """
+    if priority and not delay_ms:
+        return now_ms - priority * PRIORITY_STEP_MS
+    return now_ms + delay_ms
 
 
 def _settings_url(settings: RedisSettings) -> str:
@@ -109,6 +133,13 @@ class ARQTaskState(RedisTaskState):
 
     def load_outcome(self, raw: bytes | None) -> Outcome | None:
         return _outcome(raw)
+
+    def dump_outcome(self, task_id: str, outcome: Outcome) -> bytes:
+        """An ARQ job result holding ``outcome`` (a cancel writes it before the job runs)."""
+        ms = int(outcome.finished_at * 1000)
+        result = {"t": 0, "f": JOB_NAME, "a": [], "k": {}, "et": ms, "s": True,
+                  "r": outcome.to_dict(), "st": ms, "ft": ms, "q": None}  # fmt: skip
+        return orjson.dumps(result)
 
 
 class ARQBackgroundBackend(BackgroundBackend):
@@ -192,7 +223,7 @@ class ARQBackgroundBackend(BackgroundBackend):
         args = [
             message.data,
             delay_ms + EXPIRES_EXTRA_MS,
-            now_ms + delay_ms,
+            arq_score(now_ms, delay_ms, env.priority),
             task_id,
             max(1, int(self.idempotency_ttl)) if idem else 0,
             1 if env.attempt == 1 else 0,
@@ -275,6 +306,27 @@ class ARQBackgroundBackend(BackgroundBackend):
         """Blocking form of :meth:`queue_length`."""
         return int(self.state.sync.zcard(arq_queue_name(queue)))
 
+    def oldest_waiting_sync(self, queue: str = "default") -> float | None:
+        """When the oldest job of ``queue`` that is due and not running became due: the
+        lowest score of the ARQ queue (ARQ keeps running jobs there too: those with an
+        in-progress key are passed over, up to :data:`OLDEST_SCAN` of them)."""
+        client = self.state.sync
+        name = arq_queue_name(queue)
+        now_ms = int(time.time() * 1000)
+        for offset in range(0, OLDEST_SCAN, _OLDEST_PAGE):
+            page = client.zrangebyscore(
+                name, "-inf", now_ms, start=offset, num=_OLDEST_PAGE, withscores=True
+            )
+            if not page:
+                return None
+            pipe = client.pipeline(transaction=False)
+            for job_id, _ in page:
+                pipe.exists(in_progress_key_prefix + job_id.decode())
+            for (_, score), running in zip(page, pipe.execute(), strict=True):
+                if not running:
+                    return float(score) / 1000
+        return None
+
     # -- lifecycle -----------------------------------------------------------------------
     async def startup(self) -> None:
         """At app startup, PING Redis; if it does not answer, log a WARNING and go on."""
@@ -303,7 +355,7 @@ class ARQBackgroundBackend(BackgroundBackend):
             overrides: any other ``arq.worker.Worker`` setting (``max_jobs``, ``on_startup``
                 ...). A replaced ``on_shutdown`` should await the original's.
         """
-        state = WorkerState(self)
+        state = WorkerState(self, queue=queue)
 
         async def pacificpy(ctx: dict[str, Any], data: bytes | str, **_: Any) -> Any:
             return await state.run(ctx, data)
@@ -338,6 +390,7 @@ class ARQBackgroundBackend(BackgroundBackend):
         workers: int = 1,
         queues: Sequence[str] | None = None,
         log_level: str = "info",
+        health: WorkerHealth | None = None,
     ) -> int:
         """Run ``workers`` ARQ worker processes per queue and supervise them.
 
@@ -345,6 +398,9 @@ class ARQBackgroundBackend(BackgroundBackend):
         ``WorkerSettings`` if it has one, else :meth:`worker_settings`. A process that dies
         is restarted (and logged); SIGINT/SIGTERM stops them all gracefully. Returns the
         exit code.
+
+        ``health`` gets one check per worker process: ready when it runs, consumes and
+        reaches Redis (each process reports to the supervisor through a pipe).
         """
         from pacificpy.background.backends import _arq_supervisor
 
@@ -356,6 +412,7 @@ class ARQBackgroundBackend(BackgroundBackend):
             queues=list(queues) if queues else [None],
             grace=self.shutdown_timeout,
             log_level=log_level,
+            health=health,
         )
 
 

@@ -41,6 +41,7 @@ from pacificpy.background.backends._celery_publish import (
     BrokerInfo,
     Publisher,
     celery_frame,
+    frame_due,
     time_limits,
 )
 from pacificpy.background.backends._common import check_reachable
@@ -48,6 +49,7 @@ from pacificpy.background.backends.redis.clients import RedisClients
 from pacificpy.background.backends.redis.state import RedisTaskState
 from pacificpy.background.backends.state import TaskState
 from pacificpy.background.task import Message, TaskEnvelope, TaskHandle, TaskSpec, new_task_id
+from pacificpy.background.workers import Heartbeat, WorkerHealth
 from pacificpy.errors import ConfigurationError, PacificPyError
 
 __all__ = ["AT_LEAST_ONCE_DEFAULTS", "CeleryBackgroundBackend", "backend_for"]
@@ -134,6 +136,11 @@ class CeleryBackgroundBackend(BackgroundBackend):
         self._lock = threading.Lock()
         self._publisher: Publisher | None = None
         self._amqp_publisher: AmqpPublisher | None = None
+        #: In a worker process: the checks ``pacificpy worker --health-port`` answers, the
+        #: heartbeat in the worker registry, and whether the consumer consumes.
+        self.worker_health: WorkerHealth | None = None
+        self.worker_beat: Heartbeat | None = None
+        self.consuming = False
         _celery_app.apply_defaults(celery_app, time_limit_grace)
         # The tasks declared so far go on the app now; the process-wide parts (registry
         # listener, worker signals, app -> backend link) wait for attach().
@@ -236,6 +243,11 @@ class CeleryBackgroundBackend(BackgroundBackend):
         with self.celery_app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1)
 
+    def ping_sync(self) -> None:
+        """One round trip to the broker, then one to the state (health checks)."""
+        self._ping()
+        self.state.ping()
+
     async def shutdown(self) -> None:
         """Wait up to ``shutdown_timeout`` for enqueues in flight, then release resources."""
         await asyncio.to_thread(self.shutdown_sync)
@@ -267,6 +279,7 @@ class CeleryBackgroundBackend(BackgroundBackend):
             task_name=name,
             key_prefix=self._broker().prefix,
             limits=self._limits(name),
+            priority_lists=self._broker().priority_lists,
         )
 
     enqueue_hint = "Is the broker running?"
@@ -284,7 +297,11 @@ class CeleryBackgroundBackend(BackgroundBackend):
         elif info.amqp:
             task_name = name or message.task_name
             self._amqp().publish(
-                message, delay, task_name=task_name, limits=self._limits(task_name)
+                message,
+                delay,
+                task_name=task_name,
+                limits=self._limits(task_name),
+                priority=message.envelope.priority or None,  # for x-max-priority queues
             )
         else:
             self._send_task(message, delay, name)
@@ -327,6 +344,7 @@ class CeleryBackgroundBackend(BackgroundBackend):
             ignore_result=True,
             soft_time_limit=soft,
             time_limit=hard,
+            priority=env.priority or None,  # AMQP: higher first (x-max-priority queues)
         )
 
     def enqueue_sync(self, message: Message, *, delay: float | None = None) -> None:
@@ -390,6 +408,13 @@ class CeleryBackgroundBackend(BackgroundBackend):
         message = Message(env, data)
         self._push(message, None, name or "pacificpy.unknown")
 
+    # -- cancellation --------------------------------------------------------------------
+    def terminate(self, task_id: str) -> None:
+        """Kill the pool process running ``task_id`` (``cancel(terminate=True)``): Celery's
+        ``revoke(terminate=True, signal="SIGKILL")``, broadcast to the workers. The pool
+        starts a new process; the message, if it comes back, meets the tombstone."""
+        self.celery_app.control.revoke(task_id, terminate=True, signal="SIGKILL")
+
     # -- status ------------------------------------------------------------------------
     def queued_hint(self, task_id: str) -> str:
         """Celery keeps no "running" mark of its own: before the outcome, the status is the
@@ -418,6 +443,26 @@ class CeleryBackgroundBackend(BackgroundBackend):
             pipe.llen(f"{info.prefix}{queue}{suffix}")
         return int(sum(pipe.execute()))
 
+    def oldest_waiting_sync(self, queue: str = "default") -> float | None:
+        """When the oldest message of ``queue`` on a Redis broker became due: the tail of
+        each priority list (``BRPOP`` takes from there), read from the enqueue time the
+        PacificPy message carries, or its ETA if later.
+
+        Raises:
+            NotImplementedError: the broker is not Redis (AMQP gives no oldest message
+                without taking it).
+        """
+        info = self._broker()
+        if not info.redis:
+            raise NotImplementedError(f"the Celery broker {info.safe_url} is not Redis")
+        pipe = self._redis().pipeline(transaction=False)
+        for pri in info.priority_steps:
+            suffix = f"{PRIORITY_SEP}{pri}" if pri else ""
+            pipe.lindex(f"{info.prefix}{queue}{suffix}", -1)
+        due = [frame_due(frame) for frame in pipe.execute() if frame is not None]
+        known = [d for d in due if d is not None]
+        return min(known) if known else None
+
     # -- the worker command --------------------------------------------------------------
     def run_worker(
         self,
@@ -425,6 +470,7 @@ class CeleryBackgroundBackend(BackgroundBackend):
         workers: int | None = None,
         queues: list[str] | None = None,
         loglevel: str = "INFO",
+        health: WorkerHealth | None = None,
     ) -> int:
         """Run the Celery worker in this process (``pacificpy worker myapp``).
 
@@ -432,10 +478,12 @@ class CeleryBackgroundBackend(BackgroundBackend):
             workers: worker processes (Celery's ``--concurrency``); Celery's default if None.
             queues: queues to consume (``-Q``); by default every queue a task declares.
             loglevel: Celery's ``--loglevel``.
+            health: gets the worker's checks (consuming; the backend reachable).
 
         Returns:
             The worker's exit code.
         """
+        self.worker_health = health
         argv = ["worker", f"--loglevel={loglevel}"]
         if workers:
             argv.append(f"--concurrency={workers}")

@@ -115,6 +115,7 @@ class _InlineBackend(InMemoryBackend):
     """
 
     kind = "inline"
+    flow_control = False  # inline runs: concurrency and rate limits do not apply
 
     def __init__(self, *, allow_pickle: bool = False, max_attempts_inline: int = 100) -> None:
         super().__init__(allow_pickle=allow_pickle)

@@ -12,15 +12,21 @@ The state holds:
 - outcomes: the final :class:`~pacificpy.background.task.Outcome` of a task id;
 - dead letters: what could not run or failed for good, newest first;
 - idempotency keys: ``(task name, key)`` held by the first task that took it, for a TTL;
-- delivery counts: how many times a worker began one attempt (the poison guard).
+- delivery counts: how many times a worker began one attempt (the poison guard);
+- flow control: each limited task's concurrency leases (a slot per running start,
+  expiring unless renewed) and rate window (recent start times), see
+  :mod:`pacificpy.background.flow`.
+- tombstones: a cancelled task id, refused when its delivery arrives, for a TTL
+  (:meth:`TaskState.cancel`, :meth:`TaskState.is_cancelled`).
+- schedule slots: the last slot of each periodic task that some process enqueued
+  (:mod:`pacificpy.background.schedules`).
+- the worker registry: each worker's last heartbeat (:mod:`pacificpy.background.workers`).
 
-Room is kept for tombstones (a cancelled id, refused when it arrives) and leases (a
-running task's claim, renewed while it runs): they will be methods of this class, with a
-default that says the state does not keep them.
-
-Two implementations: :class:`MemoryTaskState` here (the local executor, eager and
-capturing backends) and :class:`~pacificpy.background.backends.redis.state.RedisTaskState`
-(Celery and ARQ).
+Three implementations: :class:`MemoryTaskState` here (the local executor, eager and
+capturing backends), :class:`~pacificpy.background.backends.redis.state.RedisTaskState`
+(Celery and ARQ) and :class:`~pacificpy.background.backends.sqlite.state.SQLiteTaskState`
+(SQLite). A state that lacks an optional part says so (``keeps_tombstones``,
+``keeps_schedules``) or raises ``NotImplementedError``.
 """
 
 from __future__ import annotations
@@ -30,12 +36,16 @@ import asyncio
 import heapq
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pacificpy.background._outcomes import OutcomeBoard
 from pacificpy.background.dead_letter import DeadLetter, MemoryDeadLetterStore
 from pacificpy.background.task import Outcome
+
+if TYPE_CHECKING:
+    from pacificpy.background.flow import Rate
 
 __all__ = ["Ending", "MemoryTaskState", "TaskState", "poll_outcome", "poll_outcome_sync"]
 
@@ -136,6 +146,72 @@ class TaskState(abc.ABC):
     def forget_deliveries(self, task_id: str, attempt: int) -> None:
         """The attempt ended: drop its count."""
 
+    # -- tombstones (cancellation) -------------------------------------------------------
+    #: False for a state that keeps no tombstones: its tasks cannot be cancelled.
+    keeps_tombstones: bool = False
+
+    def cancel(self, task_id: str, outcome: Outcome, ttl: float) -> bool:
+        """Lay a tombstone for ``task_id`` for ``ttl`` seconds and store ``outcome`` (its
+        ``cancelled`` outcome), unless it already has an outcome; then tell every process
+        running tasks of this state (:func:`pacificpy.background.cancellation.deliver`),
+        promptly, not at its next poll.
+
+        Returns:
+            True if the tombstone was laid; False if the task had finished (nothing
+            changed).
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no tombstones")
+
+    def is_cancelled(self, task_id: str) -> bool:
+        """True while ``task_id`` has a tombstone. Asked when every delivery arrives, before
+        the task runs: a state answers from memory (no I/O per task)."""
+        return False
+
+    # -- schedule slots (periodic tasks) ---------------------------------------------------
+    #: False for a state that does not keep schedule slots: no scheduler runs on it.
+    keeps_schedules: bool = False
+
+    def last_schedule_slot(self, name: str) -> float | None:
+        """The last slot (a Unix time) of task ``name``'s schedule that was enqueued, or
+        None if it never was (or the state does not keep slots)."""
+        return None
+
+    def advance_schedule_slot(self, name: str, slot: float, expected: float | None) -> bool:
+        """Record ``slot`` as task ``name``'s last enqueued slot if the recorded one is still
+        ``expected`` (None: none is recorded) and ``slot`` is later: a compare-and-set,
+        atomic across every process sharing the state.
+
+        Returns True for the one caller that advanced it: that caller enqueues the slots
+        after ``expected`` up to ``slot``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no schedule slots")
+
+    # -- the worker registry (pacificpy.background.workers) -------------------------------
+    #: False for a state that keeps no worker registry (the defaults below keep nothing).
+    keeps_workers: bool = False
+
+    def put_worker(  # noqa: B027 - optional: a state may keep no registry
+        self, worker_id: str, record: dict[str, Any], ttl: float
+    ) -> None:
+        """Keep ``record`` (a worker's heartbeat, JSON-able) under ``worker_id`` for ``ttl``
+        seconds, replacing the previous one. The default keeps nothing."""
+
+    def remove_worker(self, worker_id: str) -> None:  # noqa: B027 - optional, as put_worker
+        """Forget ``worker_id`` (it stopped cleanly). The default keeps nothing."""
+
+    def list_worker_records(self) -> list[dict[str, Any]]:
+        """Every worker record whose TTL has not run out, in no particular order."""
+        return []
+
+    async def aput_worker(self, worker_id: str, record: dict[str, Any], ttl: float) -> None:
+        self.put_worker(worker_id, record, ttl)
+
+    async def aremove_worker(self, worker_id: str) -> None:
+        self.remove_worker(worker_id)
+
+    def ping(self) -> None:  # noqa: B027 - a state in this process always answers
+        """One round trip to where the state lives; raises if it does not answer."""
+
     # -- the end of a delivery -----------------------------------------------------------
     def finish(self, end: Ending) -> None:
         """Everything a delivery writes when it ends (a state may do it in one round trip):
@@ -150,6 +226,54 @@ class TaskState(abc.ABC):
 
     async def afinish(self, end: Ending) -> None:
         self.finish(end)
+
+    # -- flow control (concurrency leases, rate windows) ---------------------------------
+    def admit(
+        self,
+        name: str,
+        holder: str,
+        concurrency: int | None,
+        rate: Rate | None,
+        lease: float,
+    ) -> tuple[str, float] | None:
+        """Take one start of task ``name`` for ``holder`` if its limits allow, atomically.
+
+        With ``concurrency``, a slot is taken while fewer than that many unexpired leases
+        are held, as a lease of ``lease`` seconds (renewed by :meth:`renew_slots`, given
+        back by :meth:`release_slot`). With ``rate``, the start is recorded while fewer
+        than ``rate.count`` starts fall in the last ``rate.per`` seconds. Either both are
+        taken or neither.
+
+        Returns None when admitted; else ``(limit, seconds)``: the limit that refused
+        (``"concurrency"`` or ``"rate_limit"``) and how soon it may allow a start (0 when
+        unknown). By default the state keeps no limits and says so.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} keeps no concurrency leases or rate windows: tasks with "
+            "concurrency= or rate_limit= cannot run on this backend"
+        )
+
+    async def aadmit(
+        self,
+        name: str,
+        holder: str,
+        concurrency: int | None,
+        rate: Rate | None,
+        lease: float,
+    ) -> tuple[str, float] | None:
+        return self.admit(name, holder, concurrency, rate, lease)
+
+    def renew_slots(self, held: list[tuple[str, str]], lease: float) -> None:
+        """Extend the leases ``(task name, holder)`` to ``lease`` seconds from now (a lease
+        already expired stays gone)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no concurrency leases")
+
+    def release_slot(self, name: str, holder: str) -> None:
+        """Give back ``holder``'s slot of task ``name`` (nothing if it expired)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no concurrency leases")
+
+    async def arelease_slot(self, name: str, holder: str) -> None:
+        self.release_slot(name, holder)
 
     # -- resources -----------------------------------------------------------------------
     def close(self) -> None:  # noqa: B027 - optional hook
@@ -174,6 +298,32 @@ class MemoryTaskState(TaskState):
         self.key_expiry: list[tuple[float, tuple[str, str]]] = []  # heap by expiry
         self._keys_lock = threading.Lock()
         self._deliveries: dict[tuple[str, int], int] = {}
+        self._workers: dict[str, tuple[float, dict[str, Any]]] = {}  # id -> (expiry, record)
+        self._flow_lock = threading.Lock()
+        self._slots: dict[str, dict[str, float]] = {}  # task name -> holder -> lease expiry
+        self._starts: dict[str, deque[float]] = {}  # task name -> start times, oldest first
+        self.tombstones: dict[str, float] = {}  # task id -> expiry (clock)
+        self._schedule_slots: dict[str, float] = {}  # schedule name -> last enqueued slot
+
+    keeps_tombstones = True
+
+    def cancel(self, task_id: str, outcome: Outcome, ttl: float) -> bool:
+        from pacificpy.background import cancellation
+
+        with self._keys_lock:
+            if self.outcomes.get(task_id) is not None:
+                return False
+            now = self._clock()
+            if len(self.tombstones) > 1024:
+                self.tombstones = {k: e for k, e in self.tombstones.items() if e > now}
+            self.tombstones[task_id] = now + ttl
+            self.outcomes.post(task_id, outcome)
+        cancellation.deliver(task_id)
+        return True
+
+    def is_cancelled(self, task_id: str) -> bool:
+        expires = self.tombstones.get(task_id)
+        return expires is not None and expires > self._clock()
 
     def get_outcome(self, task_id: str) -> Outcome | None:
         return self.outcomes.get(task_id)
@@ -247,6 +397,82 @@ class MemoryTaskState(TaskState):
     def forget_deliveries(self, task_id: str, attempt: int) -> None:
         with self._keys_lock:
             self._deliveries.pop((task_id, attempt), None)
+
+    # -- flow control ----------------------------------------------------------------------
+    def admit(
+        self,
+        name: str,
+        holder: str,
+        concurrency: int | None,
+        rate: Rate | None,
+        lease: float,
+    ) -> tuple[str, float] | None:
+        now = self._clock()
+        with self._flow_lock:
+            slots = self._slots.get(name)
+            if concurrency is not None:
+                if slots is None:
+                    slots = self._slots[name] = {}
+                for gone in [h for h, expiry in slots.items() if expiry <= now]:
+                    del slots[gone]
+                if len(slots) >= concurrency:
+                    return "concurrency", 0.0
+            if rate is not None:
+                starts = self._starts.get(name)
+                if starts is None:
+                    starts = self._starts[name] = deque()
+                while starts and starts[0] <= now - rate.per:
+                    starts.popleft()
+                if len(starts) >= rate.count:
+                    return "rate_limit", starts[0] + rate.per - now
+                starts.append(now)
+            if slots is not None and concurrency is not None:
+                slots[holder] = now + lease
+        return None
+
+    def renew_slots(self, held: list[tuple[str, str]], lease: float) -> None:
+        expiry = self._clock() + lease
+        with self._flow_lock:
+            for name, holder in held:
+                slots = self._slots.get(name)
+                if slots is not None and holder in slots:
+                    slots[holder] = expiry
+
+    def release_slot(self, name: str, holder: str) -> None:
+        with self._flow_lock:
+            slots = self._slots.get(name)
+            if slots is not None:
+                slots.pop(holder, None)
+
+    keeps_schedules = True
+
+    def last_schedule_slot(self, name: str) -> float | None:
+        return self._schedule_slots.get(name)
+
+    def advance_schedule_slot(self, name: str, slot: float, expected: float | None) -> bool:
+        with self._keys_lock:
+            last = self._schedule_slots.get(name)
+            if last != expected or (last is not None and last >= slot):
+                return False
+            self._schedule_slots[name] = slot
+        return True
+
+    keeps_workers = True
+
+    def put_worker(self, worker_id: str, record: dict[str, Any], ttl: float) -> None:
+        with self._keys_lock:
+            self._workers[worker_id] = (time.monotonic() + ttl, dict(record))
+
+    def remove_worker(self, worker_id: str) -> None:
+        with self._keys_lock:
+            self._workers.pop(worker_id, None)
+
+    def list_worker_records(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        with self._keys_lock:
+            for wid in [w for w, (expiry, _) in self._workers.items() if expiry <= now]:
+                del self._workers[wid]
+            return [dict(record) for _, record in self._workers.values()]
 
 
 # -- polling a state that cannot notify ------------------------------------------------------

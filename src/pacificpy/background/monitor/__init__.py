@@ -77,7 +77,8 @@ def _labels(labels: Mapping[str, Any]) -> LabelSet:
 
 
 class TaskMonitor:
-    """Tracks tasks through ``queued → running → completed | failed | retrying | dead``.
+    """Tracks tasks through ``queued → running → completed | failed | retrying | dead |
+    cancelled``.
 
     The event methods (``task_queued``, ``task_running``, ``task_completed``,
     ``task_failed``, ``task_retrying``, ``task_dead``, ``task_abandoned``) are the store's
@@ -100,6 +101,9 @@ class TaskMonitor:
         self.task_retrying: Callable[[TaskEnvelope, str, float], None] = s.task_retrying
         self.task_dead: Callable[[str, str | None, str], None] = s.task_dead
         self.task_abandoned: Callable[[str, str], None] = s.task_abandoned
+        self.task_throttled: Callable[[TaskEnvelope, str], None] = s.task_throttled
+        self.task_cancelled: Callable[[str, str | None], None] = s.task_cancelled
+        self.task_progress: Callable[[Any, float, float | None, str | None], None] = s.task_progress
 
     def __repr__(self) -> str:
         return f"<TaskMonitor store={type(self.store).__name__}>"

@@ -28,7 +28,7 @@ from pacificpy.background.monitor.store import (
 from pacificpy.types import TaskStatus
 
 if TYPE_CHECKING:
-    from pacificpy.background.task import TaskEnvelope
+    from pacificpy.background.task import TaskContext, TaskEnvelope
 
 __all__ = ["InMemoryMonitorStore"]
 
@@ -53,6 +53,7 @@ class _Rec:
     error: str | None = None
     traceback: str | None = None
     updated_at = 0.0
+    progress: tuple[float, float | None, str | None] | None = None
 
     def snapshot(self) -> TaskRecord:
         env = self.env
@@ -82,7 +83,15 @@ class _Rec:
             traceback=self.traceback,
             parent_id=env.parent_id if env is not None else None,
             updated_at=self.updated_at,
+            **_progress_fields(self.progress),
         )
+
+
+def _progress_fields(progress: tuple[float, float | None, str | None] | None) -> dict[str, Any]:
+    if progress is None:
+        return {}
+    done, total, message = progress
+    return {"progress_done": done, "progress_total": total, "progress_message": message}
 
 
 #: Results kept by reference without measuring them.
@@ -264,6 +273,19 @@ class InMemoryMonitorStore(MonitorStore):
 
     def task_abandoned(self, task_id: str, name: str) -> None:
         self._final(task_id, name, TaskStatus.ABANDONED, None)
+
+    def task_throttled(self, env: TaskEnvelope, limit: str) -> None:
+        self._count(env.task_name, "throttled")
+
+    def task_cancelled(self, task_id: str, name: str | None) -> None:
+        self._final(task_id, name or "?", TaskStatus.CANCELLED, None)
+
+    def task_progress(
+        self, ctx: TaskContext, done: float, total: float | None, message: str | None
+    ) -> None:
+        rec = self._records.get(ctx.id) or self._new(ctx.id, ctx.name)
+        rec.progress = (done, total, message)
+        rec.updated_at = _now()
 
     def record_start(self, task_id: str, name: str) -> None:
         rec = self._records.get(task_id) or self._new(task_id, name)

@@ -46,7 +46,7 @@ from pacificpy.background.monitor.store import (
 from pacificpy.types import TaskStatus
 
 if TYPE_CHECKING:
-    from pacificpy.background.task import TaskEnvelope
+    from pacificpy.background.task import TaskContext, TaskEnvelope
 
 __all__ = ["RedisMonitorStore"]
 
@@ -56,6 +56,8 @@ _SEP = "\x1f"
 _PHASE_QUEUED, _PHASE_RUNNING, _PHASE_DONE = "0", "1", "2"
 _BATCH = 500
 _FOLDABLE = frozenset({"queued", "running", "completed", "failed", "retrying"})
+#: Events folded into a pending write of the same task without taking its ordering key.
+_MERGED = frozenset({"progress"})
 
 # Every live store, for the fork hook (weak: a store dropped is forgotten).
 _stores: weakref.WeakSet[RedisMonitorStore] = weakref.WeakSet()
@@ -162,6 +164,9 @@ class RedisMonitorStore(MonitorStore):
     def client(self) -> Any:
         """The sync redis-py client (``redis.Redis``) of this process."""
         return self._clients.sync
+
+    def ping(self) -> None:
+        self.client.ping()
 
     # -- buffering -----------------------------------------------------------------------
     def _push(self, item: tuple[Any, ...]) -> None:
@@ -276,6 +281,10 @@ class RedisMonitorStore(MonitorStore):
         writes: list[list[Any]] = []
         for item in items:
             kind = item[0]
+            if kind == "throttled":  # counted only: the record stays as it was
+                field = f"{item[2]}{_SEP}throttled"
+                totals[field] = totals.get(field, 0) + 1
+                continue
             if kind == "metric":
                 _, name, labels, value = item
                 base = f"{name}{_SEP}{orjson.dumps(labels).decode()}{_SEP}"
@@ -298,6 +307,14 @@ class RedisMonitorStore(MonitorStore):
                 queues.add(queue)
             task_id = args[0]
             folded = pending.get(task_id)
+            if kind in _MERGED:
+                if folded is not None and folded[0][3] == args[3]:
+                    folded[1].update(fields)  # the latest progress, in the pending write
+                else:
+                    if folded is not None:
+                        writes.append(_flat(*pending.pop(task_id)))
+                    pending[task_id] = [args, fields]
+                continue
             if kind in _FOLDABLE and folded is not None and folded[0][3] == args[3]:
                 # Same task, same life: later fields win, the later ordering key holds.
                 folded[1].update(fields)
@@ -340,6 +357,13 @@ class RedisMonitorStore(MonitorStore):
         from_start = more = ""
         fields: dict[str, Any]
         env: TaskEnvelope | None = None
+        if kind == "progress":
+            ctx: TaskContext = item[2]
+            task_id, name = ctx.id, ctx.name
+            life, attempt, phase = repr(ctx.enqueued_at), str(ctx.attempt), _PHASE_RUNNING
+            fields = {"pdone": repr(item[3]), "ptotal": _f(item[4]), "pmsg": item[5] or ""}
+            args = [task_id, self.ttl, now, life, attempt, phase, name, from_start, more]
+            return args, fields, None, None, ""
         if kind in _FOLDABLE:
             env = item[2]
             assert env is not None
@@ -370,7 +394,7 @@ class RedisMonitorStore(MonitorStore):
                     fields["error"] = item[3]
         else:
             task_id, name = item[2], item[3]
-            if kind in ("dead", "abandoned"):
+            if kind in ("dead", "abandoned", "cancelled"):
                 # No envelope here: the event's own time orders it after the task's life
                 # so far, and before a requeue (which starts a new life later).
                 life, attempt, phase = repr(now), "1000000", _PHASE_DONE
@@ -424,6 +448,17 @@ class RedisMonitorStore(MonitorStore):
     def task_abandoned(self, task_id: str, name: str) -> None:
         self._push(("abandoned", time.time(), task_id, name))
 
+    def task_throttled(self, env: TaskEnvelope, limit: str) -> None:
+        self._push(("throttled", time.time(), env.task_name))
+
+    def task_cancelled(self, task_id: str, name: str | None) -> None:
+        self._push(("cancelled", time.time(), task_id, name or "?"))
+
+    def task_progress(
+        self, ctx: TaskContext, done: float, total: float | None, message: str | None
+    ) -> None:
+        self._push(("progress", time.time(), ctx, done, total, message))
+
     def record_start(self, task_id: str, name: str) -> None:
         self._push(("start", time.time(), task_id, name))
 
@@ -455,6 +490,9 @@ class RedisMonitorStore(MonitorStore):
             traceback=_opt_str(g(b"traceback")),
             parent_id=_opt_str(g(b"parent_id")),
             updated_at=float(g(b"updated_at") or 0.0),
+            progress_done=_opt_float(g(b"pdone")),
+            progress_total=_opt_float(g(b"ptotal")),
+            progress_message=_opt_str(g(b"pmsg")),
         )
 
     def get(self, task_id: str) -> TaskRecord | None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pacificpy.types import TaskStatus
 
 if TYPE_CHECKING:
-    from pacificpy.background.task import TaskEnvelope
+    from pacificpy.background.task import TaskContext, TaskEnvelope
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -52,6 +52,10 @@ class TaskRecord:
     traceback: str | None = None
     parent_id: str | None = None
     updated_at: float = 0.0
+    #: The latest ``current_task().set_progress(done, total, message)`` (None: none yet).
+    progress_done: float | None = None
+    progress_total: float | None = None
+    progress_message: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (``status`` as its string value)."""
@@ -65,7 +69,8 @@ class MetricsSnapshot:
     """Cumulative counters of a store, as :mod:`pacificpy.background.metrics` exposes them.
 
     Attributes:
-        totals: ``(task name, status) -> events``: how many times tasks entered a state.
+        totals: ``(task name, status) -> events``: how many times tasks entered a state;
+            status ``throttled`` counts starts a flow limit held back.
         durations: ``task name -> (bucket counts, sum, count)``; the bucket counts are per
             bucket of :data:`DURATION_BUCKETS` plus a last one for ``+Inf`` (not
             cumulative).
@@ -128,6 +133,22 @@ class MonitorStore(abc.ABC):
     def task_abandoned(self, task_id: str, name: str) -> None:
         """The task was still queued or running when its executor shut down."""
 
+    def task_throttled(self, env: TaskEnvelope, limit: str) -> None:  # noqa: B027
+        """A start of ``env`` was held back by its ``limit`` (``"concurrency"`` or
+        ``"rate_limit"``) and deferred; the record stays as it was. Counted only."""
+
+    def task_cancelled(self, task_id: str, name: str | None) -> None:
+        """``handle.cancel()`` stopped the task (recorded once, by the canceller).
+
+        By default a hand-reported status change; the stores that order events override it.
+        """
+        self.update_status(task_id, TaskStatus.CANCELLED)
+
+    def task_progress(  # noqa: B027 - optional: a store may keep no progress
+        self, ctx: TaskContext, done: float, total: float | None, message: str | None
+    ) -> None:
+        """The running task reported its progress (``current_task().set_progress``)."""
+
     @abc.abstractmethod
     def record_start(self, task_id: str, name: str) -> None:
         """Hand-reported start: ``running``, one more attempt."""
@@ -162,6 +183,9 @@ class MonitorStore(abc.ABC):
     def flush(self) -> None:  # noqa: B027 - optional hook
         """Write buffered events now (stores that buffer)."""
 
+    def ping(self) -> None:  # noqa: B027 - a store in this process always answers
+        """One round trip to where the records live (health checks); raises if it fails."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and release resources; the store is not used afterwards."""
 
@@ -180,6 +204,7 @@ class NullMonitorStore(MonitorStore):
 
     task_queued = task_running = task_completed = task_failed = _noop  # type: ignore[assignment]
     task_retrying = task_dead = task_abandoned = record_start = _noop  # type: ignore[assignment]
+    task_cancelled = task_progress = _noop  # type: ignore[assignment]
     update_status = record_metric = _noop  # type: ignore[assignment]
 
     def get(self, task_id: str) -> TaskRecord | None:

@@ -11,6 +11,9 @@ batch every :data:`EXPIRE_EVERY` ends of deliveries.
 
 The async methods run the sync ones on a thread: an event loop waiting for a result never
 blocks on the database.
+
+Not kept yet (the contract's defaults say so): tombstones (``cancel``), schedule slots,
+the worker registry, concurrency leases and rate windows.
 """
 
 from __future__ import annotations
@@ -218,6 +221,10 @@ class PostgresTaskState(TaskState):
         now = time.time()
         with self.connection() as conn:
             return sum(conn.execute(s, (now, batch)).rowcount for s in sql.EXPIRE)
+
+    def ping(self) -> None:
+        """One round trip to PostgreSQL (health checks)."""
+        self._one("SELECT 1", ())
 
     # -- resources -------------------------------------------------------------------------
     def close(self) -> None:

@@ -1,19 +1,25 @@
 """The Redis :class:`~pacificpy.background.backends.state.TaskState`: outcomes, dead
-letters, idempotency keys and delivery counts in one Redis database (key names in
-:mod:`.keys`). Sync methods use redis-py; the ``a``-prefixed ones ``redis.asyncio``, one
-client per event loop, so it works from any loop or thread."""
+letters, idempotency keys, delivery counts and flow-control leases and windows in one
+Redis database (key names in :mod:`.keys`). Sync methods use redis-py; the ``a``-prefixed
+ones ``redis.asyncio``, one client per event loop, so it works from any loop or thread."""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from pacificpy.background import cancellation
+from pacificpy.background.backends.redis.cancels import CancelWatcher, database
 from pacificpy.background.backends.redis.clients import RedisClients
 from pacificpy.background.backends.redis.keys import Keys
 from pacificpy.background.backends.state import Ending, TaskState
 from pacificpy.background.dead_letter import DeadLetter
 from pacificpy.background.task import Outcome
+
+if TYPE_CHECKING:
+    from pacificpy.background.flow import Rate
 
 __all__ = ["MAX_DEAD_LETTERS", "RedisState", "RedisTaskState"]
 
@@ -38,6 +44,7 @@ class RedisTaskState(TaskState):
         self.keys = Keys(prefix)
         self.clients = RedisClients(url)
         self._trim_keys = [self.keys.dlq, self.keys.dlq_index]
+        self.watcher = CancelWatcher(self.clients, self.keys)
 
     # -- clients -------------------------------------------------------------------------
     @property
@@ -53,6 +60,7 @@ class RedisTaskState(TaskState):
         await self.clients.aclose()
 
     def close(self) -> None:
+        self.watcher.stop()
         self.clients.close()
 
     def key(self, *parts: str) -> str:
@@ -69,6 +77,10 @@ class RedisTaskState(TaskState):
     def load_outcome(self, raw: bytes | None) -> Outcome | None:
         """The outcome stored as ``raw`` (None: no outcome yet)."""
         return Outcome.from_dict(orjson.loads(raw)) if raw else None
+
+    def dump_outcome(self, task_id: str, outcome: Outcome) -> bytes:
+        """``outcome`` as :meth:`load_outcome` reads it back."""
+        return orjson.dumps(outcome.to_dict())
 
     def get_outcome(self, task_id: str) -> Outcome | None:
         return self.load_outcome(self.sync.get(self.outcome_key(task_id)))
@@ -143,6 +155,123 @@ class RedisTaskState(TaskState):
 
     def forget_deliveries(self, task_id: str, attempt: int) -> None:
         self.sync.delete(self.keys.deliveries(task_id, attempt))
+
+    # -- flow control (flow_admit.lua, flow_renew.lua) ----------------------------------
+    def _admit_call(
+        self, name: str, holder: str, concurrency: int | None, rate: Rate | None, lease: float
+    ) -> tuple[list[str], list[Any]]:
+        keys = [self.keys.flow_slots(name), self.keys.flow_starts(name)]
+        count, per = (rate.count, int(rate.per * 1000)) if rate is not None else (0, 0)
+        return keys, [holder, concurrency or 0, count, per, max(1, int(lease * 1000))]
+
+    @staticmethod
+    def _admitted(answer: list[Any]) -> tuple[str, float] | None:
+        kind, wait_ms = int(answer[0]), int(answer[1])
+        if kind == 0:
+            return None
+        return ("concurrency" if kind == 1 else "rate_limit"), max(0, wait_ms) / 1000
+
+    def admit(
+        self, name: str, holder: str, concurrency: int | None, rate: Rate | None, lease: float
+    ) -> tuple[str, float] | None:
+        keys, args = self._admit_call(name, holder, concurrency, rate, lease)
+        return self._admitted(self.clients.script("flow_admit")(keys, args))
+
+    async def aadmit(
+        self, name: str, holder: str, concurrency: int | None, rate: Rate | None, lease: float
+    ) -> tuple[str, float] | None:
+        keys, args = self._admit_call(name, holder, concurrency, rate, lease)
+        return self._admitted(await self.clients.ascript("flow_admit")(keys, args))
+
+    def renew_slots(self, held: list[tuple[str, str]], lease: float) -> None:
+        keys = [self.keys.flow_slots(name) for name, _ in held]
+        args: list[Any] = [max(1, int(lease * 1000)), *(holder for _, holder in held)]
+        self.clients.script("flow_renew")(keys, args)
+
+    def release_slot(self, name: str, holder: str) -> None:
+        self.sync.zrem(self.keys.flow_slots(name), holder)
+
+    async def arelease_slot(self, name: str, holder: str) -> None:
+        await self.aio().zrem(self.keys.flow_slots(name), holder)
+
+    # -- tombstones --------------------------------------------------------------------
+    keeps_tombstones = True
+
+    def cancel(self, task_id: str, outcome: Outcome, ttl: float) -> bool:
+        now = time.time()
+        args = [
+            task_id,
+            repr(now + ttl),
+            repr(now),
+            self.dump_outcome(task_id, outcome),
+            max(1, int(self.result_ttl)),
+            self.keys.cancel_channel(database(self.clients)),
+        ]
+        laid = bool(
+            self.clients.script("cancel")([self.outcome_key(task_id), self.keys.cancelled], args)
+        )
+        if laid:
+            cancellation.deliver(task_id)  # it may run in this very process
+        return laid
+
+    def is_cancelled(self, task_id: str) -> bool:
+        return self.watcher.is_cancelled(task_id)
+
+    # -- schedule slots ------------------------------------------------------------------
+    keeps_schedules = True
+
+    def last_schedule_slot(self, name: str) -> float | None:
+        raw = self.sync.hget(self.keys.schedules, name)
+        return float(raw) if raw is not None else None
+
+    def advance_schedule_slot(self, name: str, slot: float, expected: float | None) -> bool:
+        script = self.clients.script("schedule_advance")
+        was = "" if expected is None else repr(float(expected))
+        return bool(script([self.keys.schedules], [name, repr(float(slot)), was]))
+
+    # -- the worker registry ---------------------------------------------------------------
+    keeps_workers = True
+
+    def _put_worker_pipe(
+        self, client: Any, worker_id: str, record: dict[str, Any], ttl: float
+    ) -> Any:
+        pipe = client.pipeline(transaction=False)
+        pipe.set(self.keys.worker(worker_id), orjson.dumps(record), px=max(1, int(ttl * 1000)))
+        pipe.zadd(self.keys.workers, {worker_id: float(record.get("last_seen") or 0.0)})
+        return pipe
+
+    def put_worker(self, worker_id: str, record: dict[str, Any], ttl: float) -> None:
+        self._put_worker_pipe(self.sync, worker_id, record, ttl).execute()
+
+    async def aput_worker(self, worker_id: str, record: dict[str, Any], ttl: float) -> None:
+        await self._put_worker_pipe(self.aio(), worker_id, record, ttl).execute()
+
+    def remove_worker(self, worker_id: str) -> None:
+        pipe = self.sync.pipeline(transaction=False)
+        pipe.delete(self.keys.worker(worker_id))
+        pipe.zrem(self.keys.workers, worker_id)
+        pipe.execute()
+
+    async def aremove_worker(self, worker_id: str) -> None:
+        pipe = self.aio().pipeline(transaction=False)
+        pipe.delete(self.keys.worker(worker_id))
+        pipe.zrem(self.keys.workers, worker_id)
+        await pipe.execute()
+
+    def list_worker_records(self) -> list[dict[str, Any]]:
+        """The records of the index whose key lives; ids whose key expired leave the index."""
+        found = self.sync.zrange(self.keys.workers, 0, -1)
+        ids = [i.decode() if isinstance(i, bytes) else i for i in found]
+        if not ids:
+            return []
+        raw = self.sync.mget([self.keys.worker(i) for i in ids])
+        gone = [i for i, r in zip(ids, raw, strict=True) if r is None]
+        if gone:
+            self.sync.zrem(self.keys.workers, *gone)
+        return [orjson.loads(r) for r in raw if r is not None]
+
+    def ping(self) -> None:
+        self.sync.ping()
 
     # -- the end of a delivery, in one round trip ----------------------------------------
     def _finish_pipe(self, client: Any, end: Ending) -> Any:
