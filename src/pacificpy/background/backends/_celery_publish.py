@@ -266,7 +266,7 @@ def frame_due(frame: bytes) -> float | None:
         args = orjson.loads(body)[0]
         peeked = _codec.peek_body(args[0])
         ts = peeked.get("ts") if peeked is not None else None
-        if type(ts) not in (int, float) or not ts > 0:
+        if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not ts > 0:
             return None
         eta = (d.get("headers") or {}).get("eta")
         if isinstance(eta, str):
