@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> SQLiteTaskState:
+def state(tmp_path: Path) -> Iterator[SQLiteTaskState]:
     db = Database(tmp_path / "tasks.db")
     db.check()
     state = SQLiteTaskState(db)
