@@ -1,4 +1,4 @@
-"""``python -m bench all|http|asgi|local|redis|memory|pickup|sqlite|report|profile [--quick]``.
+"""``python -m bench all|http|asgi|local|redis|memory|pickup|sqlite|rabbit|report|profile``.
 
 ``all`` runs every scenario (about 20 minutes with the default 3 rounds; ``--quick``: one
 round, smaller N, about 3 minutes), then writes ``bench/results/summary.json``, the CSV,
@@ -20,7 +20,7 @@ SCENARIOS = ("http", "asgi", "local", "redis", "memory", "pickup", "monitor", "s
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run what it asks; the exit status is 0 unless it crashed."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("what", choices=[*SCENARIOS, "all", "report", "profile"])
+    parser.add_argument("what", choices=[*SCENARIOS, "all", "report", "profile", "rabbit"])
     parser.add_argument("--quick", action="store_true", help="1 round, small N (~3 min)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3; quick 1)")
     parser.add_argument("--only", action="append", default=[], metavar="SUBSTR")
@@ -79,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
                 redis_queues.run_pickup(server, opts, stamp)
         finally:
             server.stop()
+    if "rabbit" in todo:  # not in "all": it needs the machine's RabbitMQ
+        from bench import rabbit_queues
+
+        rabbit_queues.run(opts, stamp)
     if "sqlite" in todo:
         from bench import sqlite_queue
 

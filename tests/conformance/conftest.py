@@ -12,7 +12,7 @@ import pytest
 from pacificpy.background.decorators import configure_background_tasks
 from tests.conformance.harness import SIGNING_KEY, Harness
 
-BACKENDS = ["local", "celery", "arq", "sqlite", "sqlite_proc"]
+BACKENDS = ["local", "celery", "arq", "sqlite", "sqlite_proc", "celery_rabbit", "celery_rabbit_pg"]
 
 
 @pytest.fixture(scope="session")

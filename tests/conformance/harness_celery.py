@@ -38,6 +38,8 @@ class CeleryWorker:
         app: the ``-A`` module.
         extra_args: more worker options.
         cwd: working directory (the repository root by default).
+        broker_url: the broker (``PACIFICPY_TEST_BROKER``) when it is not ``redis_url``.
+        state_url: where the state lives when not in ``redis_url`` (``PACIFICPY_TEST_STATE``).
     """
 
     def __init__(
@@ -50,6 +52,8 @@ class CeleryWorker:
         extra_args: Sequence[str] = (),
         cwd: Path | None = None,
         command: Sequence[str] | None = None,
+        broker_url: str | None = None,
+        state_url: str | None = None,
     ) -> None:
         self.redis_url = redis_url
         self.name = f"pp-{uuid.uuid4().hex[:8]}@%h"
@@ -64,6 +68,13 @@ class CeleryWorker:
         env["PACIFICPY_TEST_REDIS"] = redis_url
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
         env.pop("PACIFICPY_TEST_VISIBILITY_TIMEOUT", None)
+        for name, value in (
+            ("PACIFICPY_TEST_BROKER", broker_url),
+            ("PACIFICPY_TEST_STATE", state_url),
+        ):
+            env.pop(name, None)
+            if value is not None:
+                env[name] = value
         if visibility_timeout is not None:
             env["PACIFICPY_TEST_VISIBILITY_TIMEOUT"] = str(visibility_timeout)
         self.env = env
@@ -147,7 +158,7 @@ class CeleryWorker:
         self.close()
 
 
-def _inject(backend: BackgroundBackend, data: bytes, queue: str) -> None:
+def inject(backend: BackgroundBackend, data: bytes, queue: str) -> None:
     assert isinstance(backend, CeleryBackgroundBackend)
     backend.submit_raw(data, queue=queue)
 
@@ -192,6 +203,6 @@ def make_harness(redis_server: RedisServer) -> Iterator[Harness]:
         yield Harness(
             name="celery",
             make_backend=lambda: CeleryBackgroundBackend(celery_app=celery_app),
-            inject_raw=_inject,
+            inject_raw=inject,
             workers=flow_workers(redis_server.url),  # type: ignore[arg-type]
         )

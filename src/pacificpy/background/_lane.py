@@ -54,6 +54,6 @@ class PriorityLane:
             if item is TOKEN:
                 return heapq.heappop(heap)[2]
             if not heap:
-                return item  # type: ignore[no-any-return]
+                return item
             # A plain message waiting in the lane is older than this one: it goes first.
             return heapq.heappushpop(heap, (0, next(self._seq), item))[2]

@@ -395,6 +395,9 @@ def configure_background_tasks(
         signing_key = signing_key.encode("utf-8")
     if signing_key is not None and len(signing_key) < 16:
         raise ConfigurationError("signing_key must be at least 16 bytes long")
+    check = getattr(backend, "check_configuration", None)
+    if check is not None:  # a backend that cannot work is refused before it is installed
+        check()
     if not concurrency_lease > 0:
         raise ConfigurationError("concurrency_lease must be a positive number of seconds")
     backend.signing_key = signing_key

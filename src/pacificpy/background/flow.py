@@ -62,7 +62,8 @@ _UNITS = (("s", 1.0), ("m", 60.0), ("h", 3600.0))
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*([smh])\s*$")
 
 
-class Rate(NamedTuple):
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rate:
     """``count`` starts per ``per`` seconds."""
 
     count: int

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.rabbitmq import RabbitVhost, require_rabbitmq
 from tests.support.redis_server import RedisServer
 
 
@@ -19,3 +20,11 @@ def own_redis(monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisServer]:
     with RedisServer() as server:
         monkeypatch.setenv("PACIFICPY_TEST_REDIS", server.url)
         yield server
+
+
+@pytest.fixture(scope="module")
+def rabbit() -> Iterator[RabbitVhost]:
+    """A RabbitMQ virtual host of this test module alone (deleted with its queues after)."""
+    require_rabbitmq()
+    with RabbitVhost() as vhost:
+        yield vhost

@@ -109,7 +109,7 @@ class ArqWorkerHealth:
             await asyncio.sleep(REPORT_EVERY)
 
 
-class ResilientWorker(Worker):  # type: ignore[misc]
+class ResilientWorker(Worker):
     """ARQ's worker, kept alive through a Redis outage (``pacificpy worker`` runs it).
 
     ``health`` is told whether each poll reached Redis.

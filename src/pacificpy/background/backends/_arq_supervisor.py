@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from types import FrameType
+from typing import Any
 
 from pacificpy.background.backends._status_pipe import SlotStatus
 from pacificpy.background.workers import DEFAULT_GRACE, WorkerHealth
@@ -213,7 +214,7 @@ def child_main(argv: list[str] | None = None) -> None:
         settings = backend.worker_settings()
     if args.parent:
         _watch_parent(args.parent)
-    kwargs = {"queue_name": arq_queue_name(args.queue)} if args.queue else {}
+    kwargs: dict[str, Any] = {"queue_name": arq_queue_name(args.queue)} if args.queue else {}
     worker = ResilientWorker(**{**get_kwargs(settings), **kwargs})
     state = getattr(settings, "pacificpy_state", None)
     if state is not None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery
 
 from pacificpy.background import config, registry
-from pacificpy.background.backends._celery_publish import PRIORITY_STEPS
+from pacificpy.background.backends._celery_publish import AMQP_SCHEMES, PRIORITY_STEPS
 from pacificpy.background.task import TaskSpec
 
 if TYPE_CHECKING:
@@ -119,6 +119,7 @@ def apply_defaults(app: Celery, time_limit_grace: float = 5.0) -> None:
         if "visibility_timeout" not in options and app not in _VISIBILITY:
             _VISIBILITY[app] = [time_limit_grace, -1.0]
         _set_visibility_timeout(app, conf)
+        _confirm_publishes(conf)
 
     if app.configured:
         apply(app.conf)
@@ -128,6 +129,20 @@ def apply_defaults(app: Celery, time_limit_grace: float = 5.0) -> None:
         apply(source if source is not None else app.conf)
 
     app.on_after_configure.connect(on_configured, weak=False)
+
+
+def _confirm_publishes(conf: Any) -> None:
+    """On RabbitMQ, publish with confirms (``confirm_publish``) unless the user said no:
+    a publish returns once the broker has taken the message."""
+    url = conf.get("broker_write_url") or conf.get("broker_url") or ""
+    if isinstance(url, (list, tuple)):
+        url = url[0] if url else ""
+    if str(url).partition("://")[0].lower() not in AMQP_SCHEMES:
+        return
+    options = dict(conf.get("broker_transport_options") or {})
+    if "confirm_publish" not in options:
+        options["confirm_publish"] = True
+        conf["broker_transport_options"] = options
 
 
 def _set_visibility_timeout(app: Celery, conf: Any) -> None:
@@ -180,7 +195,10 @@ def register_task(app: Celery, spec: TaskSpec, limits: tuple[float | None, float
         # other arguments) must reach deliver too, which dead-letters it: with a fixed
         # signature Celery would fail the call itself and ack it with no trace kept.
         data: object = args[0] if len(args) == 1 and not kwargs else {"args": args, **kwargs}
-        deliver(backend, data, redelivered=bool(info.get("redelivered")))
+        # A quorum queue counts the returns of a message itself (RabbitMQ's header).
+        returned = getattr(task.request, "x-delivery-count", None)
+        deliveries = returned + 1 if isinstance(returned, int) else None
+        deliver(backend, data, redelivered=bool(info.get("redelivered")), deliveries=deliveries)
 
     # Celery compiles a ``def <__name__>(...)`` to check call signatures: a task named
     # ``send-email`` must still give it an identifier.

@@ -37,7 +37,9 @@ __all__ = [
     "PRIORITY_STEPS",
     "BrokerInfo",
     "Publisher",
+    "celery_body",
     "celery_frame",
+    "celery_headers",
     "frame_due",
     "priority_suffix",
     "time_limits",
@@ -64,6 +66,8 @@ def priority_suffix(priority: int, steps: Sequence[int]) -> str:
 
 
 _BATCH = 512
+#: URL schemes of kombu's py-amqp transport (RabbitMQ).
+AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
 
 
 class BrokerInfo:
@@ -81,6 +85,8 @@ class BrokerInfo:
     ) -> None:
         self.url = url
         self.redis = redis
+        #: RabbitMQ (py-amqp): published through :mod:`._celery_amqp`.
+        self.amqp = url.partition("://")[0].lower() in AMQP_SCHEMES
         self.prefix = prefix
         self.priority_steps = priority_steps
         #: The list suffix of each PacificPy priority, 0..9 (:func:`priority_suffix`).
@@ -161,27 +167,15 @@ def _origin_name() -> str:
     return _origin[1]
 
 
-def celery_frame(
+def celery_headers(
     message: Message,
     delay: float | None,
     *,
     task_name: str,
-    key_prefix: str,
     limits: tuple[float | None, float | None],
-    priority_lists: Sequence[str] = ("",) * 10,
-) -> tuple[str, bytes]:
-    """The Redis list and the kombu frame (Celery protocol 2) that carry ``message``.
-
-    Args:
-        message: the PacificPy message; its text is the Celery task's one argument.
-        delay: countdown in seconds (an ETA header), or None.
-        task_name: the Celery task name.
-        key_prefix: the transport's ``global_keyprefix``.
-        limits: ``(soft, hard)`` time limits, from :func:`time_limits`.
-        priority_lists: the list suffix of each priority (``BrokerInfo.priority_lists``).
-    """
+) -> dict[str, Any]:
+    """The Celery protocol 2 headers of ``message`` (an ETA header when ``delay`` > 0)."""
     env = message.envelope
-    data = message.data.decode("utf-8", "replace")
     eta = None
     if delay is not None and delay > 0:
         eta = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=delay)).isoformat()
@@ -191,7 +185,7 @@ def celery_frame(
         argsrepr, kwargsrepr = call_reprs(env.task_name, env.args, env.kwargs)
     else:
         argsrepr, kwargsrepr = "<pickled>", "<pickled>"
-    headers: dict[str, Any] = {
+    return {
         "lang": "py",
         "task": task_name,
         "id": env.task_id,
@@ -212,7 +206,35 @@ def celery_frame(
         "stamped_headers": None,
         "stamps": {},
     }
-    body = base64.b64encode(orjson.dumps([[data], {}, _EMBED])).decode("ascii")
+
+
+def celery_body(message: Message) -> bytes:
+    """The Celery protocol 2 body: ``[args, kwargs, embed]``, the message text the one arg."""
+    return orjson.dumps([[message.data.decode("utf-8", "replace")], {}, _EMBED])
+
+
+def celery_frame(
+    message: Message,
+    delay: float | None,
+    *,
+    task_name: str,
+    key_prefix: str,
+    limits: tuple[float | None, float | None],
+    priority_lists: Sequence[str] = ("",) * 10,
+) -> tuple[str, bytes]:
+    """The Redis list and the kombu frame (Celery protocol 2) that carry ``message``.
+
+    Args:
+        message: the PacificPy message; its text is the Celery task's one argument.
+        delay: countdown in seconds (an ETA header), or None.
+        task_name: the Celery task name.
+        key_prefix: the transport's ``global_keyprefix``.
+        limits: ``(soft, hard)`` time limits, from :func:`time_limits`.
+        priority_lists: the list suffix of each priority (``BrokerInfo.priority_lists``).
+    """
+    env = message.envelope
+    headers = celery_headers(message, delay, task_name=task_name, limits=limits)
+    body = base64.b64encode(celery_body(message)).decode("ascii")
     queue = env.queue
     frame = {
         "body": body,
@@ -244,7 +266,7 @@ def frame_due(frame: bytes) -> float | None:
         args = orjson.loads(body)[0]
         peeked = _codec.peek_body(args[0])
         ts = peeked.get("ts") if peeked is not None else None
-        if type(ts) not in (int, float) or not ts > 0:
+        if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not ts > 0:
             return None
         eta = (d.get("headers") or {}).get("eta")
         if isinstance(eta, str):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import billiard.common
 from billiard.einfo import ExceptionWithTraceback
@@ -37,15 +37,33 @@ __all__ = ["PacificRequest", "carry_out", "deliver", "ended_by_worker", "unknown
 logger = logging.getLogger("pacificpy.background")
 
 
-def deliver(backend: CeleryBackgroundBackend, data: object, *, redelivered: bool = False) -> None:
+#: Seconds a worker waits before it sends back a message whose end it could not record
+#: (the state store is down): RabbitMQ redelivers a rejected message at once, and without
+#: a pause one message would loop through the worker as fast as it can.
+SEND_BACK_PAUSE = 1.0
+
+
+def deliver(
+    backend: CeleryBackgroundBackend,
+    data: object,
+    *,
+    redelivered: bool = False,
+    deliveries: int | None = None,
+) -> None:
     """Run one delivered message in this (worker) process and carry out the decision.
 
     ``redelivered`` (set by the broker when a message comes back unacknowledged) feeds the
-    poison guard: past ``backend.max_deliveries`` the message is a dead letter.
+    poison guard, counted in the state; ``deliveries`` is the broker's own count when it
+    keeps one (a quorum queue's ``x-delivery-count`` + 1). Past ``backend.max_deliveries``
+    the message is a dead letter.
 
     A decision to dead-letter the message is final: the message is acknowledged even if
     storing the letter or the outcome fails (logged), so it can never loop through the
     queue adding a letter per delivery.
+
+    A message is never acknowledged as done without its end recorded: if the state
+    cannot be read or written (down, or not configured), the message goes back to the
+    queue (after :data:`SEND_BACK_PAUSE`), to run again once the state answers.
 
     Raises:
         Reject: the end of a task that is not dead-lettered could not be recorded; the
@@ -62,10 +80,15 @@ def deliver(backend: CeleryBackgroundBackend, data: object, *, redelivered: bool
         return
     prep = execution.prepare(data, backend)
     counted: tuple[str, int] | None = None
-    if not isinstance(prep, Decision) and redelivered:
+    if not isinstance(prep, Decision) and (redelivered or deliveries is not None):
         env = prep[0]
-        counted = (env.task_id, env.attempt)
-        prep = backend.poison_guard(data, env, count=True) or prep
+        if deliveries is None:
+            counted = (env.task_id, env.attempt)
+        try:
+            guard = backend.poison_guard(data, env, deliveries=deliveries, count=deliveries is None)
+        except Exception as exc:
+            _send_back(env.task_id, exc)
+        prep = guard or prep
     if isinstance(prep, Decision):
         decision = prep
     else:
@@ -81,11 +104,17 @@ def deliver(backend: CeleryBackgroundBackend, data: object, *, redelivered: bool
     try:
         carry_out(backend, decision, data, counted)
     except Exception as exc:
-        logger.exception(
-            "could not record the end of task %s; the message goes back to the queue",
-            decision.task_id,
-        )
-        raise Reject(exc, requeue=True) from exc
+        _send_back(decision.task_id, exc)
+
+
+def _send_back(task_id: str | None, exc: Exception) -> NoReturn:
+    """The state failed: log it, pause, and give the message back unacknowledged."""
+    logger.exception(
+        "could not record the end of task %s (%s: %s); the message goes back to the queue",
+        task_id, type(exc).__name__, exc,
+    )  # fmt: skip
+    time.sleep(SEND_BACK_PAUSE)
+    raise Reject(exc, requeue=True) from exc
 
 
 def _pool_terminating() -> bool:

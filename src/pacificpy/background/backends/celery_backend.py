@@ -33,6 +33,7 @@ from celery import Celery
 from pacificpy.background import _codec, registry
 from pacificpy.background.backend import BackgroundBackend, monitor_in_memory
 from pacificpy.background.backends import _celery_app
+from pacificpy.background.backends._celery_amqp import AmqpPublisher
 from pacificpy.background.backends._celery_app import AT_LEAST_ONCE_DEFAULTS, backend_for
 from pacificpy.background.backends._celery_cli import answer_celery_cli
 from pacificpy.background.backends._celery_publish import (
@@ -46,6 +47,7 @@ from pacificpy.background.backends._celery_publish import (
 from pacificpy.background.backends._common import check_reachable
 from pacificpy.background.backends.redis.clients import RedisClients
 from pacificpy.background.backends.redis.state import RedisTaskState
+from pacificpy.background.backends.state import TaskState
 from pacificpy.background.task import Message, TaskEnvelope, TaskHandle, TaskSpec, new_task_id
 from pacificpy.background.workers import Heartbeat, WorkerHealth
 from pacificpy.errors import ConfigurationError, PacificPyError
@@ -64,6 +66,10 @@ class CeleryBackgroundBackend(BackgroundBackend):
             worker died each time) goes to the dead-letter queue as poison.
         redis_url: the Redis for outcomes, dead letters, idempotency keys and delivery
             counts; by default the broker's, which must then be ``redis://``.
+        state: where that state lives instead of Redis, a
+            :class:`~pacificpy.background.backends.state.TaskState` (e.g.
+            :class:`~pacificpy.background.backends.postgres.PostgresTaskState`); not with
+            ``redis_url``.
         key_prefix: prefix of those Redis keys.
         result_ttl: seconds outcomes are kept.
         time_limit_grace: seconds between a task's soft time limit (its ``timeout``) and
@@ -75,8 +81,13 @@ class CeleryBackgroundBackend(BackgroundBackend):
     delivered again) is 300 s, or longer to cover every declared task timeout and retry
     delay (:func:`~._celery_app.visibility_timeout_for`).
 
+    A broker that is not Redis (RabbitMQ...) needs ``redis_url=`` or ``state=``: without
+    one the backend is refused when configured (``configure_background_tasks``), at app
+    startup and at the first ``.delay()``, before any task is accepted.
+
     Raises:
-        ConfigurationError: ``celery_app`` is not a Celery app.
+        ConfigurationError: ``celery_app`` is not a Celery app, or both ``redis_url`` and
+            ``state`` are given.
     """
 
     kind: ClassVar[str] = "celery"
@@ -90,6 +101,7 @@ class CeleryBackgroundBackend(BackgroundBackend):
         shutdown_timeout: float = 30.0,
         max_deliveries: int = 5,
         redis_url: str | None = None,
+        state: TaskState | None = None,
         key_prefix: str = "pacificpy",
         result_ttl: float = 86_400.0,
         time_limit_grace: float = 5.0,
@@ -97,6 +109,15 @@ class CeleryBackgroundBackend(BackgroundBackend):
         if not isinstance(celery_app, Celery):
             raise ConfigurationError(
                 f"CeleryBackgroundBackend needs a celery.Celery app, not {type(celery_app)!r}"
+            )
+        if state is not None and redis_url is not None:
+            raise ConfigurationError(
+                "CeleryBackgroundBackend takes redis_url= or state=, not both: the state "
+                "(outcomes, dead letters, idempotency keys) lives in one place"
+            )
+        if state is not None and not isinstance(state, TaskState):
+            raise ConfigurationError(
+                f"CeleryBackgroundBackend(state=...) needs a TaskState, not {type(state)!r}"
             )
         super().__init__(
             allow_pickle=allow_pickle,
@@ -108,11 +129,13 @@ class CeleryBackgroundBackend(BackgroundBackend):
         self._redis_url = redis_url
         self._key_prefix = key_prefix
         self._result_ttl = result_ttl
-        self._state: RedisTaskState | None = None
+        self._state: TaskState | None = state
+        self._given_state = state
         self._broker_info: BrokerInfo | None = None
         self._clients: RedisClients | None = None
         self._lock = threading.Lock()
         self._publisher: Publisher | None = None
+        self._amqp_publisher: AmqpPublisher | None = None
         #: In a worker process: the checks ``pacificpy worker --health-port`` answers, the
         #: heartbeat in the worker registry, and whether the consumer consumes.
         self.worker_health: WorkerHealth | None = None
@@ -128,8 +151,34 @@ class CeleryBackgroundBackend(BackgroundBackend):
         return f"<CeleryBackgroundBackend app={self.celery_app.main!r}>"
 
     # -- configuration -------------------------------------------------------------------
+    def check_configuration(self) -> None:
+        """Refuse a setup that could accept tasks and not keep their state.
+
+        Called by ``configure_background_tasks`` (before the backend is installed), at app
+        startup and at the first enqueue. Reads the configuration only: nothing connects.
+
+        Raises:
+            ConfigurationError: the broker is not Redis, and neither ``redis_url=`` nor
+                ``state=`` says where outcomes and dead letters live.
+        """
+        if self._state is not None or self._redis_url is not None:
+            return
+        info = self._broker()
+        if not info.redis:
+            raise ConfigurationError(
+                f"the Celery broker {info.safe_url} is not Redis, so PacificPy has nowhere "
+                "to keep results, dead letters and idempotency keys: pass "
+                "CeleryBackgroundBackend(..., redis_url='redis://...') or "
+                "CeleryBackgroundBackend(..., state=PostgresTaskState('postgresql://...'))"
+            )
+
     def attach(self) -> None:
-        """Called by ``configure_background_tasks``: serve this Celery app and its CLI."""
+        """Called by ``configure_background_tasks``: serve this Celery app and its CLI.
+
+        Raises:
+            ConfigurationError: see :meth:`check_configuration`.
+        """
+        self.check_configuration()
         _celery_app.attach(self.celery_app, self)
         registry.subscribe(self._register_task)
         _celery_app.connect_worker_signals()
@@ -143,22 +192,18 @@ class CeleryBackgroundBackend(BackgroundBackend):
         return time_limits(registry._tasks.get(task_name), self.time_limit_grace)
 
     @property
-    def state(self) -> RedisTaskState:
-        """Where outcomes, dead letters, idempotency keys and delivery counts live."""
+    def state(self) -> TaskState:
+        """Where outcomes, dead letters, idempotency keys and delivery counts live.
+
+        Raises:
+            ConfigurationError: see :meth:`check_configuration`.
+        """
         state = self._state
         if state is None:
+            self.check_configuration()
             with self._lock:
                 if self._state is None:
-                    url = self._redis_url
-                    if url is None:
-                        info = self._broker()
-                        if not info.redis:
-                            raise ConfigurationError(
-                                f"the Celery broker {info.safe_url} is not Redis: pass "
-                                "CeleryBackgroundBackend(..., redis_url='redis://...') for "
-                                "results and dead letters"
-                            )
-                        url = info.url
+                    url = self._redis_url or self._broker().url
                     self._state = RedisTaskState(
                         url, prefix=self._key_prefix, result_ttl=self._result_ttl
                     )
@@ -184,7 +229,9 @@ class CeleryBackgroundBackend(BackgroundBackend):
 
     # -- lifecycle -----------------------------------------------------------------------
     async def startup(self) -> None:
-        """At app startup, check that the broker answers; if not, log a WARNING and go on."""
+        """At app startup, refuse a state-less setup (:meth:`check_configuration`), then
+        check that the broker answers; if it does not, log a WARNING and go on."""
+        self.check_configuration()
         info = self._broker()
         await check_reachable("Celery", info.safe_url, lambda: asyncio.to_thread(self._ping))
 
@@ -213,7 +260,7 @@ class CeleryBackgroundBackend(BackgroundBackend):
         registry.unsubscribe(self._register_task)
         with self._lock:
             clients, self._clients = self._clients, None
-            state, self._state = self._state, None
+            state, self._state = self._state, self._given_state
         if clients is not None:
             clients.close()
         if state is not None:
@@ -241,12 +288,34 @@ class CeleryBackgroundBackend(BackgroundBackend):
         return f"on the Celery broker {self._broker().safe_url}"
 
     def _push(self, message: Message, delay: float | None, name: str | None = None) -> None:
-        """One blocking publish: ``LPUSH`` of the frame on Redis, else ``send_task``."""
-        if self._broker().redis:
+        """One blocking publish: ``LPUSH`` of the frame on Redis, a confirmed publish on
+        RabbitMQ, else ``send_task``."""
+        info = self._broker()
+        if info.redis:
             key, frame = self._frame(message, delay, task_name=name)
             self._redis().lpush(key, frame)
+        elif info.amqp:
+            task_name = name or message.task_name
+            self._amqp().publish(
+                message,
+                delay,
+                task_name=task_name,
+                limits=self._limits(task_name),
+                priority=message.envelope.priority or None,  # for x-max-priority queues
+            )
         else:
             self._send_task(message, delay, name)
+
+    def _amqp(self) -> AmqpPublisher:
+        """The RabbitMQ publisher (producer pool with confirms, delay queues)."""
+        publisher = self._amqp_publisher
+        if publisher is None:
+            with self._lock:
+                if self._amqp_publisher is None:
+                    timeout = self._broker().socket_timeout
+                    self._amqp_publisher = AmqpPublisher(self.celery_app, timeout)
+                publisher = self._amqp_publisher
+        return publisher
 
     def publish_now(self, message: Message, delay: float | None) -> None:
         """Publish ``message`` (no idempotency claim), blocking: a worker's next attempt.
@@ -282,8 +351,11 @@ class CeleryBackgroundBackend(BackgroundBackend):
         """Publish ``message`` now, blocking (one Redis round trip; two with a key to claim).
 
         Raises:
+            ConfigurationError: see :meth:`check_configuration`.
             EnqueueError: the broker did not take it.
         """
+        if not self._broker().redis:
+            self.check_configuration()
         self.publish_claimed(message, lambda: self.publish_now(message, delay))
 
     def _blocking_only(self, env: TaskEnvelope) -> bool:
@@ -357,8 +429,11 @@ class CeleryBackgroundBackend(BackgroundBackend):
 
     # -- queues ----------------------------------------------------------------------------
     def queue_length_sync(self, queue: str = "default") -> int:
-        """Messages waiting in ``queue`` on the broker (``LLEN``; ETA-held ones excluded)."""
+        """Messages waiting in ``queue`` on the broker: ``LLEN`` on Redis (ETA-held ones
+        excluded), a passive declare on RabbitMQ (delayed ones excluded)."""
         info = self._broker()
+        if info.amqp:
+            return self._amqp().queue_length(queue)
         if not info.redis:
             with self.celery_app.connection_for_read() as conn:
                 return int(conn.default_channel.queue_declare(queue, passive=True).message_count)

@@ -1,0 +1,22 @@
+"""The worker module of the Celery-on-RabbitMQ conformance harness: ``celery -A
+tests.conformance.celery_rabbit_app worker``.
+
+The broker is ``PACIFICPY_TEST_CELERY_RABBIT_BROKER`` (the harness's own virtual host); the
+state lives in ``PACIFICPY_TEST_REDIS``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pacificpy.background.decorators import configure_background_tasks
+from pacificpy.background.monitor import configure_task_monitor
+from tests.conformance import tasks  # noqa: F401  (registers the suite's tasks)
+from tests.conformance._celery_setup import make_backend, make_celery_app
+from tests.conformance.harness import SIGNING_KEY
+
+celery_app = make_celery_app(os.environ["PACIFICPY_TEST_CELERY_RABBIT_BROKER"])
+backend = make_backend(celery_app, os.environ.get("PACIFICPY_TEST_CELERY_RABBIT_STATE", ""))
+configure_background_tasks(backend, signing_key=SIGNING_KEY)
+# Shared with a test that configures the same store (progress across processes).
+configure_task_monitor(redis_url=os.environ["PACIFICPY_TEST_REDIS"])
