@@ -1,7 +1,8 @@
 """Flow control across worker processes (SPEC §10.5): concurrency, rate limits, priorities.
 
 Each test starts its own workers on a queue of its own (``Harness.workers``): two worker
-processes with six slots between them on Celery and ARQ, a six-thread executor locally.
+processes with six slots between them on Celery, ARQ and sqlite_proc (``pacificpy worker``),
+a six-thread executor (local) or backend (sqlite) in the test process.
 Starts and ends are timestamps the tasks write to the suite's Redis.
 """
 

@@ -211,6 +211,10 @@ class Database:
                 for statement in sql.SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                columns = {r[0] for r in conn.execute(sql.TASK_COLUMNS)}
+                if "priority" not in columns:  # a file from before priorities
+                    conn.execute(sql.ADD_PRIORITY)
+                conn.execute(sql.PRIORITY_INDEX)
                 row = conn.execute(sql.GET_VERSION).fetchone()
                 if row is not None and int(row[0]) > sql.SCHEMA_VERSION:
                     raise DatabaseError(

@@ -3,7 +3,8 @@
 A message is one row of ``pacificpy_tasks``, keyed by its task id (a second message with
 the id of a waiting or running one is refused). Publishing inserts it (due at ``run_at``);
 a consumer leases due rows in one ``BEGIN IMMEDIATE`` (so two processes never lease the
-same row), counting a delivery each time; the end of a run deletes the row (ack) or turns
+same row), counting a delivery each time: rows with a higher priority first, then the
+earliest due; the end of a run deletes the row (ack) or turns
 it into the next attempt (a retry waits as a row, holding no worker). A lease is renewed
 by its holder's heartbeat; a lease nobody renewed expires and the row waits again.
 """
@@ -38,10 +39,8 @@ class SQLiteQueue:
         """Insert ``message``, due now or after ``delay`` seconds."""
         env = message.envelope
         run_at = time.time() + (delay if delay and delay > 0 else 0.0)
-        self.db.write(
-            sql.PUBLISH,
-            (env.task_id, env.task_name, env.queue, env.attempt, message.data, run_at),
-        )
+        row = (env.task_id, env.task_name, env.queue, env.attempt, message.data, run_at)
+        self.db.write(sql.PUBLISH, (*row, env.priority))
 
     def lease(self, limit: int, queues: tuple[str, ...] | None, lease: float) -> list[Leased]:
         """Lease up to ``limit`` due rows (of ``queues``, or of any queue) for ``lease`` s."""
@@ -54,24 +53,36 @@ class SQLiteQueue:
         if due is None:  # look without taking the write lock: idle polls stay cheap
             return []
         with self.db.atomic() as conn:
+            # Rows with a priority first (highest, then oldest due), then the rest by due
+            # time: two indexed reads, the first of an index holding only prioritized rows.
             if queues is None:
-                ids = [r[0] for r in conn.execute(sql.READY_ANY, (now, limit))]
+                ids = [r[0] for r in conn.execute(sql.PRIORITIZED_ANY, (now, limit))]
+                if len(ids) < limit:
+                    more = conn.execute(sql.READY_ANY, (now, limit - len(ids)))
+                    ids += [r[0] for r in more]
             else:
-                statement = sql.READY_IN.format(queues=", ".join("?" * len(queues)))
+                marks = ", ".join("?" * len(queues))
+                statement = sql.PRIORITIZED_IN.format(queues=marks)
                 ids = [r[0] for r in conn.execute(statement, (*queues, now, limit))]
+                if len(ids) < limit:
+                    statement = sql.READY_IN.format(queues=marks)
+                    more = conn.execute(statement, (*queues, now, limit - len(ids)))
+                    ids += [r[0] for r in more]
             if not ids:
                 return []
             statement = sql.LEASE.format(ids=", ".join("?" * len(ids)))
             rows = conn.execute(statement, (self.owner, now + lease, *ids)).fetchall()
-        order = {task_id: i for i, task_id in enumerate(ids)}  # due first, as selected
+        order = {task_id: i for i, task_id in enumerate(ids)}  # in the order selected
         rows.sort(key=lambda r: order[r[0]])
         return [
             Leased(
-                TaskEnvelope(task_id=task_id, task_name=name, queue=queue, attempt=attempt),
+                TaskEnvelope(
+                    task_id=task_id, task_name=name, queue=queue, attempt=attempt, priority=prio
+                ),
                 bytes(data),
                 deliveries=deliveries,
             )
-            for task_id, name, queue, attempt, data, deliveries in rows
+            for task_id, name, queue, attempt, data, deliveries, prio in rows
         ]
 
     def ack(self, leased: Leased) -> None:

@@ -2,7 +2,8 @@
 
 The schema is one file: the queue (``tasks``: one row per message waiting, delayed or
 leased), and the task state (``outcomes``, ``dead_letters``, ``idem_keys``,
-``deliveries``, ``workers``: the worker registry). Times are Unix seconds (``REAL``),
+``deliveries``, ``workers``: the worker registry; ``flow_slots`` and ``flow_starts``:
+concurrency leases and rate windows). Times are Unix seconds (``REAL``),
 so every process on the machine agrees on them. A SQL state for another database
 (PostgreSQL) would keep this shape and change the dialect: ``BEGIN IMMEDIATE`` and
 ``INSERT OR IGNORE`` are SQLite's; the rest is plain SQL.
@@ -33,7 +34,8 @@ CREATE TABLE IF NOT EXISTS pacificpy_tasks (
     run_at REAL NOT NULL,
     owner TEXT,
     lease_until REAL,
-    deliveries INTEGER NOT NULL DEFAULT 0
+    deliveries INTEGER NOT NULL DEFAULT 0,
+    priority INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS pacificpy_tasks_waiting
     ON pacificpy_tasks (run_at) WHERE owner IS NULL;
@@ -83,24 +85,63 @@ CREATE TABLE IF NOT EXISTS pacificpy_schedules (
     name TEXT PRIMARY KEY,
     slot REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pacificpy_flow_slots (
+    name TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (name, holder)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pacificpy_flow_starts (
+    seq INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    at REAL NOT NULL,
+    expires REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pacificpy_flow_starts_name ON pacificpy_flow_starts (name, at);
 """
+
+#: Run at every open after :data:`SCHEMA` (an earlier file gets the tasks' priority
+#: column first): the waiting rows with a priority, highest first. Rows of priority 0
+#: (most) are not in it, so a task without a priority writes no extra index entry.
+PRIORITY_INDEX = (
+    "CREATE INDEX IF NOT EXISTS pacificpy_tasks_prioritized "
+    "ON pacificpy_tasks (priority DESC, run_at) WHERE owner IS NULL AND priority > 0"
+)
+TASK_COLUMNS = "SELECT name FROM pragma_table_info('pacificpy_tasks')"
+ADD_PRIORITY = "ALTER TABLE pacificpy_tasks ADD COLUMN priority INTEGER NOT NULL DEFAULT 0"
 
 GET_VERSION = "SELECT value FROM pacificpy_meta WHERE name = 'schema_version'"
 SET_VERSION = "INSERT OR IGNORE INTO pacificpy_meta (name, value) VALUES ('schema_version', ?)"
 
 # -- the queue (transport) -------------------------------------------------------------------
 PUBLISH = (
-    "INSERT INTO pacificpy_tasks (task_id, task_name, queue, attempt, data, run_at) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO pacificpy_tasks (task_id, task_name, queue, attempt, data, run_at, priority) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-#: The ready rows of some queues, oldest due first; ``{queues}`` is ``?, ?, ...``.
+#: Priorities above 0, highest first: ``priority IN`` this list walks the prioritized
+#: index one priority at a time, each a seek to its due rows (no sort).
+_PRIORITIES = ", ".join(str(p) for p in range(9, 0, -1))
+#: The ready rows with a priority (of some queues), highest first, then oldest due.
+PRIORITIZED_IN = (
+    "SELECT task_id FROM pacificpy_tasks INDEXED BY pacificpy_tasks_prioritized "
+    "WHERE owner IS NULL AND priority > 0 "
+    f"AND priority IN ({_PRIORITIES}) AND queue IN ({{queues}}) AND run_at <= ? "
+    "ORDER BY priority DESC, run_at LIMIT ?"
+)
+PRIORITIZED_ANY = (
+    "SELECT task_id FROM pacificpy_tasks INDEXED BY pacificpy_tasks_prioritized "
+    "WHERE owner IS NULL AND priority > 0 "
+    f"AND priority IN ({_PRIORITIES}) AND run_at <= ? ORDER BY priority DESC, run_at LIMIT ?"
+)
+#: The ready rows of some queues without a priority, oldest due first (taken after the
+#: prioritized ones); ``{queues}`` is ``?, ?, ...``.
 READY_IN = (
     "SELECT task_id FROM pacificpy_tasks WHERE owner IS NULL AND queue IN ({queues}) "
-    "AND run_at <= ? ORDER BY run_at LIMIT ?"
+    "AND run_at <= ? AND priority = 0 ORDER BY run_at LIMIT ?"
 )
 READY_ANY = (
     "SELECT task_id FROM pacificpy_tasks WHERE owner IS NULL AND run_at <= ? "
-    "ORDER BY run_at LIMIT ?"
+    "AND priority = 0 ORDER BY run_at LIMIT ?"
 )
 ANY_DUE = "SELECT 1 FROM pacificpy_tasks WHERE owner IS NULL AND run_at <= ? LIMIT 1"
 ANY_DUE_IN = (
@@ -110,7 +151,8 @@ ANY_DUE_IN = (
 #: Lease the rows just selected (inside the same ``BEGIN IMMEDIATE``).
 LEASE = (
     "UPDATE pacificpy_tasks SET owner = ?, lease_until = ?, deliveries = deliveries + 1 "
-    "WHERE task_id IN ({ids}) RETURNING task_id, task_name, queue, attempt, data, deliveries"
+    "WHERE task_id IN ({ids}) "
+    "RETURNING task_id, task_name, queue, attempt, data, deliveries, priority"
 )
 ACK = "DELETE FROM pacificpy_tasks WHERE task_id = ? AND owner = ?"
 #: A retry: the same row becomes the next attempt, waiting again, no slot held.
@@ -216,6 +258,10 @@ EXPIRE = (
     "pacificpy_tombstones WHERE expires <= ? LIMIT ?)",
     "DELETE FROM pacificpy_workers WHERE id IN (SELECT id FROM pacificpy_workers "
     "WHERE expires <= ? LIMIT ?)",
+    "DELETE FROM pacificpy_flow_slots WHERE (name, holder) IN (SELECT name, holder FROM "
+    "pacificpy_flow_slots WHERE expires <= ? LIMIT ?)",
+    "DELETE FROM pacificpy_flow_starts WHERE seq IN (SELECT seq FROM pacificpy_flow_starts "
+    "WHERE expires <= ? LIMIT ?)",
 )
 INCREMENTAL_VACUUM = "PRAGMA incremental_vacuum({pages})"
 FREELIST = "PRAGMA freelist_count"
@@ -230,3 +276,17 @@ FIRST_SCHEDULE_SLOT = (
 ADVANCE_SCHEDULE_SLOT = (
     "UPDATE pacificpy_schedules SET slot = ? WHERE name = ? AND slot = ? AND slot < ?"
 )
+
+# -- flow control (concurrency leases, rate windows), each admit in one BEGIN IMMEDIATE ------
+DROP_EXPIRED_SLOTS = "DELETE FROM pacificpy_flow_slots WHERE name = ? AND expires <= ?"
+COUNT_SLOTS = "SELECT count(*) FROM pacificpy_flow_slots WHERE name = ?"
+TAKE_SLOT = "INSERT OR REPLACE INTO pacificpy_flow_slots (name, holder, expires) VALUES (?, ?, ?)"
+#: Extend a lease that has not expired (an expired one stays gone).
+RENEW_SLOT = (
+    "UPDATE pacificpy_flow_slots SET expires = ? WHERE name = ? AND holder = ? AND expires > ?"
+)
+RELEASE_SLOT = "DELETE FROM pacificpy_flow_slots WHERE name = ? AND holder = ?"
+#: Starts that left the window (``at <= now - per``).
+DROP_OLD_STARTS = "DELETE FROM pacificpy_flow_starts WHERE name = ? AND at <= ?"
+WINDOW = "SELECT count(*), min(at) FROM pacificpy_flow_starts WHERE name = ?"
+RECORD_START = "INSERT INTO pacificpy_flow_starts (name, at, expires) VALUES (?, ?, ?)"

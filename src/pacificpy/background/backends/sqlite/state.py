@@ -1,5 +1,6 @@
 """The SQL :class:`~pacificpy.background.backends.state.TaskState`: outcomes, dead letters,
-idempotency keys and delivery counts as rows of the backend's SQLite file.
+idempotency keys, delivery counts and flow control (concurrency leases, rate windows) as
+rows of the backend's SQLite file.
 
 Every method is one statement or one short ``BEGIN IMMEDIATE`` transaction; a caller that
 wants several in one commit (the end of a delivery together with its queue row) wraps
@@ -10,7 +11,7 @@ what has passed it, in batches.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -21,6 +22,9 @@ from pacificpy.background.backends.sqlite.db import Database
 from pacificpy.background.backends.state import Ending, TaskState
 from pacificpy.background.dead_letter import DeadLetter
 from pacificpy.background.task import Outcome
+
+if TYPE_CHECKING:
+    from pacificpy.background.flow import Rate
 
 __all__ = ["MAX_DEAD_LETTERS", "SQLiteTaskState"]
 
@@ -151,6 +155,42 @@ class SQLiteTaskState(TaskState):
     def ping(self) -> None:
         self.db.one(sql.PING)
 
+    # -- flow control (concurrency leases, rate windows) ---------------------------------
+    def admit(
+        self,
+        name: str,
+        holder: str,
+        concurrency: int | None,
+        rate: Rate | None,
+        lease: float,
+    ) -> tuple[str, float] | None:
+        """Decide and take a start in one ``BEGIN IMMEDIATE`` transaction: every process on
+        the file waits for the write lock, so two never both take the last slot or room.
+        Times are the machine's clock, read once the lock is held."""
+        with self.db.atomic() as conn:
+            now = time.time()
+            if concurrency is not None:
+                conn.execute(sql.DROP_EXPIRED_SLOTS, (name, now))
+                if conn.execute(sql.COUNT_SLOTS, (name,)).fetchone()[0] >= concurrency:
+                    return "concurrency", 0.0
+            if rate is not None:
+                conn.execute(sql.DROP_OLD_STARTS, (name, now - rate.per))
+                count, oldest = conn.execute(sql.WINDOW, (name,)).fetchone()
+                if count >= rate.count:
+                    return "rate_limit", max(0.0, oldest + rate.per - now)
+                conn.execute(sql.RECORD_START, (name, now, now + rate.per))
+            if concurrency is not None:
+                conn.execute(sql.TAKE_SLOT, (name, holder, now + lease))
+        return None
+
+    def renew_slots(self, held: list[tuple[str, str]], lease: float) -> None:
+        with self.db.atomic() as conn:
+            now = time.time()
+            conn.executemany(sql.RENEW_SLOT, [(now + lease, n, h, now) for n, h in held])
+
+    def release_slot(self, name: str, holder: str) -> None:
+        self.db.write(sql.RELEASE_SLOT, (name, holder))
+
     # -- the end of a delivery, in one transaction ---------------------------------------
     def finish(self, end: Ending) -> None:
         with self.db.atomic() as conn:
@@ -165,7 +205,8 @@ class SQLiteTaskState(TaskState):
 
     # -- retention -----------------------------------------------------------------------
     def expire(self, batch: int = 1000) -> int:
-        """Delete a batch of expired outcomes, keys and delivery counts; return how many."""
+        """Delete a batch of expired outcomes, keys, delivery counts, tombstones, worker
+        records, concurrency leases and window starts; return how many."""
         now = time.time()
         gone = 0
         for statement in sql.EXPIRE:
