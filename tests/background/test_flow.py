@@ -206,6 +206,10 @@ def test_postgres_lease_and_window(postgres_url: str) -> None:
         kind, wait = state.admit("t", "c", 1, Rate(2, 60.0), 2.0) or ("", 0.0)
         assert kind == "rate_limit" and 55.0 < wait <= 60.0
         assert state.admit("t", "c", 1, None, 2.0) is None  # the refusal took no slot
+        assert state.admit("u", "x", 1, None, 0.5) is None
+        time.sleep(1.0)  # the lease runs out, unrenewed (its worker died)
+        state.renew_slots([("u", "x")], 60.0)  # too late: it stays gone
+        assert state.admit("u", "y", 1, None, 60.0) is None
     finally:
         state.close()
 

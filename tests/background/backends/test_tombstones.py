@@ -236,11 +236,12 @@ def test_postgres_watcher_reconnects_and_reloads(
     assert not worker.is_cancelled(uuid.uuid4().hex)
     listener = worker.watcher
     with worker.connection() as conn:  # cut the watcher's connection, as a restart would
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE query = %s AND datname = current_database()",
-            (pg_sql.LISTEN,),
-        )
+        cut = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE %s "
+            "AND datname = current_database() AND pid <> pg_backend_pid()",
+            ("%FROM pacificpy_tombstones WHERE expires >%",),  # the watcher's last statement
+        ).fetchall()
+    assert cut and all(ok for (ok,) in cut)
     task_id = uuid.uuid4().hex
     web = new_pg(pg_states, postgres_url)
     assert web.cancel(task_id, cancelled(), ttl=60)
