@@ -223,7 +223,10 @@ def test_postgres_cancel_reaches_a_run_of_another_state_over_notify(
         with other.connection() as conn, conn.transaction():
             conn.execute(pg_sql.BURY, (task_id, time.time() + 60))
             conn.execute(pg_sql.ANNOUNCE, (pg_sql.CANCEL_CHANNEL, f"{task_id} {time.time() + 60}"))
-        wait_for(lambda: run.cancelled, timeout=10, what="the cancel to arrive")
+        # (The channel is the database's: a watcher of an earlier test, still stopping,
+        # may deliver first; this state's own watcher must hear it too.)
+        wait_for(lambda: task_id in worker.watcher._known, timeout=10, what="the notification")
+        wait_for(lambda: run.cancelled, timeout=10, what="the run to be cancelled")
         assert worker.is_cancelled(task_id)
     finally:
         cancellation.unregister(run)
