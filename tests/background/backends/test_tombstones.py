@@ -141,19 +141,25 @@ def test_redis_down_runs_the_task(
 def test_a_forked_worker_starts_its_own_watcher(
     states: list[RedisTaskState], redis_url: str, prefix: str
 ) -> None:
-    state = new_state(states, redis_url, prefix)
+    assert forked_child_sees_the_cancel(new_state(states, redis_url, prefix)) == 0
+
+
+def forked_child_sees_the_cancel(state: RedisTaskState | PostgresTaskState) -> int:
+    """Cancel a task, fork, and ask in the child (a prefork pool process asking about a
+    delivery): its exit code, 0 when its own watcher (not the parent's) answered."""
     task_id = uuid.uuid4().hex
     assert not state.is_cancelled(task_id)
     assert state.cancel(task_id, cancelled(), ttl=60)
     wait_for(lambda: state.is_cancelled(task_id), timeout=10, what="the parent's watcher")
     pid = os.fork()
-    if pid == 0:  # the child: a prefork pool process asking about a delivery
+    if pid == 0:
         try:
-            os._exit(0 if state.is_cancelled(task_id) and state.watcher._pid == os.getpid() else 1)
+            mine = state.is_cancelled(task_id) and state.watcher._pid == os.getpid()
+            os._exit(0 if mine and state.watcher._ready.is_set() else 1)
         except BaseException:
             os._exit(2)
     _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    return os.waitstatus_to_exitcode(status)
 
 
 # -- PostgreSQL: tombstones as rows, heard over LISTEN/NOTIFY ---------------------------------
@@ -265,17 +271,4 @@ def test_postgres_down_runs_the_task(
 def test_a_forked_postgres_worker_starts_its_own_watcher(
     pg_states: list[PostgresTaskState], postgres_url: str
 ) -> None:
-    state = new_pg(pg_states, postgres_url)
-    task_id = uuid.uuid4().hex
-    assert not state.is_cancelled(task_id)
-    assert state.cancel(task_id, cancelled(), ttl=60)
-    wait_for(lambda: state.is_cancelled(task_id), timeout=10, what="the parent's watcher")
-    pid = os.fork()
-    if pid == 0:  # the child: a prefork pool process asking about a delivery
-        try:
-            mine = state.is_cancelled(task_id) and state.watcher._pid == os.getpid()
-            os._exit(0 if mine and state.watcher._ready.is_set() else 1)
-        except BaseException:
-            os._exit(2)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert forked_child_sees_the_cancel(new_pg(pg_states, postgres_url)) == 0
