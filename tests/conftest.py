@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from pacificpy.background.config import reset_all
+from tests.support.postgres import PostgresDatabase, require_postgres
 from tests.support.redis_server import RedisServer, RedisServerError, redis_server_binary
 
 
@@ -44,3 +45,18 @@ def redis_url(redis_server: RedisServer) -> str:
     if not redis_server.is_running():
         redis_server.start()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[PostgresDatabase]:
+    """A PostgreSQL database of this run's own (dropped at the end); skipped (failed under
+    ``CI``) when PostgreSQL does not answer."""
+    require_postgres()
+    with PostgresDatabase() as database:
+        yield database
+
+
+@pytest.fixture
+def postgres_url(postgres_database: PostgresDatabase) -> str:
+    """URL of a fresh schema of the run's PostgreSQL database: this test's tables alone."""
+    return postgres_database.schema_url()

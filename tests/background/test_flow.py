@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -14,8 +15,9 @@ import pytest
 
 from pacificpy.background import _codec
 from pacificpy.background._lane import TOKEN, PriorityLane
+from pacificpy.background.backends.postgres import PostgresTaskState
 from pacificpy.background.backends.redis.state import RedisTaskState
-from pacificpy.background.backends.state import MemoryTaskState
+from pacificpy.background.backends.state import MemoryTaskState, TaskState
 from pacificpy.background.decorators import background, configure_background_tasks
 from pacificpy.background.flow import Rate, limits, parse_rate
 from pacificpy.background.local import LocalExecutor, get_local_executor
@@ -24,6 +26,7 @@ from pacificpy.background.monitor import get_task_monitor
 from pacificpy.background.task import Message, TaskEnvelope
 from pacificpy.errors import ConfigurationError, MessageRejected
 from pacificpy.testing import capture_tasks, eager_tasks
+from tests.support.wait import wait_for
 
 _hits: list[str] = []
 
@@ -185,6 +188,81 @@ def test_redis_lease_and_window(redis_url: str) -> None:
         assert kind == "rate_limit" and 59.0 < wait <= 60.0
     finally:
         state.close()
+
+
+# -- the same in PostgreSQL, and racing "processes" on every shared state --------------------
+def test_postgres_lease_and_window(postgres_url: str) -> None:
+    state = PostgresTaskState(postgres_url)
+    try:
+        assert state.admit("t", "a", 1, Rate(2, 60.0), 2.0) is None
+        assert state.admit("t", "b", 1, Rate(2, 60.0), 2.0) == ("concurrency", 0.0)
+        time.sleep(1.2)
+        state.renew_slots([("t", "a")], 2.0)
+        time.sleep(1.2)  # 2.4 s after the start, 1.2 after the renewal: still held
+        assert state.admit("t", "b", 1, Rate(2, 60.0), 2.0) == ("concurrency", 0.0)
+        wait_for(lambda: state.admit("t", "b", 1, Rate(2, 60.0), 2.0) is None, 10, what="expiry")
+        state.renew_slots([("t", "gone")], 2.0)  # a lease that is not held stays gone
+        state.release_slot("t", "b")
+        kind, wait = state.admit("t", "c", 1, Rate(2, 60.0), 2.0) or ("", 0.0)
+        assert kind == "rate_limit" and 55.0 < wait <= 60.0
+        assert state.admit("t", "c", 1, None, 2.0) is None  # the refusal took no slot
+        assert state.admit("u", "x", 1, None, 0.5) is None
+        time.sleep(1.0)  # the lease runs out, unrenewed (its worker died)
+        state.renew_slots([("u", "x")], 60.0)  # too late: it stays gone
+        assert state.admit("u", "y", 1, None, 60.0) is None
+    finally:
+        state.close()
+
+
+RACERS = 8
+
+
+@pytest.fixture(params=["redis", "postgres"])
+def make_state(request: pytest.FixtureRequest) -> Iterator[Callable[[], TaskState]]:
+    """Separate states over one store (each its own connections): "processes"."""
+    made: list[TaskState] = []
+    if request.param == "redis":
+        url, prefix = request.getfixturevalue("redis_url"), f"flow-{uuid.uuid4().hex[:8]}"
+
+        def make() -> TaskState:
+            made.append(RedisTaskState(url, prefix=prefix))
+            return made[-1]
+    else:
+        pg_url = request.getfixturevalue("postgres_url")
+
+        def make() -> TaskState:
+            made.append(PostgresTaskState(pg_url))
+            return made[-1]
+
+    yield make
+    for state in made:
+        state.close()
+
+
+def _race(states: list[TaskState], admit: Callable[[TaskState, int], Any]) -> list[Any]:
+    barrier = threading.Barrier(len(states))
+    answers: list[Any] = [None] * len(states)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        answers[i] = admit(states[i], i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(states))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return answers
+
+
+def test_racing_admissions_take_exactly_the_limits(make_state: Callable[[], TaskState]) -> None:
+    states = [make_state() for _ in range(RACERS)]
+    slots = _race(states, lambda s, i: s.admit("slots", f"h{i}", 3, None, 60.0))
+    assert sorted(a is None for a in slots) == [False] * (RACERS - 3) + [True] * 3
+    starts = _race(states, lambda s, i: s.admit("starts", f"h{i}", None, Rate(5, 60.0), 60.0))
+    assert sorted(a is None for a in starts) == [False] * (RACERS - 5) + [True] * 5
+    assert {a[0] for a in slots if a} == {"concurrency"}
+    assert {a[0] for a in starts if a} == {"rate_limit"}
 
 
 # -- on the local executor -------------------------------------------------------------------

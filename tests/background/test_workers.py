@@ -1,4 +1,4 @@
-"""The worker registry (SPEC §10.6) over both TaskState implementations, the local
+"""The worker registry (SPEC §10.6) over every TaskState implementation, the local
 executor's heartbeat, the link's grace period, the readiness checks, and the readers:
 ``/metrics``, the dashboard's ``workers`` route and ``pacificpy tasks workers``."""
 
@@ -53,7 +53,7 @@ def opened_gate() -> Iterator[threading.Event]:
     gate.set()
 
 
-@pytest.fixture(params=["memory", "redis", "sqlite"])
+@pytest.fixture(params=["memory", "redis", "sqlite", "postgres"])
 def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TaskState]:
     if request.param == "memory":
         yield MemoryTaskState()
@@ -65,6 +65,13 @@ def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TaskState]
         lite = SQLiteTaskState(Database(tmp_path / "tasks.db"))
         yield lite
         lite.close()
+        return
+    if request.param == "postgres":
+        from pacificpy.background.backends.postgres import PostgresTaskState
+
+        pg = PostgresTaskState(request.getfixturevalue("postgres_url"))
+        yield pg
+        pg.close()
         return
     url = request.getfixturevalue("redis_url")
     s = RedisTaskState(url, prefix=f"pp-test-{uuid.uuid4().hex[:8]}")

@@ -173,8 +173,9 @@ class _FlowWorkers:
             worker.wait(30)
 
 
-def flow_workers(redis_url: str) -> object:
-    """``Harness.workers``: ``processes`` Celery workers on ``queue`` (prefork pools)."""
+def flow_workers(redis_url: str, app: str = "tests.conformance.flow_celery_app") -> object:
+    """``Harness.workers``: ``processes`` Celery workers of ``app`` on ``queue`` (prefork
+    pools)."""
 
     @contextmanager
     def workers(queue: str, slots: int, processes: int) -> Iterator[_FlowWorkers]:
@@ -184,7 +185,7 @@ def flow_workers(redis_url: str) -> object:
                 worker = CeleryWorker(
                     redis_url,
                     concurrency=slots // processes + (i < slots % processes),
-                    app="tests.conformance.flow_celery_app",
+                    app=app,
                     extra_args=["-Q", queue],
                 )
                 worker.env["PACIFICPY_TEST_LEASE"] = str(FLOW_LEASE)

@@ -15,7 +15,7 @@ from celery import Celery
 from pacificpy.background.backend import CeleryBackgroundBackend
 from tests.conformance._celery_setup import make_backend
 from tests.conformance.harness import Harness
-from tests.conformance.harness_celery import CeleryWorker, inject
+from tests.conformance.harness_celery import CeleryWorker, flow_workers, inject
 from tests.support.rabbitmq import RabbitVhost, require_rabbitmq
 from tests.support.redis_server import RedisServer
 
@@ -33,6 +33,7 @@ def rabbit_harness(
     redis_server: RedisServer,
     state_url: str | None = None,
     skips: dict[str, str] | None = None,
+    flow_app: str | None = None,
 ) -> Iterator[Harness]:
     """A worker of ``tests.conformance.<name>_app`` on a vhost of its own; the state in
     ``state_url`` (PostgreSQL) or else the suite's Redis. The app module reads the broker
@@ -56,6 +57,7 @@ def rabbit_harness(
                 make_backend=make,
                 inject_raw=inject,
                 skips={**RABBIT_SKIPS, **(skips or {})},
+                workers=None if flow_app is None else flow_workers(redis_server.url, flow_app),  # type: ignore[arg-type]
             )
 
 

@@ -1,9 +1,9 @@
-"""The schedule-slot methods of every ``TaskState`` (memory, Redis, SQLite): a slot is
+"""The schedule-slot methods of every ``TaskState`` (memory, Redis, SQLite, PostgreSQL): a slot is
 advanced by exactly one of many racing callers (a compare-and-set from the value each
 read), never backwards, and read back by any.
 
-"Processes" are separate state objects over one store (a Redis server, a SQLite file),
-each with its own connections, racing from threads.
+"Processes" are separate state objects over one store (a Redis server, a SQLite file, a
+PostgreSQL schema), each with its own connections, racing from threads.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pacificpy.background import background, schedules
+from pacificpy.background.backends.postgres import PostgresTaskState
 from pacificpy.background.backends.redis.state import RedisTaskState
 from pacificpy.background.backends.sqlite.db import Database
 from pacificpy.background.backends.sqlite.state import SQLiteTaskState
@@ -26,21 +27,24 @@ from pacificpy.testing import CapturingBackend
 RACERS = 8
 
 
-def _states(kind: str, redis_url: str, tmp_path: Path) -> Callable[[], TaskState]:
+def _states(kind: str, url: str, tmp_path: Path) -> Callable[[], TaskState]:
     if kind == "memory":
         shared = MemoryTaskState()  # one process: one state
         return lambda: shared
     if kind == "redis":
         prefix = "sched-" + uuid.uuid4().hex[:8]
-        return lambda: RedisTaskState(redis_url, prefix=prefix)
+        return lambda: RedisTaskState(url, prefix=prefix)
+    if kind == "postgres":
+        return lambda: PostgresTaskState(url)
     path = tmp_path / "tasks.db"
     return lambda: SQLiteTaskState(Database(path))
 
 
-@pytest.fixture(params=["memory", "redis", "sqlite"])
+@pytest.fixture(params=["memory", "redis", "sqlite", "postgres"])
 def make_state(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], TaskState]:
-    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
-    return _states(request.param, redis_url, tmp_path)
+    fixture = {"redis": "redis_url", "postgres": "postgres_url"}.get(request.param)
+    url = request.getfixturevalue(fixture) if fixture else ""
+    return _states(request.param, url, tmp_path)
 
 
 def test_one_of_many_racing_callers_advances_a_slot(make_state: Callable[[], TaskState]) -> None:

@@ -12,8 +12,10 @@ batch every :data:`EXPIRE_EVERY` ends of deliveries.
 The async methods run the sync ones on a thread: an event loop waiting for a result never
 blocks on the database.
 
-Not kept yet (the contract's defaults say so): tombstones (``cancel``), schedule slots,
-the worker registry, concurrency leases and rate windows.
+Tombstones are rows announced with ``NOTIFY`` (:mod:`.cancels` keeps each process's copy),
+schedule slots a compare-and-set ``UPDATE``, worker records rows with an expiry, and an
+admission of flow control one transaction under an advisory lock of the task name, timed
+by the server's clock.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from pacificpy.background import cancellation
 from pacificpy.background.backends.postgres import sql
+from pacificpy.background.backends.postgres.cancels import CancelWatcher
 from pacificpy.background.backends.state import Ending, TaskState
 from pacificpy.background.dead_letter import DeadLetter
 from pacificpy.background.task import Outcome
@@ -37,6 +41,8 @@ from pacificpy.errors import BackendNotAvailable
 
 if TYPE_CHECKING:
     import psycopg
+
+    from pacificpy.background.flow import Rate
 
 __all__ = ["EXPIRE_EVERY", "MAX_DEAD_LETTERS", "PostgresTaskState"]
 
@@ -81,6 +87,7 @@ class PostgresTaskState(TaskState):
         self._idle: list[psycopg.Connection[Any]] = []
         self._pid = 0
         self._ends = 0
+        self.watcher = CancelWatcher(self._open, self._is_buried)
 
     def __repr__(self) -> str:
         from pacificpy.background.backends._common import safe_url
@@ -189,6 +196,103 @@ class PostgresTaskState(TaskState):
     def forget_deliveries(self, task_id: str, attempt: int) -> None:
         self._write(sql.FORGET_DELIVERIES, (task_id, attempt))
 
+    # -- tombstones (cancels.py) ---------------------------------------------------------
+    keeps_tombstones = True
+
+    def cancel(self, task_id: str, outcome: Outcome, ttl: float) -> bool:
+        now = time.time()
+        raw = orjson.dumps(outcome.to_dict())
+        with self.connection() as conn, conn.transaction():
+            stored = conn.execute(
+                sql.CANCEL_OUTCOME, (task_id, raw, now + self.result_ttl, now)
+            ).rowcount
+            if stored:
+                conn.execute(sql.BURY, (task_id, now + ttl))
+                note = f"{task_id} {now + ttl!r}"
+                conn.execute(sql.ANNOUNCE, (sql.CANCEL_CHANNEL, note))
+        if stored:
+            cancellation.deliver(task_id)  # it may run in this very process
+        return bool(stored)
+
+    def is_cancelled(self, task_id: str) -> bool:
+        return self.watcher.is_cancelled(task_id)
+
+    def _is_buried(self, task_id: str) -> bool:
+        return self._one(sql.IS_BURIED, (task_id, time.time())) is not None
+
+    # -- schedule slots --------------------------------------------------------------------
+    keeps_schedules = True
+
+    def last_schedule_slot(self, name: str) -> float | None:
+        slot = self._one(sql.LAST_SCHEDULE_SLOT, (name,))
+        return None if slot is None else float(slot)
+
+    def advance_schedule_slot(self, name: str, slot: float, expected: float | None) -> bool:
+        if expected is None:
+            return self._write(sql.FIRST_SCHEDULE_SLOT, (name, float(slot))) > 0
+        params = (float(slot), name, float(expected), float(slot))
+        return self._write(sql.ADVANCE_SCHEDULE_SLOT, params) > 0
+
+    # -- the worker registry ---------------------------------------------------------------
+    keeps_workers = True
+
+    def put_worker(self, worker_id: str, record: dict[str, Any], ttl: float) -> None:
+        self._write(sql.PUT_WORKER, (worker_id, orjson.dumps(record), time.time() + ttl))
+
+    async def aput_worker(self, worker_id: str, record: dict[str, Any], ttl: float) -> None:
+        await asyncio.to_thread(self.put_worker, worker_id, record, ttl)
+
+    def remove_worker(self, worker_id: str) -> None:
+        self._write(sql.REMOVE_WORKER, (worker_id,))
+
+    async def aremove_worker(self, worker_id: str) -> None:
+        await asyncio.to_thread(self.remove_worker, worker_id)
+
+    def list_worker_records(self) -> list[dict[str, Any]]:
+        with self.connection() as conn:
+            rows = conn.execute(sql.LIST_WORKERS, (time.time(),)).fetchall()
+        return [orjson.loads(r[0]) for r in rows]
+
+    # -- flow control ----------------------------------------------------------------------
+    def admit(
+        self, name: str, holder: str, concurrency: int | None, rate: Rate | None, lease: float
+    ) -> tuple[str, float] | None:
+        with self.connection() as conn, conn.transaction():
+            row = conn.execute(sql.LOCK_FLOW, (sql.FLOW_LOCK, name)).fetchone()
+            now = float(row[1]) if row is not None else time.time()
+            if concurrency is not None:
+                conn.execute(sql.DROP_EXPIRED_SLOTS, (name, now))
+                held = conn.execute(sql.COUNT_SLOTS, (name,)).fetchone()
+                if held is not None and held[0] >= concurrency:
+                    return "concurrency", 0.0
+            if rate is not None:
+                conn.execute(sql.DROP_OLD_STARTS, (name, now - rate.per))
+                window = conn.execute(sql.WINDOW, (name,)).fetchone()
+                if window is not None and window[0] >= rate.count:
+                    return "rate_limit", max(0.0, float(window[1]) + rate.per - now)
+                conn.execute(sql.ADD_START, (name, now, now + rate.per))
+            if concurrency is not None:
+                conn.execute(sql.TAKE_SLOT, (name, holder, now + lease))
+        return None
+
+    async def aadmit(
+        self, name: str, holder: str, concurrency: int | None, rate: Rate | None, lease: float
+    ) -> tuple[str, float] | None:
+        return await asyncio.to_thread(self.admit, name, holder, concurrency, rate, lease)
+
+    def renew_slots(self, held: list[tuple[str, str]], lease: float) -> None:
+        if not held:
+            return
+        names = [name for name, _ in held]
+        holders = [holder for _, holder in held]
+        self._write(sql.RENEW_SLOTS, (lease, names, holders))
+
+    def release_slot(self, name: str, holder: str) -> None:
+        self._write(sql.RELEASE_SLOT, (name, holder))
+
+    async def arelease_slot(self, name: str, holder: str) -> None:
+        await asyncio.to_thread(self.release_slot, name, holder)
+
     # -- the end of a delivery, one transaction in one round trip --------------------------
     def finish(self, end: Ending) -> None:
         steps: list[tuple[str, tuple[Any, ...]]] = []
@@ -228,7 +332,9 @@ class PostgresTaskState(TaskState):
 
     # -- resources -------------------------------------------------------------------------
     def close(self) -> None:
-        """Close this process's idle connections (the state reconnects when used again)."""
+        """Close this process's idle connections and stop its cancel watcher (the state
+        reconnects when used again)."""
+        self.watcher.stop()
         with self._lock:
             idle, self._idle = self._idle, []
             mine = self._pid == os.getpid()
