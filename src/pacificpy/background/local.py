@@ -23,6 +23,7 @@ from typing import Any
 
 from pacificpy.background import _codec, execution, registry
 from pacificpy.background._lane import TOKEN, PriorityLane
+from pacificpy.background._slots import Slots
 from pacificpy.background.backends.memory import InMemoryBackend
 from pacificpy.background.execution import Decision
 from pacificpy.background.task import (
@@ -142,7 +143,7 @@ class LocalExecutor(InMemoryBackend):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._own_loop: asyncio.AbstractEventLoop | None = None
         self._own_loop_thread: threading.Thread | None = None
-        self._semaphores: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+        self._semaphores: dict[asyncio.AbstractEventLoop, Slots] = {}
         self._async_tasks: set[asyncio.Task[Any]] = set()
         self._accepting = True
         self._draining = False
@@ -309,6 +310,7 @@ class LocalExecutor(InMemoryBackend):
         self._ensure_started()
         env = message.envelope
         q = env.queue
+        task_id = env.task_id  # (read once: Message.task_id is a property)
         with self._lock:
             if enforce_limit and self._waiting_total >= self.max_queue_size:
                 raise QueueFull(
@@ -324,9 +326,7 @@ class LocalExecutor(InMemoryBackend):
                 enforce_limit
                 and env.attempt == 1
                 and (
-                    message.task_id in self._queued
-                    or message.task_id in self._running
-                    or message.task_id in self._delayed
+                    task_id in self._queued or task_id in self._running or task_id in self._delayed
                 )
             ):
                 raise EnqueueError(
@@ -339,10 +339,10 @@ class LocalExecutor(InMemoryBackend):
             self._waiting_total += 1
             if delay is not None and delay > 0:
                 pending = _Pending(message)
-                self._delayed[message.task_id] = pending
+                self._delayed[task_id] = pending
             else:
                 pending = None
-                self._queued[message.task_id] = message
+                self._queued[task_id] = message
         if pending is not None:
             self._scheduler.at(time.monotonic() + delay, lambda: self._release(pending))  # type: ignore[operator]
         else:
@@ -392,20 +392,22 @@ class LocalExecutor(InMemoryBackend):
     # -- running -------------------------------------------------------------------------
     def _take(self, message: Message) -> bool:
         """Move a message from waiting to running; False if shutdown already claimed it."""
+        env = message.envelope
         with self._lock:
-            if self._queued.pop(message.task_id, None) is None:
+            if self._queued.pop(env.task_id, None) is None:
                 return False
-            q = message.queue
+            q = env.queue
             self._waiting[q] = self._waiting.get(q, 1) - 1
             self._waiting_total -= 1
-            self._running[message.task_id] = message
+            self._running[env.task_id] = message
             return True
 
     def _done(self, message: Message) -> None:
+        task_id = message.envelope.task_id
         with self._lock:
             # A retry with no delay may already run under the same id: pop only this run.
-            if self._running.get(message.task_id) is message:
-                del self._running[message.task_id]
+            if self._running.get(task_id) is message:
+                del self._running[task_id]
             if not self._waiting_total and not self._running:
                 self._idle.notify_all()
 
@@ -537,34 +539,45 @@ class LocalExecutor(InMemoryBackend):
 
     async def _run_async(self, message: Message) -> None:
         loop = asyncio.get_running_loop()
-        sem = self._semaphores.get(loop)
-        if sem is None:
-            sem = self._semaphores[loop] = asyncio.Semaphore(self.max_workers)
-        async with sem:
+        slots = self._semaphores.get(loop)
+        if slots is None:
+            slots = self._semaphores[loop] = Slots(self.max_workers)
+        if slots.free:  # (no await: nothing runs between the test and the take)
+            slots.free -= 1
+        else:
+            await slots.wait()
+        try:
             if message is TOKEN or self._async_lane.heap:
                 message = self._async_lane.pick(message)
             if not self._take(message):
                 return
+            done = False
             try:
                 decision = await execution.execute(
                     message.data, self, prepared=self._prepared(message)
                 )
-                self._settle(decision, message)
+                done = self._settle(decision, message)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("local executor failed around task %s", message.task_id)
             finally:
-                self._done(message)
+                if not done:  # (a final decision's _settle already ended the run)
+                    self._done(message)
+        finally:
+            slots.release()
 
     # -- outcomes ------------------------------------------------------------------------
-    def _settle(self, decision: Decision, message: Message) -> None:
-        if decision.kind not in execution.REPUBLISH:
+    def _settle(self, decision: Decision, message: Message) -> bool:
+        """Carry out ``decision``; True if the run was ended here (a final decision)."""
+        final = decision.kind not in execution.REPUBLISH
+        if final:
             # The run ends before its outcome and dead letter are seen: whoever reacts to
             # them (a requeue of the letter, say) must find the id free.
             self._done(message)
         execution.settle(decision, message.data, self.state, self._publish_retry,
                          signing_key=self.signing_key)  # fmt: skip
+        return final
 
     def cancel_sync(self, task_id: str, *, terminate: bool = False, name: str = "") -> bool:
         """:meth:`BackgroundBackend.cancel_sync`; a task waiting out a countdown or a retry
