@@ -393,8 +393,9 @@ class SQLiteBackgroundBackend(LocalExecutor):
             return prep  # type: ignore[return-value]
         return None
 
-    def _settle(self, decision: Decision, message: Message) -> None:
-        if decision.kind not in execution.REPUBLISH:  # retry, or a start held back
+    def _settle(self, decision: Decision, message: Message) -> bool:
+        final = decision.kind not in execution.REPUBLISH  # not a retry or a held start
+        if final:
             self._done(message)
         assert isinstance(message, Leased)
         retry_in: list[float] = []
@@ -412,6 +413,7 @@ class SQLiteBackgroundBackend(LocalExecutor):
         self.db.combined(settle)
         if retry_in:
             self._wake(retry_in[0])
+        return final
 
     # -- worker processes ----------------------------------------------------------------
     def run_worker(
