@@ -47,9 +47,17 @@ class Run:
         if task is None or task.done():
             return
         try:
-            task.get_loop().call_soon_threadsafe(task.cancel, CANCEL_MESSAGE)
+            task.get_loop().call_soon_threadsafe(self._cancel_task)
         except RuntimeError:  # the loop closed meanwhile: the run is over
             pass
+
+    def _cancel_task(self) -> None:
+        # On the task's loop. The task may have moved on to another run since (the local
+        # executor's consumers run one task after another): only a run still attached,
+        # i.e. not yet unregistered, is cancelled.
+        task = self.task
+        if task is not None and not task.done():
+            task.cancel(CANCEL_MESSAGE)
 
 
 # task id -> its run in this process (a retry runs under the same id, never at once).
@@ -67,6 +75,7 @@ def register(task_id: str) -> Run:
 
 
 def unregister(run: Run) -> None:
+    run.task = None  # the run is over: a cancel still on its way must not reach the task
     if _runs.get(run.task_id) is run:
         del _runs[run.task_id]
 

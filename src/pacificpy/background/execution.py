@@ -602,13 +602,18 @@ def _final_steps(
         if not letter.data:
             letter.data = _data_text(data)
         steps.append(("add_dead_letter", letter))
+    steps.append(("finish", _ending(decision, counted, store_outcome)))
+    return steps
+
+
+def _ending(decision: Decision, counted: tuple[str, int] | None, store_outcome: bool) -> Ending:
+    """What a final decision writes in one ``finish``: forget the count, release the key
+    (not after a success), store the outcome."""
     env = decision.envelope
     release = None
     if decision.kind != "completed" and env is not None and env.idempotency_key:
         release = (env.task_name, env.idempotency_key)
-    outcome = decision.outcome if store_outcome else None
-    steps.append(("finish", Ending(decision.task_id, outcome, counted, release)))
-    return steps
+    return Ending(decision.task_id, decision.outcome if store_outcome else None, counted, release)
 
 
 def _step_failed(decision: Decision, name: str, exc: BaseException) -> None:
@@ -657,6 +662,9 @@ def settle(
             _retrying(interrupts, state.forget_deliveries, *counted)
         return result
     final = decision.dead_letter is not None
+    if not final and not interrupts:  # the common case, a success: one finish, as is
+        state.finish(_ending(decision, counted, store_outcome))
+        return None
     for name, arg in _final_steps(decision, data, counted, store_outcome):
         try:
             _retrying(interrupts, getattr(state, name), arg)

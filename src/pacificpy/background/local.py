@@ -22,8 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 from pacificpy.background import _codec, execution, registry
+from pacificpy.background._consumers import Consumers
 from pacificpy.background._lane import TOKEN, PriorityLane
-from pacificpy.background._slots import Slots
 from pacificpy.background.backends.memory import InMemoryBackend
 from pacificpy.background.execution import Decision
 from pacificpy.background.task import (
@@ -143,8 +143,9 @@ class LocalExecutor(InMemoryBackend):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._own_loop: asyncio.AbstractEventLoop | None = None
         self._own_loop_thread: threading.Thread | None = None
-        self._semaphores: dict[asyncio.AbstractEventLoop, Slots] = {}
-        self._async_tasks: set[asyncio.Task[Any]] = set()
+        self._consumers: dict[asyncio.AbstractEventLoop, Consumers] = {}
+        self._async_tasks: set[asyncio.Task[Any]] = set()  # the consumers' tasks
+        self._idle_waiters = 0  # threads in _wait_idle (notified when the executor idles)
         self._accepting = True
         self._draining = False
         self._started = False
@@ -230,11 +231,15 @@ class LocalExecutor(InMemoryBackend):
     def _wait_idle(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         with self._idle:
-            while self._waiting_total or self._running:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(min(left, 0.5))
+            self._idle_waiters += 1
+            try:
+                while self._waiting_total or self._running:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._idle.wait(min(left, 0.5))
+            finally:
+                self._idle_waiters -= 1
         return True
 
     def _finish_shutdown(self) -> None:
@@ -260,6 +265,8 @@ class LocalExecutor(InMemoryBackend):
         self._leftovers(leftovers)
         for _ in threads:
             self._work.put(_STOP)
+        for consumers in list(self._consumers.values()):
+            consumers.closed = True
         for task in list(self._async_tasks):
             task.get_loop().call_soon_threadsafe(task.cancel)
         self._async_tasks.clear()
@@ -267,7 +274,7 @@ class LocalExecutor(InMemoryBackend):
         if own is not None:
             own.call_soon_threadsafe(own.stop)
         self._own_loop_thread = None
-        self._semaphores.clear()
+        self._consumers.clear()
         self._stop_portal()
 
     def _leftovers(self, leftovers: list[tuple[str, str]]) -> None:
@@ -408,7 +415,7 @@ class LocalExecutor(InMemoryBackend):
             # A retry with no delay may already run under the same id: pop only this run.
             if self._running.get(task_id) is message:
                 del self._running[task_id]
-            if not self._waiting_total and not self._running:
+            if self._idle_waiters and not self._waiting_total and not self._running:
                 self._idle.notify_all()
 
     def _worker(self) -> None:
@@ -529,43 +536,34 @@ class LocalExecutor(InMemoryBackend):
             return False
 
     def _spawn_async(self, message: Message) -> None:
+        """Hand ``message`` to this loop's consumers (on the loop's thread)."""
         loop = asyncio.get_running_loop()
+        consumers = self._consumers.get(loop)
+        if consumers is None:
+            consumers = Consumers(self.max_workers, self._run_async, self._async_tasks)
+            self._consumers[loop] = consumers
         if message.envelope.priority:
             self._async_lane.put(message)
-            message = TOKEN
-        task = loop.create_task(self._run_async(message))
-        self._async_tasks.add(task)
-        task.add_done_callback(self._async_tasks.discard)
+            consumers.put(TOKEN)
+        else:
+            consumers.put(message)
 
     async def _run_async(self, message: Message) -> None:
-        loop = asyncio.get_running_loop()
-        slots = self._semaphores.get(loop)
-        if slots is None:
-            slots = self._semaphores[loop] = Slots(self.max_workers)
-        if slots.free:  # (no await: nothing runs between the test and the take)
-            slots.free -= 1
-        else:
-            await slots.wait()
+        if message is TOKEN or self._async_lane.heap:
+            message = self._async_lane.pick(message)
+        if not self._take(message):
+            return
+        done = False
         try:
-            if message is TOKEN or self._async_lane.heap:
-                message = self._async_lane.pick(message)
-            if not self._take(message):
-                return
-            done = False
-            try:
-                decision = await execution.execute(
-                    message.data, self, prepared=self._prepared(message)
-                )
-                done = self._settle(decision, message)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("local executor failed around task %s", message.task_id)
-            finally:
-                if not done:  # (a final decision's _settle already ended the run)
-                    self._done(message)
+            decision = await execution.execute(message.data, self, prepared=self._prepared(message))
+            done = self._settle(decision, message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("local executor failed around task %s", message.task_id)
         finally:
-            slots.release()
+            if not done:  # (a final decision's _settle already ended the run)
+                self._done(message)
 
     # -- outcomes ------------------------------------------------------------------------
     def _settle(self, decision: Decision, message: Message) -> bool:
@@ -596,7 +594,7 @@ class LocalExecutor(InMemoryBackend):
             q = pending.message.queue
             self._waiting[q] = self._waiting.get(q, 1) - 1
             self._waiting_total -= 1
-            if not self._waiting_total and not self._running:
+            if self._idle_waiters and not self._waiting_total and not self._running:
                 self._idle.notify_all()
         env = pending.message.envelope
         if env.idempotency_key:  # as the refused delivery would have (a new call may run)

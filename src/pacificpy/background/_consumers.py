@@ -1,0 +1,101 @@
+"""The local executor's async runs on one event loop: a few consumer coroutines and a deque.
+
+An asyncio task per run costs a task object, its registration, a first step scheduled
+and two done callbacks; most runs of a busy app are short, so that bookkeeping weighs
+more than the run. Instead, up to ``size`` consumer tasks live on the loop and take
+messages from one deque: putting a message is an append and, when a consumer is idle,
+one wake-up (the most recently parked consumer, whose frames are warm). The number of
+consumers is the bound on concurrent async runs (``max_workers``), for free.
+
+Fairness is kept as a task per run had it: after each run a consumer that still finds
+work yields to the loop once (``asyncio.sleep(0)``), so requests and other tasks get
+their turn between two runs. Consumers start in an empty context, so a run never sees
+the context variables of the request that happened to start its consumer. Like a worker
+thread, a consumer runs its tasks one after another in one context: a context variable
+a task sets and does not reset is seen by the next task of that consumer (PacificPy's
+own, ``current_task()``, is set and reset around every run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextvars
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+__all__ = ["Consumers"]
+
+_EMPTY = contextvars.Context()
+
+
+class Consumers:
+    """At most ``size`` consumer tasks of one loop, running ``run(item)`` for each item."""
+
+    __slots__ = ("closed", "idle", "items", "run", "size", "started", "tasks")
+
+    def __init__(
+        self, size: int, run: Callable[[Any], Awaitable[None]], tasks: set[asyncio.Task[Any]]
+    ) -> None:
+        self.items: collections.deque[Any] = collections.deque()
+        self.idle: list[asyncio.Future[None]] = []  # parked consumers, newest last
+        self.size = size
+        self.started = 0
+        self.run = run
+        self.tasks = tasks  # the executor's live tasks (cancelled at shutdown)
+        self.closed = False  # set at shutdown, before the consumers are cancelled
+
+    def put(self, item: Any) -> None:
+        """Queue ``item``; wake an idle consumer or start one (call on the loop's thread)."""
+        self.items.append(item)
+        idle = self.idle
+        if idle:
+            idle.pop().set_result(None)  # (a parked future is never done: see _park)
+        elif self.started < self.size:
+            self._start()
+
+    def _start(self) -> None:
+        self.started += 1
+        # Started in an empty context: not a copy of the caller's (a request's).
+        task = _EMPTY.run(asyncio.get_running_loop().create_task, self._consume())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _consume(self) -> None:
+        items = self.items
+        run = self.run
+        try:
+            while True:
+                if not items:
+                    await self._park()
+                    continue
+                try:
+                    await run(items.popleft())
+                except asyncio.CancelledError:
+                    if self.closed:
+                        raise
+                    # Not a shutdown: a task raised CancelledError of its own, or cancelled
+                    # the task it ran in. That run is over; the consumer goes on.
+                    _uncancel()
+                if items:
+                    await asyncio.sleep(0)  # let the loop serve others between two runs
+        finally:
+            self.started -= 1
+
+    async def _park(self) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self.idle.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut in self.idle:
+                self.idle.remove(fut)
+            raise
+
+
+def _uncancel() -> None:
+    task = asyncio.current_task()
+    uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+    if uncancel is not None:
+        while task.cancelling():  # type: ignore[union-attr]
+            uncancel()

@@ -1,0 +1,134 @@
+"""The bound on async runs per event loop (``max_workers`` consumers), and the consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+
+from pacificpy.background.decorators import background, configure_background_tasks
+from pacificpy.background.local import get_local_executor
+
+WAIT = 30.0
+_running = 0
+_peak = 0
+_release: asyncio.Event | None = None
+
+
+@background(name="tests.slots.hold")
+async def hold() -> int:
+    global _running, _peak
+    _running += 1
+    _peak = max(_peak, _running)
+    try:
+        assert _release is not None
+        await _release.wait()
+    finally:
+        _running -= 1
+    return 1
+
+
+async def test_async_runs_on_one_loop_never_exceed_max_workers() -> None:
+    global _release, _peak
+    _release, _peak = asyncio.Event(), 0
+    ex = get_local_executor(max_workers=3)
+    configure_background_tasks(ex)
+    await ex.startup()  # async runs on this loop
+    try:
+        handles = [hold.delay() for _ in range(10)]
+        for _ in range(50):  # let every run that may start, start
+            await asyncio.sleep(0.01)
+        assert _running == 3
+        _release.set()
+        values = [await h.result(timeout=WAIT) for h in handles]
+        assert values == [1] * 10
+        assert _peak == 3
+        (consumers,) = ex._consumers.values()
+        assert consumers.started == 3 and len(consumers.idle) == 3  # all parked again
+    finally:
+        await ex.shutdown()
+
+
+_request_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_var", default="unset")
+
+
+@background(name="tests.consumers.read_var")
+async def read_var() -> str:
+    return _request_var.get()
+
+
+async def test_a_run_does_not_see_the_context_of_the_request_that_enqueued_it() -> None:
+    ex = get_local_executor(max_workers=2)
+    configure_background_tasks(ex)
+    await ex.startup()
+    try:
+        _request_var.set("request 1")  # the first request starts a consumer ...
+        first = read_var.delay()
+        assert await first.result(timeout=WAIT) == "unset"
+        _request_var.set("request 2")
+        assert await read_var.delay().result(timeout=WAIT) == "unset"
+    finally:
+        await ex.shutdown()
+
+
+@background(name="tests.consumers.raise_cancelled")
+async def raise_cancelled() -> None:
+    raise asyncio.CancelledError  # a task's own, not a cancel of PacificPy's
+
+
+@background(name="tests.consumers.value")
+async def value(i: int) -> int:
+    return i
+
+
+async def test_a_run_raising_cancelled_error_leaves_its_consumer_running() -> None:
+    ex = get_local_executor(max_workers=1)  # one consumer: it must survive the first run
+    configure_background_tasks(ex)
+    await ex.startup()
+    try:
+        raise_cancelled.delay()
+        handles = [value.delay(i) for i in range(3)]
+        assert [await h.result(timeout=WAIT) for h in handles] == [0, 1, 2]
+    finally:
+        await ex.shutdown()
+
+
+_ran = 0
+
+
+@background(name="tests.consumers.count")
+async def count() -> None:
+    global _ran
+    _ran += 1
+
+
+async def test_a_burst_of_runs_yields_to_the_loop_between_runs() -> None:
+    global _ran
+    _ran = 0
+    ex = get_local_executor(max_workers=2)
+    configure_background_tasks(ex)
+    await ex.startup()
+    try:
+        handles = [count.delay() for _ in range(500)]
+        await asyncio.sleep(0)  # one turn of the loop: each consumer runs about one task
+        assert 0 < _ran < 50
+        for h in handles:
+            await h.result(timeout=WAIT)
+        assert _ran == 500
+    finally:
+        await ex.shutdown()
+
+
+async def test_a_cancel_arriving_after_its_run_ended_does_not_reach_the_task() -> None:
+    # A consumer's task runs one message after another: a cancel sent while the run was
+    # live but delivered after it was unregistered must not cancel the next run.
+    from pacificpy.background import cancellation
+
+    host = asyncio.ensure_future(asyncio.sleep(WAIT))  # stands for a consumer's task
+    run = cancellation.register("t-stale")
+    run.attach(host)
+    run.cancel()  # schedules the task's cancel on this loop ...
+    cancellation.unregister(run)  # ... and the run ends before the loop gets to it
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert run.cancelled and not host.cancelled()
+    host.cancel()
