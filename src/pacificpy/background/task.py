@@ -18,6 +18,7 @@ from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pacificpy.background._argtypes import ArgPlan
+from pacificpy.background._frozen import quick_init
 from pacificpy.background.monitor.previews import (
     ERROR_CHARS,
     TRACEBACK_CHARS,
@@ -75,6 +76,7 @@ class _IdSource:
 new_task_id: Callable[[], str] = _IdSource()
 
 
+@quick_init
 @dataclasses.dataclass(frozen=True, slots=True)
 class TaskEnvelope:
     """One attempt of one task, as it travels from the caller to a worker."""
@@ -132,6 +134,7 @@ class Message:
 PROGRESS_MESSAGE_CHARS = 500
 
 
+@quick_init
 @dataclasses.dataclass(frozen=True, slots=True)
 class TaskContext:
     """What ``current_task()`` returns inside a running task."""
