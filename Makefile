@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 APT_PACKAGES_TEST := redis-server:redis-server chromium:chromium
 
-.PHONY: run test test-fast load check lint typecheck bench bench-quick system-deps clean
+.PHONY: run test test-fast load check lint typecheck bench bench-quick bench-deps system-deps clean
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -63,10 +63,14 @@ typecheck: $(VENV)/.installed-test
 
 check: lint typecheck test
 
-bench: system-deps $(VENV)/.installed-bench
+# The benchmarks also need wrk (the HTTP load generator).
+bench-deps:
+	@$(MAKE) --no-print-directory system-deps APT_PACKAGES_TEST="$(APT_PACKAGES_TEST) wrk:wrk"
+
+bench: bench-deps $(VENV)/.installed-bench
 	$(PY) -m bench all
 
-bench-quick: system-deps $(VENV)/.installed-bench
+bench-quick: bench-deps $(VENV)/.installed-bench
 	$(PY) -m bench all --quick
 
 clean:

@@ -60,6 +60,10 @@ ALLOWED: dict[str, str] = {
         "per Celery app (weak keys), the visibility timeout PacificPy set on that app's "
         "configuration: the app's own state, which a reset cannot take back from the app"
     ),
+    "pacificpy.background._consumers:_EMPTY": (
+        "an empty context that consumer tasks are started from (each task gets a copy); "
+        "nothing runs in it that sets a variable, so it stays empty"
+    ),
     "pacificpy.background.backends._celery_app:AT_LEAST_ONCE_DEFAULTS": "read-only table",
     "pacificpy.background.backends._celery_publish:_EMBED": "read-only table",
     "pacificpy.background._argtypes:_RANK": "read-only table",
