@@ -14,6 +14,7 @@ import asyncio
 import gc
 import importlib
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -28,6 +29,7 @@ CONTENDERS = {
     "fastapi-bg": "bench.apps.fastapi_bg:app",
     "pacificpy": "bench.apps.pacificpy_bg:app",
     "pacificpy-sync": "bench.apps.pacificpy_bg:app_sync",
+    "pacificpy-notask": "bench.apps.pacificpy_bg:app_notask",
 }
 
 
@@ -75,6 +77,10 @@ async def drive(target: str, n: int, profile: bool = False) -> dict[str, Any]:
         from pacificpy.background.local import get_local_executor
 
         configure_background_tasks(get_local_executor(max_queue_size=1_000_000))
+        if os.environ.get("BENCH_MONITOR") == "off":  # (bench.instructions --monitor off)
+            from pacificpy.background.monitor import configure_task_monitor
+
+            configure_task_monitor(enabled=False)
     app = getattr(importlib.import_module(module), attr)
     life, inbox = await _lifespan(app)
     statuses: dict[int, int] = {}

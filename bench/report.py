@@ -286,6 +286,7 @@ WHAT = {
     "asgi:fastapi-bg": "FastAPI + Pydantic + BackgroundTasks (async no-op)",
     "asgi:pacificpy": "PacificPy + `await task.delay()`, clock stops when the tasks ran",
     "asgi:pacificpy-sync": "as pacificpy, sync task on the executor's threads (their CPU counted)",
+    "asgi:pacificpy-notask": "PacificPy, the same route enqueuing nothing (the web layer alone)",
     "local:threadpool-submit": "ThreadPoolExecutor(4).submit(noop)",
     "local:pacificpy-delay-sync": "noop.delay() of a sync task, local executor, 4 workers",
     "local:asyncio-create-task": "loop.create_task(noop()), asyncio loop",

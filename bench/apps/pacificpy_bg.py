@@ -40,6 +40,7 @@ def noop_sync(user_id: int) -> None:
 
 app = PacificPy()
 app_sync = PacificPy()
+app_notask = PacificPy()  # the same route enqueuing nothing: the web layer alone
 
 
 @app.post("/")
@@ -55,6 +56,12 @@ async def create_sync(request: Any) -> dict[str, object]:
     data = await request.json()
     await noop_sync.delay(data["user_id"])
     next(_enqueued)
+    return {"ok": True, "user_id": data["user_id"]}
+
+
+@app_notask.post("/")
+async def create_notask(request: Any) -> dict[str, object]:
+    data = await request.json()
     return {"ok": True, "user_id": data["user_id"]}
 
 
