@@ -14,6 +14,7 @@ local batch = cjson.decode(ARGV[3])
 local function apply(e)
   local h = prefix .. e[1]
   local now = e[2]
+  local set = {}
   if e[3] ~= '' then
     local cur = redis.call('HMGET', h, 'ep', 'at', 'ph')
     local nep = tonumber(e[3])
@@ -25,9 +26,14 @@ local function apply(e)
       end
       if nep ~= ep and e[5] ~= '2' then redis.call('DEL', h) end
     end
-    redis.call('HSET', h, 'ep', e[3], 'at', e[4], 'ph', e[5])
+    set = {'ep', e[3], 'at', e[4], 'ph', e[5]}
   end
-  if #e >= 10 then redis.call('HSET', h, unpack(e, 9)) end
+  for i = 9, #e do set[#set + 1] = e[i] end
+  set[#set + 1] = 'id'
+  set[#set + 1] = e[1]
+  set[#set + 1] = 'updated_at'
+  set[#set + 1] = now
+  redis.call('HSET', h, unpack(set))
   if e[7] == '1' then
     local s = redis.call('HGET', h, 'started_at')
     if s and s ~= '' then
@@ -35,8 +41,7 @@ local function apply(e)
     end
   end
   if e[8] == '1' then redis.call('HINCRBY', h, 'attempts', 1) end
-  redis.call('HSET', h, 'id', e[1], 'updated_at', now)
-  if not redis.call('HGET', h, 'name') then redis.call('HSET', h, 'name', e[6]) end
+  redis.call('HSETNX', h, 'name', e[6])
   redis.call('EXPIRE', h, ttl)
   redis.call('ZADD', KEYS[1], now, e[1])
 end
