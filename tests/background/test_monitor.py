@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import gc
 import logging
 import random
 import threading
@@ -427,3 +429,42 @@ def test_stats_quantiles_on_known_durations() -> None:
     assert per["p50"] == 0.051  # index round(49.5) = 50
     assert per["p95"] == 0.095  # index round(94.05) = 94
     assert per["count"] == 100
+
+
+def test_histogram_buckets_hold_their_upper_bound_across_batches() -> None:
+    """Completions are counted in batches: a duration equal to a bucket's bound is in that
+    bucket (``le``), one just above it in the next, before and after a batch is folded."""
+    from pacificpy.background.monitor.store import DURATION_BUCKETS
+
+    mon = TaskMonitor(InMemoryMonitorStore(max_records=10))
+    durations = list(DURATION_BUCKETS) + [b * 1.0001 for b in DURATION_BUCKETS] + [0.0]
+    expected = [0] * (len(DURATION_BUCKETS) + 1)
+    for i in range(3000):  # past the batch size: folded on the hot path too
+        duration = durations[i % len(durations)]
+        expected[bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
+        env = TaskEnvelope(task_id=f"h{i}", task_name="h", enqueued_at=time.time())
+        mon.task_queued(env)
+        mon.task_completed(env, None, duration)
+    buckets, total, count = mon.metrics().durations["h"]
+    assert buckets == expected and count == 3000
+    assert total == pytest.approx(sum(durations[i % len(durations)] for i in range(3000)))
+    assert mon.metrics().totals[("h", "queued")] == 3000
+
+
+def test_kept_records_are_not_tracked_by_the_garbage_collector() -> None:
+    """A record holds only atomic values and the call's own arguments, so once collected it
+    is untracked and costs later collections nothing (an envelope or an enum kept in it
+    would keep it tracked forever)."""
+    store = InMemoryMonitorStore()
+    mon = TaskMonitor(store)
+    for i in range(50):
+        env = TaskEnvelope(task_id=f"g{i}", task_name="g", args=(i, "x"), enqueued_at=time.time())
+        mon.task_queued(env)
+        mon.task_running(env)
+        mon.task_completed(env, i, 0.01)
+    gc.collect()
+    gc.collect()  # a tuple is untracked once the tuples it holds were
+    assert not any(gc.is_tracked(rec) for rec in store._records.values())
+    rec = mon.get("g7")
+    assert rec is not None and rec.args_preview == "7, 'x'" and rec.result_preview == "7"
+    assert rec.status is TaskStatus.COMPLETED and rec.queue == "default"

@@ -326,3 +326,54 @@ def test_stats_quantiles_on_known_durations(redis_url: str, prefix: str) -> None
     assert per["p50"] == 0.051 and per["p95"] == 0.095  # nearest rank, index round(q * 99)
     assert per["count"] == 100
     monitor.close()
+
+
+def test_fields_are_written_as_python_writes_floats(redis_url: str, prefix: str) -> None:
+    """The batch goes to Lua as JSON of strings: times and durations keep every digit, in
+    ``repr``'s spelling (tiny durations too)."""
+    store = store_for(redis_url, prefix)
+    env = TaskEnvelope(task_id="f1", task_name="n", args=(1,), enqueued_at=1796073466.6233578)
+    store.task_queued(env)
+    store.task_running(env)
+    store.task_completed(env, 2, 1.160200008598622e-05)
+    store.flush()
+    raw = store.client.hgetall(f"{prefix}:mon:t:f1")
+    assert raw[b"enqueued_at"] == b"1796073466.6233578" and raw[b"ep"] == b"1796073466.6233578"
+    assert raw[b"duration"] == b"1.160200008598622e-05"
+    assert raw[b"attempts"] == b"1" and raw[b"result"] == b"2" and raw[b"args"] == b"1"
+    updated = float(raw[b"updated_at"])
+    assert raw[b"updated_at"] == repr(updated).encode() == raw[b"finished_at"]
+    assert store.client.zscore(f"{prefix}:mon:index", "f1") == updated
+    # HINCRBYFLOAT keeps the sum in its own precision, as it always did.
+    assert store.metrics().durations["n"][1] == pytest.approx(1.160200008598622e-05)
+    store.close()
+
+
+def test_one_failing_event_does_not_lose_the_rest_of_its_batch(
+    redis_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = store_for(redis_url, prefix)
+    store.client.set(f"{prefix}:mon:t:bad", "not a hash")  # its writes fail: WRONGTYPE
+    now = time.time()
+    for task_id in ("a", "bad", "b"):
+        env = TaskEnvelope(task_id=task_id, task_name="n", enqueued_at=now)
+        store.task_queued(env)
+        store.task_completed(env, None, 0.5)
+    store.flush()
+    assert "1 of 3 events could not be written" in caplog.text
+    assert store.get("a").status is TaskStatus.COMPLETED  # type: ignore[union-attr]
+    assert store.get("b").status is TaskStatus.COMPLETED  # type: ignore[union-attr]
+    assert store.metrics().totals[("n", "completed")] == 3  # the counters are the batch's
+    store.close()
+
+
+def test_text_that_is_not_valid_unicode_is_still_written(redis_url: str, prefix: str) -> None:
+    store = store_for(redis_url, prefix)
+    env = TaskEnvelope(task_id="s1", task_name="n", enqueued_at=time.time())
+    store.task_queued(env)
+    store.task_failed(env, "bad \ud800 text", None, 0.1)
+    store.flush()
+    rec = store.get("s1")
+    assert rec is not None and rec.status is TaskStatus.FAILED
+    assert rec.error is not None and rec.error.startswith("bad ") and rec.error.endswith(" text")
+    store.close()

@@ -158,8 +158,11 @@ def _shape(
 ) -> tuple[inspect.Signature, tuple[bool, ...], bool, bool, frozenset[str]] | None:
     if task is None:
         return None
-    from pacificpy.background import registry
-
+    # The registry imports this module: found in sys.modules (cheaper than an import
+    # statement on every preview), imported only if nothing imported it yet.
+    registry: Any = sys.modules.get("pacificpy.background.registry")
+    if registry is None:
+        from pacificpy.background import registry
     try:
         sig = registry.get(task).signature
     except Exception:  # not registered in this process: keyword names only

@@ -1,31 +1,65 @@
--- One task-monitor event, written to the task's record if it is not stale.
--- KEYS: 1 task hash, 2 index
--- ARGV: 1 id, 2 ttl, 3 now, 4 life ('' = unordered), 5 attempt, 6 phase, 7 task name,
---       8 '1' = duration from started_at, 9 '1' = one more attempt, 10.. field/value pairs
-local h = KEYS[1]
-if ARGV[4] ~= '' then
-  local cur = redis.call('HMGET', h, 'ep', 'at', 'ph')
-  local nep = tonumber(ARGV[4])
-  if cur[1] then
-    local ep, at, ph = tonumber(cur[1]), tonumber(cur[2]), tonumber(cur[3])
-    local nat, nph = tonumber(ARGV[5]), tonumber(ARGV[6])
-    if nep < ep or (nep == ep and (nat < at or (nat == at and nph < ph))) then
-      return 0
+-- A batch of task-monitor events, each written to its task's record if it is not stale,
+-- then the batch's counters. One call per batch: the whole batch is one JSON argument.
+-- KEYS: 1 index, 2 totals, 3 dur, 4 metrics, 5 queues
+-- ARGV: 1 task hash prefix, 2 ttl, 3 JSON {"e": events, "t": totals, "d": dur counts,
+--       "s": dur sums, "q": queues, "m": metrics}; every value is a string:
+--   events  [[id, now, life ('' = unordered), attempt, phase, task name,
+--             '1' = duration from started_at, '1' = one more attempt, field, value, ...]]
+--   totals / d / s  [field, increment, ...] (HINCRBY / HINCRBY / HINCRBYFLOAT)
+--   queues  [queue, ...];  metrics  [[field base, count, sum, last], ...]
+-- Returns the number of events that failed (each is applied on its own).
+local prefix, ttl = ARGV[1], ARGV[2]
+local batch = cjson.decode(ARGV[3])
+
+local function apply(e)
+  local h = prefix .. e[1]
+  local now = e[2]
+  local set = {}
+  if e[3] ~= '' then
+    local cur = redis.call('HMGET', h, 'ep', 'at', 'ph')
+    local nep = tonumber(e[3])
+    if cur[1] then
+      local ep, at, ph = tonumber(cur[1]), tonumber(cur[2]), tonumber(cur[3])
+      local nat, nph = tonumber(e[4]), tonumber(e[5])
+      if nep < ep or (nep == ep and (nat < at or (nat == at and nph < ph))) then
+        return
+      end
+      if nep ~= ep and e[5] ~= '2' then redis.call('DEL', h) end
     end
-    if nep ~= ep and ARGV[6] ~= '2' then redis.call('DEL', h) end
+    set = {'ep', e[3], 'at', e[4], 'ph', e[5]}
   end
-  redis.call('HSET', h, 'ep', ARGV[4], 'at', ARGV[5], 'ph', ARGV[6])
-end
-if #ARGV >= 11 then redis.call('HSET', h, unpack(ARGV, 10)) end
-if ARGV[8] == '1' then
-  local s = redis.call('HGET', h, 'started_at')
-  if s and s ~= '' then
-    redis.call('HSET', h, 'finished_at', ARGV[3], 'duration', tostring(ARGV[3] - s))
+  for i = 9, #e do set[#set + 1] = e[i] end
+  set[#set + 1] = 'id'
+  set[#set + 1] = e[1]
+  set[#set + 1] = 'updated_at'
+  set[#set + 1] = now
+  redis.call('HSET', h, unpack(set))
+  if e[7] == '1' then
+    local s = redis.call('HGET', h, 'started_at')
+    if s and s ~= '' then
+      redis.call('HSET', h, 'finished_at', now, 'duration', tostring(now - s))
+    end
   end
+  if e[8] == '1' then redis.call('HINCRBY', h, 'attempts', 1) end
+  redis.call('HSETNX', h, 'name', e[6])
+  redis.call('EXPIRE', h, ttl)
+  redis.call('ZADD', KEYS[1], now, e[1])
 end
-if ARGV[9] == '1' then redis.call('HINCRBY', h, 'attempts', 1) end
-redis.call('HSET', h, 'id', ARGV[1], 'updated_at', ARGV[3])
-if not redis.call('HGET', h, 'name') then redis.call('HSET', h, 'name', ARGV[7]) end
-redis.call('EXPIRE', h, ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-return 1
+
+local failed = 0
+for _, e in ipairs(batch.e) do
+  if not pcall(apply, e) then failed = failed + 1 end
+end
+local function incr(cmd, key, pairs)
+  for i = 1, #pairs, 2 do redis.call(cmd, key, pairs[i], pairs[i + 1]) end
+end
+incr('HINCRBY', KEYS[2], batch.t)
+incr('HINCRBY', KEYS[3], batch.d)
+incr('HINCRBYFLOAT', KEYS[3], batch.s)
+if #batch.q > 0 then redis.call('SADD', KEYS[5], unpack(batch.q)) end
+for _, m in ipairs(batch.m) do
+  redis.call('HINCRBY', KEYS[4], m[1] .. 'c', m[2])
+  redis.call('HINCRBYFLOAT', KEYS[4], m[1] .. 's', m[3])
+  redis.call('HSET', KEYS[4], m[1] .. 'l', m[4])
+end
+return failed
