@@ -92,28 +92,51 @@ async def test_a_run_raising_cancelled_error_leaves_its_consumer_running() -> No
         await ex.shutdown()
 
 
-_ran = 0
+_links = 0
 
 
-@background(name="tests.consumers.count")
-async def count() -> None:
-    global _ran
-    _ran += 1
+@background(name="tests.consumers.chain")
+async def chain(n: int) -> None:
+    global _links
+    _links += 1
+    if n:
+        chain.delay(n - 1)  # queued during this run: it waits for the consumer's next turn
 
 
-async def test_a_burst_of_runs_yields_to_the_loop_between_runs() -> None:
-    global _ran
-    _ran = 0
-    ex = get_local_executor(max_workers=2)
+async def test_a_task_that_enqueues_another_does_not_hold_the_loop() -> None:
+    global _links
+    _links = 0
+    ex = get_local_executor(max_workers=1)
     configure_background_tasks(ex)
     await ex.startup()
     try:
-        handles = [count.delay() for _ in range(500)]
-        await asyncio.sleep(0)  # one turn of the loop: each consumer runs about one task
-        assert 0 < _ran < 50
-        for h in handles:
-            await h.result(timeout=WAIT)
-        assert _ran == 500
+        chain.delay(1000)
+        await asyncio.sleep(0)  # one turn of the loop: one link of the chain, not all
+        await asyncio.sleep(0)
+        assert 0 < _links < 10
+        assert await asyncio.to_thread(ex.join, WAIT)
+        assert _links == 1001
+    finally:
+        await ex.shutdown()
+
+
+@background(name="tests.consumers.noop")
+async def noop() -> None:
+    pass
+
+
+async def test_consumers_keep_up_with_many_tasks_enqueued_per_turn() -> None:
+    # A busy server enqueues a task per request, dozens of requests per turn of its loop;
+    # a consumer runs every task queued before its turn, so the queue never builds up.
+    ex = get_local_executor(max_workers=2, max_queue_size=500)
+    configure_background_tasks(ex)
+    await ex.startup()
+    try:
+        for _ in range(200):
+            for _ in range(64):
+                noop.delay()  # QueueFull here if the consumers fell behind
+            await asyncio.sleep(0)
+        assert await asyncio.to_thread(ex.join, WAIT)
     finally:
         await ex.shutdown()
 

@@ -7,9 +7,14 @@ messages from one deque: putting a message is an append and, when a consumer is 
 one wake-up (the most recently parked consumer, whose frames are warm). The number of
 consumers is the bound on concurrent async runs (``max_workers``), for free.
 
-Fairness is kept as a task per run had it: after each run a consumer that still finds
-work yields to the loop once (``asyncio.sleep(0)``), so requests and other tasks get
-their turn between two runs. Consumers start in an empty context, so a run never sees
+Fairness is kept as a task per run had it, without its cost. A task per run runs, in
+the loop's next turn, every task queued before it; a consumer's turn likewise runs the
+tasks queued when it began, back to back, then yields to the loop if more came meanwhile
+(a task that enqueues another, say), so requests and other tasks get their turn. A
+consumer that yielded after every run would cap the runs at ``size`` per turn of the
+loop while a busy server accepts dozens of requests per turn: the queue would only grow.
+
+Consumers start in an empty context, so a run never sees
 the context variables of the request that happened to start its consumer. Like a worker
 thread, a consumer runs its tasks one after another in one context: a context variable
 a task sets and does not reset is seen by the next task of that consumer (PacificPy's
@@ -69,16 +74,23 @@ class Consumers:
                 if not items:
                     await self._park()
                     continue
-                try:
-                    await run(items.popleft())
-                except asyncio.CancelledError:
-                    if self.closed:
-                        raise
-                    # Not a shutdown: a task raised CancelledError of its own, or cancelled
-                    # the task it ran in. That run is over; the consumer goes on.
-                    _uncancel()
+                # One turn: the tasks queued when it began (as a task per run would have
+                # run them all in the loop's next turn); tasks queued meanwhile wait for
+                # the next turn, so a task that enqueues another cannot hold the loop.
+                turn = len(items)
+                while turn and items:
+                    turn -= 1
+                    try:
+                        await run(items.popleft())
+                    except asyncio.CancelledError:
+                        if self.closed:
+                            raise
+                        # Not a shutdown: a task raised CancelledError of its own, or
+                        # cancelled the task it ran in. That run is over; the consumer
+                        # goes on.
+                        _uncancel()
                 if items:
-                    await asyncio.sleep(0)  # let the loop serve others between two runs
+                    await asyncio.sleep(0)  # the turn is over: let the loop serve others
         finally:
             self.started -= 1
 
