@@ -251,7 +251,10 @@ def test_the_file_does_not_grow_under_steady_load(db_path: Path, backends: list[
         backend.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         sizes.append(db_path.stat().st_size)
         assert all(runs[k] == 1 for k in keys)
-    assert sizes[-1] <= sizes[0] * 1.2, sizes
+    # Steady from the second round on: the first may end with its free pages given back
+    # (the retention pass vacuums only past a threshold of free pages), later ones reuse
+    # the pages the first round's rows left.
+    assert sizes[-1] <= max(sizes[:2]) * 1.2, sizes
 
 
 # -- the file's write path -----------------------------------------------------------------
