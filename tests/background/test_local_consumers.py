@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 
 from pacificpy.background.decorators import background, configure_background_tasks
 from pacificpy.background.local import get_local_executor
@@ -120,21 +121,51 @@ async def test_a_task_that_enqueues_another_does_not_hold_the_loop() -> None:
         await ex.shutdown()
 
 
-@background(name="tests.consumers.noop")
-async def noop() -> None:
-    pass
+@background(name="tests.consumers.spin")
+async def spin() -> None:
+    ends = time.perf_counter() + 0.0001  # 100 µs of CPU: 64 of them overrun a 1 ms turn
+    while time.perf_counter() < ends:
+        pass
+
+
+_burst = 0
+
+
+@background(name="tests.consumers.burst")
+async def burst() -> None:
+    global _burst
+    _burst += 1
+
+
+async def test_a_burst_of_tasks_yields_to_the_loop_while_the_backlog_is_short() -> None:
+    global _burst
+    _burst = 0
+    ex = get_local_executor(max_workers=1)  # backlog threshold: 5,000 queued
+    configure_background_tasks(ex)
+    await ex.startup()
+    try:
+        for _ in range(3000):
+            burst.delay()
+        await asyncio.sleep(0)  # one turn of the loop: the consumer's turn ends after 1 ms
+        assert 0 < _burst < 3000
+        assert await asyncio.to_thread(ex.join, WAIT)
+        assert _burst == 3000
+    finally:
+        await ex.shutdown()
 
 
 async def test_consumers_keep_up_with_many_tasks_enqueued_per_turn() -> None:
-    # A busy server enqueues a task per request, dozens of requests per turn of its loop;
-    # a consumer runs every task queued before its turn, so the queue never builds up.
+    # A busy server enqueues a task per request, dozens of requests per turn of its loop.
+    # Here the tasks need more than the consumers' time-bounded turns give them; once the
+    # backlog reaches half the queue, a turn runs every task queued, so the queue never
+    # fills up.
     ex = get_local_executor(max_workers=2, max_queue_size=500)
     configure_background_tasks(ex)
     await ex.startup()
     try:
-        for _ in range(200):
+        for _ in range(100):
             for _ in range(64):
-                noop.delay()  # QueueFull here if the consumers fell behind
+                spin.delay()  # QueueFull here if the consumers fell behind
             await asyncio.sleep(0)
         assert await asyncio.to_thread(ex.join, WAIT)
     finally:

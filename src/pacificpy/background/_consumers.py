@@ -10,9 +10,12 @@ consumers is the bound on concurrent async runs (``max_workers``), for free.
 Fairness is kept as a task per run had it, without its cost. A task per run runs, in
 the loop's next turn, every task queued before it; a consumer's turn likewise runs the
 tasks queued when it began, back to back, then yields to the loop if more came meanwhile
-(a task that enqueues another, say), so requests and other tasks get their turn. A
-consumer that yielded after every run would cap the runs at ``size`` per turn of the
-loop while a busy server accepts dozens of requests per turn: the queue would only grow.
+(a task that enqueues another, say). While the backlog is short, a turn also ends after
+``TURN`` (1 ms), so a burst of tasks does not hold up the requests waiting behind it;
+from ``backlog`` queued tasks on (half the executor's ``max_queue_size``), a turn runs
+all of them, so the queue cannot grow to ``QueueFull`` because the consumers yield too
+often. (Yielding after every run, say, would cap the runs at ``size`` per turn of the
+loop while a busy server accepts dozens of requests per turn.)
 
 Consumers start in an empty context, so a run never sees
 the context variables of the request that happened to start its consumer. Like a worker
@@ -26,21 +29,31 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 __all__ = ["Consumers"]
 
 _EMPTY = contextvars.Context()
+_NEVER = float("inf")
+
+#: How long a consumer's turn may run tasks back to back while the backlog is short (s).
+TURN = 0.001
 
 
 class Consumers:
     """At most ``size`` consumer tasks of one loop, running ``run(item)`` for each item."""
 
-    __slots__ = ("closed", "idle", "items", "run", "size", "started", "tasks")
+    __slots__ = ("backlog", "closed", "idle", "items", "run", "size", "started", "tasks")
 
     def __init__(
-        self, size: int, run: Callable[[Any], Awaitable[None]], tasks: set[asyncio.Task[Any]]
+        self,
+        size: int,
+        run: Callable[[Any], Awaitable[None]],
+        tasks: set[asyncio.Task[Any]],
+        *,
+        backlog: int = 1000,
     ) -> None:
         self.items: collections.deque[Any] = collections.deque()
         self.idle: list[asyncio.Future[None]] = []  # parked consumers, newest last
@@ -49,6 +62,7 @@ class Consumers:
         self.run = run
         self.tasks = tasks  # the executor's live tasks (cancelled at shutdown)
         self.closed = False  # set at shutdown, before the consumers are cancelled
+        self.backlog = backlog  # from this many queued, a turn runs all of them
 
     def put(self, item: Any) -> None:
         """Queue ``item``; wake an idle consumer or start one (call on the loop's thread)."""
@@ -69,15 +83,18 @@ class Consumers:
     async def _consume(self) -> None:
         items = self.items
         run = self.run
+        clock = time.perf_counter
         try:
             while True:
                 if not items:
                     await self._park()
                     continue
                 # One turn: the tasks queued when it began (as a task per run would have
-                # run them all in the loop's next turn); tasks queued meanwhile wait for
-                # the next turn, so a task that enqueues another cannot hold the loop.
+                # run them all in the loop's next turn), for at most TURN while the
+                # backlog is short; tasks queued meanwhile wait for the next turn, so a
+                # task that enqueues another cannot hold the loop.
                 turn = len(items)
+                ends = clock() + TURN if turn < self.backlog else _NEVER
                 while turn and items:
                     turn -= 1
                     try:
@@ -89,6 +106,8 @@ class Consumers:
                         # cancelled the task it ran in. That run is over; the consumer
                         # goes on.
                         _uncancel()
+                    if clock() > ends:
+                        break
                 if items:
                     await asyncio.sleep(0)  # the turn is over: let the loop serve others
         finally:

@@ -540,7 +540,12 @@ class LocalExecutor(InMemoryBackend):
         loop = asyncio.get_running_loop()
         consumers = self._consumers.get(loop)
         if consumers is None:
-            consumers = Consumers(self.max_workers, self._run_async, self._async_tasks)
+            consumers = Consumers(
+                self.max_workers,
+                self._run_async,
+                self._async_tasks,
+                backlog=max(1, self.max_queue_size // 2),
+            )
             self._consumers[loop] = consumers
         if message.envelope.priority:
             self._async_lane.put(message)
