@@ -70,9 +70,11 @@ def test_rate_limit_spreads_starts_across_worker_processes(harness: Harness) -> 
     assert len(starts) == 15
     # 5 now, 5 a second later, 5 a second after that.
     assert starts[-1] - starts[0] >= 1.8, starts
-    # At most 5 in any second. The window is admitted by Redis' clock; the task records
-    # its start a moment later, so a 0.9 s window leaves room for that gap.
-    most = max(sum(1 for s in starts if t <= s < t + 0.9) for t in starts)
+    # At most 5 in any second. The window is admitted by the state's clock (Redis', or
+    # PostgreSQL's); the task records its start a moment later, and on a loaded machine
+    # that moment was seen at 150 ms, so a 0.75 s window leaves room for the gap (a limit
+    # that let 10 a second through would still show 6 or more in it).
+    most = max(sum(1 for s in starts if t <= s < t + 0.75) for t in starts)
     assert most <= 5, starts
 
 
