@@ -196,6 +196,7 @@ def test_late_events_from_another_process_do_not_overwrite_newer_ones(
     rec = web.get("t1")
     assert rec is not None and rec.status is TaskStatus.QUEUED
     assert rec.result_preview is None and rec.finished_at is None
+    assert rec.name == "n"  # the old record's name went with it; the new life writes its own
     worker.task_dead("t1", "n", "poison")
     worker.flush()
     assert web.get("t1").status is TaskStatus.DEAD  # type: ignore[union-attr]

@@ -11,20 +11,29 @@
 local prefix, ttl = ARGV[1], ARGV[2]
 local batch = cjson.decode(ARGV[3])
 
+-- Index entries (score, id, ...) of the events written, added in one ZADD per chunk.
+local index = {}
+
 local function apply(e)
   local h = prefix .. e[1]
   local now = e[2]
   local set = {}
+  -- nil: not known whether the record has a name yet (an unordered event: HSETNX after).
+  local named = nil
   if e[3] ~= '' then
-    local cur = redis.call('HMGET', h, 'ep', 'at', 'ph')
+    local cur = redis.call('HMGET', h, 'ep', 'at', 'ph', 'name')
     local nep = tonumber(e[3])
+    named = cur[4]
     if cur[1] then
       local ep, at, ph = tonumber(cur[1]), tonumber(cur[2]), tonumber(cur[3])
       local nat, nph = tonumber(e[4]), tonumber(e[5])
       if nep < ep or (nep == ep and (nat < at or (nat == at and nph < ph))) then
         return
       end
-      if nep ~= ep and e[5] ~= '2' then redis.call('DEL', h) end
+      if nep ~= ep and e[5] ~= '2' then
+        redis.call('DEL', h)
+        named = false
+      end
     end
     set = {'ep', e[3], 'at', e[4], 'ph', e[5]}
   end
@@ -33,6 +42,10 @@ local function apply(e)
   set[#set + 1] = e[1]
   set[#set + 1] = 'updated_at'
   set[#set + 1] = now
+  if named == false and type(e[6]) == 'string' then
+    set[#set + 1] = 'name'
+    set[#set + 1] = e[6]
+  end
   redis.call('HSET', h, unpack(set))
   if e[7] == '1' then
     local s = redis.call('HGET', h, 'started_at')
@@ -41,14 +54,18 @@ local function apply(e)
     end
   end
   if e[8] == '1' then redis.call('HINCRBY', h, 'attempts', 1) end
-  redis.call('HSETNX', h, 'name', e[6])
+  if named == nil then redis.call('HSETNX', h, 'name', e[6]) end
   redis.call('EXPIRE', h, ttl)
-  redis.call('ZADD', KEYS[1], now, e[1])
+  index[#index + 1] = now
+  index[#index + 1] = e[1]
 end
 
 local failed = 0
 for _, e in ipairs(batch.e) do
   if not pcall(apply, e) then failed = failed + 1 end
+end
+for i = 1, #index, 1000 do
+  redis.call('ZADD', KEYS[1], unpack(index, i, math.min(i + 999, #index)))
 end
 local function incr(cmd, key, pairs)
   for i = 1, #pairs, 2 do redis.call(cmd, key, pairs[i], pairs[i + 1]) end
