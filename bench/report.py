@@ -186,6 +186,7 @@ EXTRA_RATIOS = [
     ("enqueue", "pacificpy-arq", "redis-lpush", "jobs_s"),
     ("enqueue", "pacificpy-celery", "redis-lpush", "jobs_s"),
     ("e2e", "pacificpy-celery", "celery-solo", "jobs_s"),
+    ("e2e", "pacificpy-celery", "celery-solo-alo-results", "jobs_s"),
     ("http", "pacificpy-sync@uvloop", "starlette-bg-sync@uvloop", "rps"),
     ("http", "pacificpy-sync@uvloop", "fastapi-bg-sync@uvloop", "rps"),
     ("http", "pacificpy-sync@uvloop", "raw-asgi@uvloop", "rps"),

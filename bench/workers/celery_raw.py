@@ -2,7 +2,9 @@
 
 With ``BENCH_CELERY_ATLEASTONCE=1`` it uses the at-least-once settings PacificPy's Celery
 backend applies (acks late, reject on worker lost, prefetch multiplier 1), so the two can
-be compared with the same worker settings.
+be compared with the same worker settings. With ``BENCH_CELERY_RESULTS=1`` as well, it keeps
+every task's result in Redis (``result_backend``), as PacificPy keeps every outcome for
+``handle.result()``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ if os.environ.get("BENCH_CELERY_ATLEASTONCE") == "1":
     app.conf.task_acks_late = True
     app.conf.task_reject_on_worker_lost = True
     app.conf.worker_prefetch_multiplier = 1
+if os.environ.get("BENCH_CELERY_RESULTS") == "1":
+    app.conf.result_backend = URL
 
 
 @app.task(name="bench.raw.job")
