@@ -10,6 +10,7 @@ import textwrap
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -377,4 +378,45 @@ def test_text_that_is_not_valid_unicode_is_still_written(redis_url: str, prefix:
     rec = store.get("s1")
     assert rec is not None and rec.status is TaskStatus.FAILED
     assert rec.error is not None and rec.error.startswith("bad ") and rec.error.endswith(" text")
+    store.close()
+
+
+def test_a_tasks_events_fold_into_one_write_across_a_window_of_many_batches(
+    redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One worker behind a fast producer: 1,200 enqueues, then the 1,200 runs. A task's
+    # completion comes 1,200 events after its enqueue, farther apart than one call's 500
+    # writes; folding over the whole window still writes each task once.
+    store = store_for(redis_url, prefix)
+    writes_per_call: list[int] = []
+    real_script = store._clients.script
+
+    def spying(name: str) -> Any:
+        script = real_script(name)
+        if name != "monitor_event":
+            return script
+
+        def call(keys: list[str], args: list[Any]) -> Any:
+            writes_per_call.append(len(json.loads(args[2])["e"]))
+            return script(keys, args)
+
+        return call
+
+    monkeypatch.setattr(store._clients, "script", spying)
+    now = time.time()
+    envs = [TaskEnvelope(task_id=f"w{i}", task_name="n", enqueued_at=now) for i in range(1200)]
+    with store._flush_lock:  # the flusher thread waits: all 3,600 events make one window
+        for env in envs:
+            store.task_queued(env)
+        for env in envs:
+            store.task_running(env)
+            store.task_completed(env, None, 0.25)
+    store.flush()
+    assert writes_per_call == [500, 500, 200]
+    for task_id in ("w0", "w699", "w1199"):
+        rec = store.get(task_id)
+        assert rec is not None and rec.status is TaskStatus.COMPLETED and rec.name == "n"
+        assert rec.enqueued_at == now and rec.started_at is not None
+    totals = store.metrics().totals  # counted once, though sent with the first call only
+    assert totals[("n", "queued")] == 1200 and totals[("n", "completed")] == 1200
     store.close()

@@ -1,8 +1,9 @@
 """The Redis monitor store: one view of every task, shared by web processes and workers.
 
 Events are appended to an in-process buffer (a deque append: the hot path never waits
-for Redis) and a background thread writes them in batches, one Lua call per batch (the
-batch is one JSON argument). Queries write the buffer first, so a process always reads
+for Redis) and a background thread writes them in windows: a task's events within one
+window fold into one record write, and the writes go out 500 to a Lua call (one JSON
+argument). Queries write the buffer first, so a process always reads
 its own events.
 
 Keys (``P`` is the prefix, ``pacificpy`` by default)::
@@ -56,7 +57,15 @@ logger = logging.getLogger("pacificpy.background.monitor")
 
 _SEP = "\x1f"
 _PHASE_QUEUED, _PHASE_RUNNING, _PHASE_DONE = "0", "1", "2"
+#: Record writes per script call (a longer call would hold up every other Redis client).
 _BATCH = 500
+#: Events folded together per flush: a task's queued, running and completed events fold
+#: into one write only if they fall in one window, and a busy process interleaves many
+#: tasks' events (with one worker thread behind a fast producer, a task's completion comes
+#: some 500 events after its enqueue).
+_WINDOW = 5000
+#: A call carrying record writes only (the window's counters went with its first call).
+_NO_COUNTS: dict[str, list[Any]] = {"t": [], "d": [], "s": [], "q": [], "m": []}
 _FOLDABLE = frozenset({"queued", "running", "completed", "failed", "retrying"})
 #: Events folded into a pending write of the same task without taking its ordering key.
 _MERGED = frozenset({"progress"})
@@ -242,7 +251,7 @@ class RedisMonitorStore(MonitorStore):
             while buf:
                 items: list[tuple[Any, ...]] = []
                 try:
-                    while len(items) < _BATCH:
+                    while len(items) < _WINDOW:
                         items.append(buf.popleft())
                 except IndexError:
                     pass
@@ -270,17 +279,25 @@ class RedisMonitorStore(MonitorStore):
 
         try:
             payload = self._plan(items)
-            try:
-                data = orjson.dumps(payload)
-            except TypeError:  # a lone surrogate in some text: written as U+FFFD
-                data = json.dumps(payload, ensure_ascii=False).encode("utf-8", "replace")
+            writes = payload["e"]
             keys = [self._k_index, self._k_totals, self._k_dur, self._k_metrics, self._k_queues]
-            failed = self._clients.script("monitor_event")(keys, [self._k_task, self.ttl, data])
+            script = self._clients.script("monitor_event")
+            failed = 0
+            # The window's counters go with its first call, its record writes in calls of
+            # at most _BATCH.
+            for start in range(0, max(len(writes), 1), _BATCH):
+                part = payload if start == 0 else _NO_COUNTS
+                part = {**part, "e": writes[start : start + _BATCH]}
+                try:
+                    data = orjson.dumps(part)
+                except TypeError:  # a lone surrogate in some text: written as U+FFFD
+                    data = json.dumps(part, ensure_ascii=False).encode("utf-8", "replace")
+                failed += script(keys, [self._k_task, self.ttl, data])
             trim_args = [self.max_records, self._k_task, time.time() - self.ttl]
             self._clients.script("monitor_trim")([self._k_index], trim_args)
             if failed:
                 logger.warning("task monitor: %d of %d events could not be written to Redis",
-                               failed, len(payload["e"]))  # fmt: skip
+                               failed, len(writes))  # fmt: skip
         except (RedisError, OSError) as exc:
             logger.warning(
                 "task monitor: could not write %d events to Redis at %s: %s",
