@@ -66,6 +66,12 @@ def echo(value: Any) -> Any:
 
 
 @background
+def unusual_result() -> dict[str, Any]:
+    """A value JSON cannot carry as it is: an int key, a set, bytes, an exception."""
+    return {"keys": {1: "a"}, "set": {1, 2}, "bytes": b"ok", "exc": ValueError("v")}
+
+
+@background
 def context() -> dict[str, Any]:
     return _context()
 

@@ -43,6 +43,19 @@ async def test_json_round_trip(harness: Harness) -> None:
     assert await handle.result(timeout=WAIT) == value
 
 
+async def test_a_result_json_cannot_carry_as_is_still_ends_the_task(harness: Harness) -> None:
+    # Never a task left "running" for good: a store outside the process keeps the value as
+    # JSON, converted (as ARQ's job results always were); the local executor keeps it as is.
+    handle = await tasks.unusual_result.delay()
+    value = await handle.result(timeout=WAIT)
+    assert await handle.status() is TaskStatus.COMPLETED
+    if harness.name == "local":
+        assert value["keys"] == {1: "a"} and value["set"] == {1, 2} and value["bytes"] == b"ok"
+    else:
+        assert value == {"keys": {"1": "a"}, "set": [1, 2], "bytes": "ok",
+                         "exc": {"error": "v", "error_type": "ValueError"}}  # fmt: skip
+
+
 async def test_kwargs_and_apply_async(harness: Harness) -> None:
     handle = await tasks.add.apply_async(args=(1,), kwargs={"b": 10})
     assert await handle.result(timeout=WAIT) == 11

@@ -42,6 +42,7 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_pref
 from arq.worker import Retry as ArqRetry
 
 from pacificpy.background import execution
+from pacificpy.background._jsonvalue import dumps_value
 from pacificpy.background.backends._arq_health import ArqWorkerHealth
 from pacificpy.background.execution import Decision
 from pacificpy.background.monitor.previews import preview_call
@@ -68,21 +69,11 @@ _SIGNED_BODY = 4 + 64 + 1  # len(b"pp1.") + hex digest + b"."
 
 
 # -- (de)serialization ------------------------------------------------------------------
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (bytes, bytearray, memoryview)):
-        return bytes(obj).decode("utf-8", "replace")
-    if isinstance(obj, BaseException):
-        return {"error": str(obj), "error_type": type(obj).__name__}
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    return repr(obj)
-
-
 def job_serializer(obj: dict[str, Any]) -> bytes:
     """ARQ ``job_serializer``: JSON; a result of the PacificPy job drops the message copy."""
     if "s" in obj and obj.get("f") == JOB_NAME:
         obj = {**obj, "a": [], "k": {}}
-    return orjson.dumps(obj, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+    return dumps_value(obj)
 
 
 #: Enqueue times (ms) ARQ is given; outside them ARQ's ``datetime`` conversion would raise.
@@ -275,18 +266,20 @@ class DaemonThreadPool(cf.Executor):
 def _shown(value: object) -> bytes:
     """``value`` as JSON (or its ``repr``), to keep in the dead letter of a non-message."""
     try:
-        return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+        return dumps_value(value)
     except Exception:
         return repr(value)[:100_000].encode("utf-8", "replace")
 
 
 def _jsonable(outcome: dict[str, Any]) -> dict[str, Any]:
-    """The outcome dict, with a value JSON cannot carry replaced by a JSON-able form."""
-    try:
-        orjson.dumps(outcome)
-    except TypeError:
-        outcome = orjson.loads(orjson.dumps(outcome, default=_json_default))
-    return outcome
+    """The outcome dict as its JSON reads back (a value JSON cannot carry as it is,
+    converted as every store outside the process converts it)."""
+    if type(outcome["value"]) in _PLAIN:
+        return outcome
+    return orjson.loads(dumps_value(outcome))
+
+
+_PLAIN = frozenset({type(None), str, int, float, bool})
 
 
 class WorkerState:

@@ -34,6 +34,7 @@ from arq.constants import (
 from arq.worker import func
 from redis.exceptions import RedisError
 
+from pacificpy.background._jsonvalue import dumps_value
 from pacificpy.background.backend import BackgroundBackend
 from pacificpy.background.backends import _arq_worker
 from pacificpy.background.backends._arq_worker import (
@@ -139,7 +140,7 @@ class ARQTaskState(RedisTaskState):
         ms = int(outcome.finished_at * 1000)
         result = {"t": 0, "f": JOB_NAME, "a": [], "k": {}, "et": ms, "s": True,
                   "r": outcome.to_dict(), "st": ms, "ft": ms, "q": None}  # fmt: skip
-        return orjson.dumps(result)
+        return dumps_value(result)
 
 
 class ARQBackgroundBackend(BackgroundBackend):

@@ -64,8 +64,6 @@ _BATCH = 500
 #: tasks' events (with one worker thread behind a fast producer, a task's completion comes
 #: some 500 events after its enqueue).
 _WINDOW = 5000
-#: A call carrying record writes only (the window's counters went with its first call).
-_NO_COUNTS: dict[str, list[Any]] = {"t": [], "d": [], "s": [], "q": [], "m": []}
 _FOLDABLE = frozenset({"queued", "running", "completed", "failed", "retrying"})
 #: Events folded into a pending write of the same task without taking its ordering key.
 _MERGED = frozenset({"progress"})
@@ -286,8 +284,11 @@ class RedisMonitorStore(MonitorStore):
             # The window's counters go with its first call, its record writes in calls of
             # at most _BATCH.
             for start in range(0, max(len(writes), 1), _BATCH):
-                part = payload if start == 0 else _NO_COUNTS
-                part = {**part, "e": writes[start : start + _BATCH]}
+                chunk = writes[start : start + _BATCH]
+                if start == 0:
+                    part = {**payload, "e": chunk}
+                else:  # record writes only: the window's counters went with its first call
+                    part = {"e": chunk, "t": [], "d": [], "s": [], "q": [], "m": []}
                 try:
                     data = orjson.dumps(part)
                 except TypeError:  # a lone surrogate in some text: written as U+FFFD

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from pacificpy.background import cancellation
+from pacificpy.background._jsonvalue import dumps_value
 from pacificpy.background.backends.redis.cancels import CancelWatcher, database
 from pacificpy.background.backends.redis.clients import RedisClients
 from pacificpy.background.backends.redis.keys import Keys
@@ -80,7 +81,7 @@ class RedisTaskState(TaskState):
 
     def dump_outcome(self, task_id: str, outcome: Outcome) -> bytes:
         """``outcome`` as :meth:`load_outcome` reads it back."""
-        return orjson.dumps(outcome.to_dict())
+        return dumps_value(outcome.to_dict())
 
     def get_outcome(self, task_id: str) -> Outcome | None:
         return self.load_outcome(self.sync.get(self.outcome_key(task_id)))
@@ -281,7 +282,7 @@ class RedisTaskState(TaskState):
         if end.release is not None:
             pipe.delete(self.keys.idem(*end.release))
         if end.task_id is not None and end.outcome is not None:
-            outcome = orjson.dumps(end.outcome.to_dict())
+            outcome = dumps_value(end.outcome.to_dict())
             pipe.set(self.outcome_key(end.task_id), outcome, ex=int(self.result_ttl))
         return pipe
 
@@ -289,7 +290,7 @@ class RedisTaskState(TaskState):
         task_id, outcome = end.task_id, end.outcome
         if end.deliveries is None and end.release is None and task_id and outcome is not None:
             # The common end (an outcome, nothing else): one SET, without a pipeline's cost.
-            data = orjson.dumps(outcome.to_dict())
+            data = dumps_value(outcome.to_dict())
             self.sync.set(self.outcome_key(task_id), data, ex=int(self.result_ttl))
             return
         pipe = self._finish_pipe(self.sync, end)
