@@ -602,7 +602,9 @@ def _final_steps(
         if not letter.data:
             letter.data = _data_text(data)
         steps.append(("add_dead_letter", letter))
-    steps.append(("finish", _ending(decision, counted, store_outcome)))
+    end = _ending(decision, counted, store_outcome)
+    if end.outcome is not None or end.deliveries is not None or end.release is not None:
+        steps.append(("finish", end))  # (on ARQ a success leaves nothing to finish)
     return steps
 
 
