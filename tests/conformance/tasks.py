@@ -66,6 +66,16 @@ def echo(value: Any) -> Any:
 
 
 @background
+def raise_cancelled(message: str) -> None:
+    raise asyncio.CancelledError(message)
+
+
+@background
+async def async_raise_cancelled(message: str) -> None:
+    raise asyncio.CancelledError(message)
+
+
+@background
 def unusual_result() -> dict[str, Any]:
     """A value JSON cannot carry as it is: an int key, a set, bytes, an exception."""
     return {"keys": {1: "a"}, "set": {1, 2}, "bytes": b"ok", "exc": ValueError("v")}

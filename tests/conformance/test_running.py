@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pacificpy.background import TaskStatus
-from pacificpy.errors import TaskArgumentError, TaskSerializationError
+from pacificpy.errors import TaskArgumentError, TaskFailed, TaskSerializationError
 from tests.conformance import tasks
 from tests.conformance.harness import Harness
 
@@ -54,6 +54,22 @@ async def test_a_result_json_cannot_carry_as_is_still_ends_the_task(harness: Har
     else:
         assert value == {"keys": {"1": "a"}, "set": [1, 2], "bytes": "ok",
                          "exc": {"error": "v", "error_type": "ValueError"}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "task", [tasks.raise_cancelled, tasks.async_raise_cancelled], ids=["sync", "async"]
+)
+async def test_a_task_raising_cancelled_error_itself_fails(harness: Harness, task: Any) -> None:
+    # Nobody cancelled it: a failure like any other exception, never a run left "running"
+    # without an outcome, nor a worker shutting down.
+    handle = await task.delay("on its own")
+    with pytest.raises(TaskFailed) as info:
+        await handle.result(timeout=WAIT)
+    assert info.value.error_type == "CancelledError"
+    assert "on its own" in str(info.value)
+    assert await handle.status() in (TaskStatus.FAILED, TaskStatus.DEAD)
+    after = await tasks.add.delay(2, 2)  # the worker goes on
+    assert await after.result(timeout=WAIT) == 4
 
 
 async def test_kwargs_and_apply_async(harness: Harness) -> None:

@@ -421,9 +421,13 @@ async def execute(
                 value = await (_limited(asyncio.shield(fut), spec.timeout) if spec.timeout else fut)
     except _Refused:
         return conclude(env, spec, started, exc=cancelled_error(env), data=data)
-    except asyncio.CancelledError:
+    except asyncio.CancelledError as exc:
         if not running.cancelled:
-            raise  # the worker is shutting down: not ours to record
+            if _cancel_requested():
+                raise  # the worker is shutting down: not ours to record
+            # Nobody cancelled this run: the task raised CancelledError itself (or awaited
+            # something cancelled elsewhere). A failure like any other exception.
+            return conclude(env, spec, started, exc=exc, data=data)
         uncancel = getattr(asyncio.current_task(), "uncancel", None)  # Python 3.11+
         if uncancel is not None:
             uncancel()  # the cancel was ours, and it is handled here
@@ -492,10 +496,9 @@ def call_sync(
         return None, cancelled_error(env)
     except _OverTime:
         return None, cancelled_error(env) if running.cancelled else timeout_error(spec)
-    except asyncio.CancelledError:
-        if not running.cancelled:
-            raise
-        return None, cancelled_error(env)
+    except asyncio.CancelledError as exc:
+        # In a thread nothing outside cancels the run: the task raised it itself.
+        return None, cancelled_error(env) if running.cancelled else exc
     except (Exception, SystemExit) as exc:  # a task calling sys.exit() must not end a worker
         return None, cancelled_error(env) if running.cancelled else exc
     if running.cancelled:  # it returned after the cancel reached it: the cancel stands
@@ -606,6 +609,14 @@ def _final_steps(
     if end.outcome is not None or end.deliveries is not None or end.release is not None:
         steps.append(("finish", end))  # (on ARQ a success leaves nothing to finish)
     return steps
+
+
+def _cancel_requested() -> bool:
+    """True if the current asyncio task was asked to cancel (``Task.cancel``), as a worker's
+    shutdown does; False for a CancelledError the code raised itself. Before Python 3.11,
+    which cannot tell them apart, always True."""
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)
+    return cancelling is None or cancelling() > 0
 
 
 def _ending(decision: Decision, counted: tuple[str, int] | None, store_outcome: bool) -> Ending:
