@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pacificpy.background._argtypes import ArgPlan
 from pacificpy.background._frozen import quick_init
+from pacificpy.background._jsonvalue import dumps_value
 from pacificpy.background.monitor.previews import (
     ERROR_CHARS,
     TRACEBACK_CHARS,
@@ -277,6 +278,11 @@ class Outcome:
             "attempts": self.attempts,
             "finished_at": self.finished_at,
         }
+
+    def to_json(self) -> bytes:
+        """:meth:`to_dict` as JSON bytes, as every store outside this process keeps it (a
+        value JSON cannot carry as it is, converted: see ``_jsonvalue``)."""
+        return dumps_value(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Outcome:

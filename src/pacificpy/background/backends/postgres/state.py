@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from pacificpy.background import cancellation
-from pacificpy.background._jsonvalue import dumps_value
 from pacificpy.background.backends.postgres import sql
 from pacificpy.background.backends.postgres.cancels import CancelWatcher
 from pacificpy.background.backends.state import Ending, TaskState
@@ -202,7 +201,7 @@ class PostgresTaskState(TaskState):
 
     def cancel(self, task_id: str, outcome: Outcome, ttl: float) -> bool:
         now = time.time()
-        raw = dumps_value(outcome.to_dict())
+        raw = outcome.to_json()
         with self.connection() as conn, conn.transaction():
             stored = conn.execute(
                 sql.CANCEL_OUTCOME, (task_id, raw, now + self.result_ttl, now)
@@ -302,7 +301,7 @@ class PostgresTaskState(TaskState):
         if end.release is not None:
             steps.append((sql.RELEASE_KEY, end.release))
         if end.task_id is not None and end.outcome is not None:
-            outcome = dumps_value(end.outcome.to_dict())
+            outcome = end.outcome.to_json()
             steps.append((sql.STORE_OUTCOME, (end.task_id, outcome, time.time() + self.result_ttl)))
         if not steps:
             return

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from pacificpy.background import cancellation
-from pacificpy.background._jsonvalue import dumps_value
 from pacificpy.background.backends.redis.cancels import CancelWatcher, database
 from pacificpy.background.backends.redis.clients import RedisClients
 from pacificpy.background.backends.redis.keys import Keys
@@ -81,7 +80,7 @@ class RedisTaskState(TaskState):
 
     def dump_outcome(self, task_id: str, outcome: Outcome) -> bytes:
         """``outcome`` as :meth:`load_outcome` reads it back."""
-        return dumps_value(outcome.to_dict())
+        return outcome.to_json()
 
     def get_outcome(self, task_id: str) -> Outcome | None:
         return self.load_outcome(self.sync.get(self.outcome_key(task_id)))
@@ -282,7 +281,7 @@ class RedisTaskState(TaskState):
         if end.release is not None:
             pipe.delete(self.keys.idem(*end.release))
         if end.task_id is not None and end.outcome is not None:
-            outcome = dumps_value(end.outcome.to_dict())
+            outcome = end.outcome.to_json()
             pipe.set(self.outcome_key(end.task_id), outcome, ex=int(self.result_ttl))
         return pipe
 
@@ -290,7 +289,7 @@ class RedisTaskState(TaskState):
         task_id, outcome = end.task_id, end.outcome
         if end.deliveries is None and end.release is None and task_id and outcome is not None:
             # The common end (an outcome, nothing else): one SET, without a pipeline's cost.
-            data = dumps_value(outcome.to_dict())
+            data = outcome.to_json()
             self.sync.set(self.outcome_key(task_id), data, ex=int(self.result_ttl))
             return
         pipe = self._finish_pipe(self.sync, end)

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from pacificpy.background import cancellation
-from pacificpy.background._jsonvalue import dumps_value
 from pacificpy.background.backends.sqlite import sql
 from pacificpy.background.backends.sqlite.cancels import CancelWatcher
 from pacificpy.background.backends.sqlite.db import Database
@@ -116,7 +115,7 @@ class SQLiteTaskState(TaskState):
             if conn.execute(sql.GET_OUTCOME, (task_id, now)).fetchone() is not None:
                 return False
             conn.execute(sql.BURY, (task_id, now + ttl))
-            raw = dumps_value(outcome.to_dict())
+            raw = outcome.to_json()
             conn.execute(sql.STORE_OUTCOME, (task_id, raw, now + self.result_ttl))
         cancellation.deliver(task_id)  # it may run in this very process
         return True
@@ -200,7 +199,7 @@ class SQLiteTaskState(TaskState):
             if end.release is not None:
                 conn.execute(sql.RELEASE_KEY, end.release)
             if end.task_id is not None and end.outcome is not None:
-                outcome = dumps_value(end.outcome.to_dict())
+                outcome = end.outcome.to_json()
                 expires = time.time() + self.result_ttl
                 conn.execute(sql.STORE_OUTCOME, (end.task_id, outcome, expires))
 
