@@ -26,7 +26,6 @@ from __future__ import annotations
 import atexit
 import bisect
 import collections
-import json
 import logging
 import os
 import threading
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from pacificpy.background._jsonvalue import dumps_value
 from pacificpy.background.backends.redis.clients import RedisClients
 from pacificpy.background.monitor.previews import cap_error, cap_traceback, preview, preview_call
 from pacificpy.background.monitor.store import (
@@ -281,19 +281,15 @@ class RedisMonitorStore(MonitorStore):
             keys = [self._k_index, self._k_totals, self._k_dur, self._k_metrics, self._k_queues]
             script = self._clients.script("monitor_event")
             failed = 0
-            # The window's counters go with its first call, its record writes in calls of
-            # at most _BATCH.
+            # The window's record writes go in calls of at most _BATCH, its counters with
+            # the first call. (A lone surrogate in some text is written as U+FFFD.)
             for start in range(0, max(len(writes), 1), _BATCH):
                 chunk = writes[start : start + _BATCH]
                 if start == 0:
                     part = {**payload, "e": chunk}
-                else:  # record writes only: the window's counters went with its first call
+                else:
                     part = {"e": chunk, "t": [], "d": [], "s": [], "q": [], "m": []}
-                try:
-                    data = orjson.dumps(part)
-                except TypeError:  # a lone surrogate in some text: written as U+FFFD
-                    data = json.dumps(part, ensure_ascii=False).encode("utf-8", "replace")
-                failed += script(keys, [self._k_task, self.ttl, data])
+                failed += script(keys, [self._k_task, self.ttl, dumps_value(part)])
             trim_args = [self.max_records, self._k_task, time.time() - self.ttl]
             self._clients.script("monitor_trim")([self._k_index], trim_args)
             if failed:
