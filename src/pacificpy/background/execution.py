@@ -496,10 +496,9 @@ def call_sync(
         return None, cancelled_error(env)
     except _OverTime:
         return None, cancelled_error(env) if running.cancelled else timeout_error(spec)
-    except asyncio.CancelledError as exc:
-        # In a thread nothing outside cancels the run: the task raised it itself.
-        return None, cancelled_error(env) if running.cancelled else exc
-    except (Exception, SystemExit) as exc:  # a task calling sys.exit() must not end a worker
+    # A task calling sys.exit() must not end a worker; and in a thread nothing outside
+    # cancels the run, so a CancelledError is one the task raised itself.
+    except (Exception, SystemExit, asyncio.CancelledError) as exc:
         return None, cancelled_error(env) if running.cancelled else exc
     if running.cancelled:  # it returned after the cancel reached it: the cancel stands
         return None, cancelled_error(env)

@@ -271,15 +271,16 @@ def _shown(value: object) -> bytes:
         return repr(value)[:100_000].encode("utf-8", "replace")
 
 
+#: Value types JSON carries as they are (no conversion needed).
+_PLAIN = frozenset({type(None), str, int, float, bool})
+
+
 def _jsonable(outcome: dict[str, Any]) -> dict[str, Any]:
     """The outcome dict as its JSON reads back (a value JSON cannot carry as it is,
     converted as every store outside the process converts it)."""
     if type(outcome["value"]) in _PLAIN:
         return outcome
     return orjson.loads(dumps_value(outcome))
-
-
-_PLAIN = frozenset({type(None), str, int, float, bool})
 
 
 class WorkerState:
