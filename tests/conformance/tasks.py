@@ -82,6 +82,14 @@ def unusual_result() -> dict[str, Any]:
 
 
 @background
+def circular_result() -> dict[str, Any]:
+    """A value JSON cannot write at all: a list that holds itself."""
+    loop: list[Any] = [1]
+    loop.append(loop)
+    return {"ok": True, "loop": loop}
+
+
+@background
 def context() -> dict[str, Any]:
     return _context()
 

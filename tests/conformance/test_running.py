@@ -56,6 +56,17 @@ async def test_a_result_json_cannot_carry_as_is_still_ends_the_task(harness: Har
                          "exc": {"error": "v", "error_type": "ValueError"}}  # fmt: skip
 
 
+async def test_a_result_json_cannot_write_at_all_still_ends_the_task(harness: Harness) -> None:
+    # A circular value: a store outside the process keeps what it can, the rest as text.
+    handle = await tasks.circular_result.delay()
+    value = await handle.result(timeout=WAIT)
+    assert await handle.status() is TaskStatus.COMPLETED
+    if harness.name == "local":
+        assert value["loop"][1] is value["loop"]
+    else:
+        assert value == {"ok": True, "loop": [1, "[1, [...]]"]}
+
+
 @pytest.mark.parametrize(
     "task", [tasks.raise_cancelled, tasks.async_raise_cancelled], ids=["sync", "async"]
 )

@@ -5,17 +5,27 @@ outside the process (Redis, PostgreSQL, SQLite, ARQ's job result). A value JSON 
 as it is is converted, never refused, so that a task always ends with an outcome that
 ``result()`` can read: non-string dict keys become strings, sets and tuples lists, bytes
 UTF-8 text (undecodable bytes replaced), an exception ``{"error", "error_type"}``, anything
-else its ``repr``. (orjson already writes dataclasses, datetimes, UUIDs and enums.)
+else its ``repr``; a container met again inside itself, or nested deeper than ``_DEPTH``,
+becomes a short ``repr`` (``[1, [...]]``). (orjson already writes dataclasses, datetimes,
+UUIDs and enums.)
 """
 
 from __future__ import annotations
 
 import json
+import reprlib
 from typing import Any
 
 import orjson
 
 __all__ = ["dumps_value", "value_default"]
+
+#: Nesting kept when a value has to be rebuilt; deeper containers are shown as text.
+_DEPTH = 100
+#: Dict keys the json module writes itself (as orjson's ``OPT_NON_STR_KEYS`` does).
+_KEYS = (str, int, float, bool, type(None))
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel = 1
 
 
 def value_default(obj: Any) -> Any:
@@ -33,6 +43,28 @@ def dumps_value(value: Any) -> bytes:
     """``value`` as JSON bytes, converting what JSON cannot carry as it is (see above)."""
     try:
         return orjson.dumps(value, default=value_default, option=orjson.OPT_NON_STR_KEYS)
-    except TypeError:  # an int past 64 bits, or a lone surrogate: orjson refuses both
-        text = json.dumps(value, default=value_default, ensure_ascii=False)
+    except TypeError:
+        # orjson refuses an int past 64 bits, a lone surrogate, a key of another type (a
+        # tuple), a container holding itself and nesting past 254 levels: the value is
+        # rebuilt from plain containers and written by the json module.
+        text = json.dumps(_rebuilt(value, set(), 0), default=value_default, ensure_ascii=False)
         return text.encode("utf-8", "replace")
+
+
+def _rebuilt(value: Any, inside: set[int], depth: int) -> Any:
+    """``value`` with every container copied as a dict or list (keys json can write), and a
+    container already ``inside`` (a cycle) or past ``_DEPTH`` as its short ``repr``."""
+    if not isinstance(value, (dict, list, tuple, set, frozenset)):
+        return value
+    if id(value) in inside or depth >= _DEPTH:
+        return _SHORT.repr(value)
+    inside.add(id(value))
+    try:
+        if isinstance(value, dict):
+            return {
+                k if isinstance(k, _KEYS) else str(k): _rebuilt(v, inside, depth + 1)
+                for k, v in value.items()
+            }
+        return [_rebuilt(v, inside, depth + 1) for v in value]
+    finally:
+        inside.discard(id(value))
