@@ -49,3 +49,12 @@ def test_nesting_past_the_recursion_limit_is_cut_to_text() -> None:
     while isinstance(out, list):
         out, depth = out[0], depth + 1
     assert out == "[[...]]" and depth == 100
+
+
+class _Broken:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_an_object_whose_repr_raises_is_named() -> None:
+    assert orjson.loads(dumps_value({"x": _Broken()})) == {"x": "<unrepresentable _Broken>"}

@@ -5,9 +5,9 @@ outside the process (Redis, PostgreSQL, SQLite, ARQ's job result). A value JSON 
 as it is is converted, never refused, so that a task always ends with an outcome that
 ``result()`` can read: non-string dict keys become strings, sets and tuples lists, bytes
 UTF-8 text (undecodable bytes replaced), an exception ``{"error", "error_type"}``, anything
-else its ``repr``; a container met again inside itself, or nested deeper than ``_DEPTH``,
-becomes a short ``repr`` (``[1, [...]]``). (orjson already writes dataclasses, datetimes,
-UUIDs and enums.)
+else its ``repr`` (its type's name if even that fails); a container met again inside
+itself, or nested deeper than ``_DEPTH``, becomes a short ``repr`` (``[1, [...]]``).
+(orjson already writes dataclasses, datetimes, UUIDs and enums.)
 """
 
 from __future__ import annotations
@@ -36,7 +36,10 @@ def value_default(obj: Any) -> Any:
         return {"error": str(obj), "error_type": type(obj).__name__}
     if isinstance(obj, (set, frozenset, tuple)):
         return list(obj)
-    return repr(obj)
+    try:
+        return repr(obj)
+    except Exception:  # a broken __repr__ must not cost the task its outcome
+        return f"<unrepresentable {type(obj).__name__}>"
 
 
 def dumps_value(value: Any) -> bytes:

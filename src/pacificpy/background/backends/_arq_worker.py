@@ -277,7 +277,9 @@ _PLAIN = frozenset({type(None), str, int, float, bool})
 
 def _jsonable(outcome: dict[str, Any]) -> dict[str, Any]:
     """The outcome dict as its JSON reads back (a value JSON cannot carry as it is,
-    converted as every store outside the process converts it)."""
+    converted as every store outside the process converts it). ARQ's job serializer would
+    convert it too, but ARQ logs ``repr`` of the result first, and a raising ``repr`` there
+    would record the completed job as failed."""
     if type(outcome["value"]) in _PLAIN:
         return outcome
     return orjson.loads(dumps_value(outcome))
