@@ -282,13 +282,14 @@ class RedisMonitorStore(MonitorStore):
             script = self._clients.script("monitor_event")
             failed = 0
             # The window's record writes go in calls of at most _BATCH, its counters with
-            # the first call. (A lone surrogate in some text is written as U+FFFD.)
+            # the first call, empty ones with the others. (A lone surrogate in some text is
+            # written as "?".)
             for start in range(0, max(len(writes), 1), _BATCH):
                 chunk = writes[start : start + _BATCH]
                 if start == 0:
                     part = {**payload, "e": chunk}
                 else:
-                    part = {"e": chunk, "t": [], "d": [], "s": [], "q": [], "m": []}
+                    part = {**{key: [] for key in payload}, "e": chunk}
                 failed += script(keys, [self._k_task, self.ttl, dumps_value(part)])
             trim_args = [self.max_records, self._k_task, time.time() - self.ttl]
             self._clients.script("monitor_trim")([self._k_index], trim_args)
