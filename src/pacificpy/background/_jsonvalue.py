@@ -24,8 +24,6 @@ __all__ = ["dumps_value", "value_default"]
 _DEPTH = 100
 #: Dict keys the json module writes itself (as orjson's ``OPT_NON_STR_KEYS`` does).
 _KEYS = (str, int, float, bool, type(None))
-_SHORT = reprlib.Repr()
-_SHORT.maxlevel = 1
 
 
 def value_default(obj: Any) -> Any:
@@ -60,7 +58,9 @@ def _rebuilt(value: Any, inside: set[int], depth: int) -> Any:
     if not isinstance(value, (dict, list, tuple, set, frozenset)):
         return value
     if id(value) in inside or depth >= _DEPTH:
-        return _SHORT.repr(value)
+        short = reprlib.Repr()  # (a rare path: no module-level instance to keep)
+        short.maxlevel = 1
+        return short.repr(value)
     inside.add(id(value))
     try:
         if isinstance(value, dict):
